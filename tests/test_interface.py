@@ -1,0 +1,118 @@
+"""The Generator contract, checked for every registered family (tiny configs, synthetic data)."""
+import pytest
+import torch
+
+import zoo
+from zoo import ZooError
+from zoo.images import to_float
+
+from helpers import assert_same_images, data, tiny, train_tiny
+
+FAMILIES = zoo.list_models()
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One briefly trained tiny run directory per family, shared by the tests below."""
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            out = tmp_path_factory.mktemp(name) / "run"
+            cache[name] = (train_tiny(name, out), out)
+        return cache[name]
+    return get
+
+
+def _phase_losses(model, x):
+    torch.manual_seed(1234)  # the same noise draws before and after training
+    with torch.no_grad():
+        first_stage = next(iter(model.stage_plan().values()))
+        return {p: float(model.loss(x, phase=p)["loss"]) for p in first_stage}
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_declarations(name):
+    cls = zoo.get_model_class(name)
+    assert cls.likelihood in ("exact", "bound", "none")
+    m = tiny(name)
+    groups = m.param_groups()
+    phases = [p for ps in m.stage_plan().values() for p in ps]
+    assert sorted(groups) == sorted(phases)
+    assert abs(sum(m.stage_fractions().values()) - 1) < 1e-9
+    assert m.nfe() >= 1
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_few_steps_reduce_loss(name, tmp_path):
+    torch.manual_seed(0)
+    m = tiny(name)
+    d = data()
+    x = to_float(d.images[:32])
+    before = _phase_losses(m, x)
+    from zoo.train import TrainConfig, fit
+    fit(m, d.images, d.labels, tmp_path / "r", TrainConfig(steps=60, batch_size=16), progress=False)
+    after = _phase_losses(m, x)
+    first = next(iter(before))
+    assert after[first] < before[first], (before, after)
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_sample_dtype_shape_range(name, trained):
+    model, _ = trained(name)
+    c, h, w = data().shape
+    state = torch.get_rng_state()
+    s = model.sample(5, seed=3, batch_size=4)
+    assert torch.equal(state, torch.get_rng_state()), "sample() touched the global RNG"
+    assert s.dtype == torch.uint8 and s.device.type == "cpu"
+    assert s.shape == (5, c, h, w)
+    assert model.sample(0).shape == (0, c, h, w)
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_same_seed_same_images_any_batch_size(name, trained):
+    model, _ = trained(name)
+    ref = model.sample(64, seed=11, batch_size=64)
+    for bs in (1, 7):
+        assert_same_images(model.sample(64, seed=11, batch_size=bs), ref)
+    other = model.sample(64, seed=12, batch_size=64)
+    assert not torch.equal(other, ref), "different seeds gave identical images"
+    # a prefix of a longer request is the same images
+    assert_same_images(model.sample(10, seed=11, batch_size=64), ref[:10])
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_save_load_identical_samples(name, trained, tmp_path):
+    model, run = trained(name)
+    again = zoo.load(run)
+    assert torch.equal(again.sample(16, seed=5, batch_size=8), model.sample(16, seed=5, batch_size=8))
+    zoo.save(again, tmp_path / "copy")
+    third = zoo.load(tmp_path / "copy")
+    assert torch.equal(third.sample(16, seed=5, batch_size=8), model.sample(16, seed=5, batch_size=8))
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_log_prob_as_declared(name, trained):
+    model, _ = trained(name)
+    x = to_float(data("synthetic", "test").images[:6])
+    if model.likelihood == "none":
+        with pytest.raises(ZooError):
+            model.log_prob(x)
+        return
+    torch.manual_seed(0)
+    lp = model.log_prob(x)
+    assert lp.shape == (6,)
+    assert torch.isfinite(lp).all()
+    # a log-probability of discrete pixels is <= 0
+    assert (lp <= 1e-3).all(), lp
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_labels_rejected_or_used(name, trained):
+    model, _ = trained(name)
+    labels = torch.zeros(3, dtype=torch.long)
+    if not model.conditional:
+        with pytest.raises(ZooError, match="unconditional"):
+            model.sample(3, labels=labels)
+    else:
+        assert model.sample(3, labels=labels).shape[0] == 3

@@ -1,0 +1,280 @@
+"""The Generator contract, the model registry and run-directory save/load (no pickle).
+
+A family subclasses :class:`Generator`, declares a ``Config`` dataclass (a subclass of
+:class:`ModelConfig`) and registers itself with ``@register_model("name")``. The trainer
+only ever calls ``param_groups``, ``configure_optimizer``, ``loss``, ``begin_stage`` and
+the ``stages``/``phases`` declarations; it never names a family.
+
+Image range: ``loss`` and ``log_prob`` take float images in [-1, 1] (see ``zoo.images``);
+``sample`` returns uint8 (N, C, H, W) on the CPU.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pkgutil
+import importlib
+from pathlib import Path
+from typing import Any, ClassVar, Iterator
+
+import torch
+from torch import nn
+
+from . import rng
+from .config import from_dict, to_dict, apply_overrides
+from .errors import ZooError
+from .images import to_uint8
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    """Fields every family has. Families subclass this and add their own below."""
+    channels: int = 1          # image channels, set from the data
+    image_size: int = 28       # square images, set from the data
+    lr: float = 2e-4           # learning rate used by the default optimizer
+    num_classes: int = 10      # for conditional families (later); ignored by unconditional ones
+
+
+class Generator(nn.Module):
+    """Base class of every family. See ARCHITECTURE.md for the contract."""
+
+    Config: ClassVar[type] = ModelConfig
+    name: ClassVar[str] = ""                       # set by @register_model
+    phases: ClassVar[tuple[str, ...]] = ("main",)  # optimizer phases, in the order they run each step
+    stages: ClassVar[dict[str, tuple[str, ...]] | None] = None  # None -> {"main": phases}
+    likelihood: ClassVar[str] = "none"             # "exact" | "bound" | "none"
+    conditional: ClassVar[bool] = False            # accepts labels in sample()
+    has_latent: ClassVar[bool] = False             # supports interpolate()
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+
+    @classmethod
+    def tiny_config(cls, **fields) -> ModelConfig:
+        """A very small config of this family for fast tests; ``fields`` (e.g. image shape) pass through."""
+        return cls.Config(**fields)
+
+    # ---- training contract --------------------------------------------------------------
+    @classmethod
+    def stage_plan(cls) -> dict[str, tuple[str, ...]]:
+        """Stages in training order, each with the phases that run every step in it."""
+        return dict(cls.stages) if cls.stages is not None else {"main": tuple(cls.phases)}
+
+    def stage_fractions(self) -> dict[str, float]:
+        """Share of the training budget for each stage (sums to 1). Default: equal shares."""
+        plan = self.stage_plan()
+        return {s: 1.0 / len(plan) for s in plan}
+
+    def begin_stage(self, stage: str, images: torch.Tensor) -> None:
+        """Hook called once when a stage starts (not again on resume). ``images``: uint8 train set."""
+
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Trainable parameters for each phase. Default: everything in the single phase."""
+        phases = [p for ps in self.stage_plan().values() for p in ps]
+        if len(phases) != 1:
+            raise NotImplementedError(f"{type(self).__name__} has phases {phases}: override param_groups")
+        return {phases[0]: [p for p in self.parameters() if p.requires_grad]}
+
+    def configure_optimizer(self, phase: str, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+        """The optimizer for one phase. Default: Adam at ``config.lr``."""
+        return torch.optim.Adam(params, lr=self.config.lr, betas=(0.9, 0.99))
+
+    def loss(self, x: torch.Tensor, labels: torch.Tensor | None = None, *, phase: str = "main") -> dict[str, torch.Tensor]:
+        """Named losses for one phase on a batch x (B,C,H,W) in [-1, 1]; ``"loss"`` is optimized."""
+        raise NotImplementedError
+
+    # ---- sampling contract --------------------------------------------------------------
+    def generate(self, gens: list[torch.Generator], labels: torch.Tensor | None = None, **sampler) -> torch.Tensor:
+        """Float images (len(gens), C, H, W) in [-1, 1]; image i uses only gens[i] for randomness."""
+        raise NotImplementedError
+
+    def nfe(self, **sampler) -> int:
+        """Network evaluations per sample for these sampler options (1 for one-shot decoders)."""
+        return 1
+
+    @torch.no_grad()
+    def sample(self, n: int, *, seed: int = 0, labels: torch.Tensor | None = None, batch_size: int = 256,
+               progress: bool = False, **sampler) -> torch.Tensor:
+        """``n`` images as uint8 (n, C, H, W) on the CPU. Image i depends only on (seed, i)."""
+        if n < 0:
+            raise ZooError(f"n must be >= 0, got {n}")
+        if batch_size < 1:
+            raise ZooError(f"batch_size must be >= 1, got {batch_size}")
+        if labels is not None:
+            if not self.conditional:
+                raise ZooError(f"family {self.name!r} is unconditional: labels are not supported")
+            labels = torch.as_tensor(labels).long()
+            if labels.shape != (n,):
+                raise ZooError(f"labels must have shape ({n},), got {tuple(labels.shape)}")
+        c = self.config
+        out = torch.empty(n, c.channels, c.image_size, c.image_size, dtype=torch.uint8)
+        was_training = self.training
+        self.eval()
+        try:
+            starts = range(0, n, batch_size)
+            if progress:
+                from tqdm.auto import tqdm
+                starts = tqdm(starts, desc=f"sample {self.name}", unit="batch", leave=False)
+            for s in starts:
+                b = min(batch_size, n - s)
+                lab = labels[s:s + b] if labels is not None else None
+                x = self.generate(rng.generators(seed, s, b), labels=lab, **sampler)
+                out[s:s + b] = to_uint8(x)
+        finally:
+            self.train(was_training)
+        return out
+
+    def log_prob(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """log p(x) in nats per image for 8-bit images x in [-1, 1]: exact or a lower bound."""
+        raise ZooError(f"family {self.name!r} has no likelihood (likelihood='none')")
+
+    def interpolate(self, a: torch.Tensor, b: torch.Tensor, *, steps: int = 8) -> torch.Tensor:
+        """Decode ``steps`` points on the line between the latents of uint8 images a and b (each (C,H,W))."""
+        raise ZooError(f"family {self.name!r} has no latent space to interpolate in")
+
+    def trajectory(self, n: int, *, seed: int = 0, frames: int = 8, **sampler) -> torch.Tensor:
+        """uint8 (n, frames, C, H, W): the model's running prediction of the final image while sampling."""
+        raise ZooError(f"family {self.name!r} samples in one shot: no trajectory to show")
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+# ---- registry ----------------------------------------------------------------------------
+_REGISTRY: dict[str, type[Generator]] = {}
+_DISCOVERED = False
+
+
+def register_model(name: str):
+    """Class decorator: register a Generator subclass under ``name``; duplicates are refused."""
+    def deco(cls: type[Generator]) -> type[Generator]:
+        if name in _REGISTRY and _REGISTRY[name] is not cls:
+            raise ValueError(f"model {name!r} is already registered (by {_REGISTRY[name].__qualname__})")
+        if not (isinstance(cls, type) and issubclass(cls, Generator)):
+            raise TypeError(f"@register_model({name!r}) needs a Generator subclass")
+        if not (dataclasses.is_dataclass(cls.Config) and issubclass(cls.Config, ModelConfig)):
+            raise TypeError(f"{cls.__name__}.Config must be a dataclass subclassing ModelConfig")
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+    return deco
+
+
+def _discover() -> None:
+    """Import every module in zoo.models once, so their decorators register the families."""
+    global _DISCOVERED
+    if _DISCOVERED:
+        return
+    _DISCOVERED = True
+    from . import models
+    for m in pkgutil.iter_modules(models.__path__):
+        importlib.import_module(f"{models.__name__}.{m.name}")
+
+
+def list_models() -> list[str]:
+    """Registered family names, sorted."""
+    _discover()
+    return sorted(_REGISTRY)
+
+
+def get_model_class(name: str) -> type[Generator]:
+    _discover()
+    if name not in _REGISTRY:
+        raise ZooError(f"unknown model {name!r} (known: {', '.join(sorted(_REGISTRY))})")
+    return _REGISTRY[name]
+
+
+def get_model(name: str, config: ModelConfig | dict | None = None, **overrides: Any) -> Generator:
+    """Build family ``name`` from a config (dataclass or dict), with field overrides."""
+    cls = get_model_class(name)
+    if config is None:
+        config = cls.Config()
+    elif isinstance(config, dict):
+        config = from_dict(cls.Config, config)
+    if overrides:
+        config = dataclasses.replace(config, **overrides)
+    return cls(config)
+
+
+# ---- save / load -------------------------------------------------------------------------
+def _version_tuple(v: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(p) for p in v.split(".")[:3])
+    except ValueError:
+        raise ZooError(f"bad version string {v!r} in config") from None
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write text to path via a temp file and rename, so readers never see half a file."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def config_record(model: Generator) -> dict:
+    from . import __version__
+    return {"family": model.name, "zoo_version": __version__, "config": to_dict(model.config)}
+
+
+def save(model: Generator, run_dir: str | os.PathLike, *, weights_name: str = WEIGHTS_FILE) -> None:
+    """Write config.json (family key, package version, config) and safetensors weights to run_dir."""
+    from safetensors.torch import save_model
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / CONFIG_FILE, json.dumps(config_record(model), indent=2))
+    tmp = run_dir / (weights_name + ".tmp")
+    save_model(model, str(tmp))
+    os.replace(tmp, run_dir / weights_name)
+
+
+def read_config(run_dir: str | os.PathLike) -> tuple[type[Generator], ModelConfig, dict]:
+    """Parse and validate run_dir/config.json: returns (class, config, raw record)."""
+    from . import __version__
+    path = Path(run_dir) / CONFIG_FILE
+    if not path.is_file():
+        raise ZooError(f"{run_dir}: not a run directory (no {CONFIG_FILE})")
+    try:
+        rec = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ZooError(f"{path}: not valid JSON ({e.msg if hasattr(e, 'msg') else e})") from None
+    if not isinstance(rec, dict) or "family" not in rec or "config" not in rec:
+        raise ZooError(f"{path}: missing 'family' or 'config'")
+    saved = str(rec.get("zoo_version", "0"))
+    if _version_tuple(saved) > _version_tuple(__version__):
+        raise ZooError(f"{path}: written by zoo {saved}, newer than this zoo {__version__}; upgrade zoo")
+    cls = get_model_class(str(rec["family"]))
+    cfg = from_dict(cls.Config, rec["config"])
+    return cls, cfg, rec
+
+
+def load_weights(module: nn.Module, path: str | os.PathLike) -> None:
+    """Load safetensors weights into module, turning any corruption into a one-line ZooError."""
+    from safetensors.torch import load_model
+    path = Path(path)
+    if not path.is_file():
+        raise ZooError(f"missing weights file {path}")
+    try:
+        load_model(module, str(path), strict=True)
+    except Exception as e:  # safetensors raises several types for truncated/corrupt headers
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ZooError(f"cannot load weights {path}: corrupt, truncated or from another model ({msg[:200]})") from None
+
+
+def load(run_dir: str | os.PathLike, *, weights_name: str = WEIGHTS_FILE) -> Generator:
+    """Rebuild a model from a run directory written by :func:`save` (or by the trainer)."""
+    cls, cfg, _ = read_config(run_dir)
+    model = cls(cfg)
+    load_weights(model, Path(run_dir) / weights_name)
+    model.eval()
+    return model
+
+
+def iter_chunks(x: torch.Tensor, size: int) -> Iterator[torch.Tensor]:
+    for s in range(0, x.shape[0], size):
+        yield x[s:s + size]

@@ -1,0 +1,126 @@
+"""Dataclass configs: to/from JSON-able dicts and ``--set key=value`` overrides.
+
+Configs are plain stdlib dataclasses. Nothing is ever exec'd or unpickled: values are parsed
+according to the field's declared type.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from typing import Any
+
+from .errors import ZooError
+
+
+def to_dict(cfg: Any) -> dict:
+    """A JSON-able dict of a dataclass (tuples become lists)."""
+    return dataclasses.asdict(cfg)
+
+
+def _coerce(name: str, tp: Any, value: Any) -> Any:
+    """Convert a JSON value or a command-line string to the field's type, or raise ZooError."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin is typing.Union or (origin is not None and str(origin) == "<class 'types.UnionType'>"):
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            if type(None) in args:
+                return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(name, a, value)
+            except ZooError as e:
+                errors.append(str(e))
+        raise ZooError(f"bad value for {name!r}: {value!r}")
+    if origin is typing.Literal:
+        for a in args:
+            if str(a) == str(value):
+                return a
+        raise ZooError(f"bad value for {name!r}: {value!r} (choose from {', '.join(map(str, args))})")
+    if origin in (tuple, list):
+        if isinstance(value, str):
+            value = [v for v in value.replace(" ", "").strip("()[]").split(",") if v != ""]
+        if not isinstance(value, (list, tuple)):
+            raise ZooError(f"bad value for {name!r}: {value!r} (expected a list)")
+        item = args[0] if args else str
+        out = [_coerce(name, item, v) for v in value]
+        return tuple(out) if origin is tuple else out
+    if origin is dict:
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError:
+                raise ZooError(f"bad value for {name!r}: {value!r} (expected JSON object)") from None
+        if not isinstance(value, dict):
+            raise ZooError(f"bad value for {name!r}: {value!r} (expected an object)")
+        return dict(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on"):
+            return True
+        if isinstance(value, str) and value.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ZooError(f"bad value for {name!r}: {value!r} (expected true/false)")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ZooError(f"bad value for {name!r}: {value!r} (expected an integer)")
+        if isinstance(value, int):
+            return value
+        try:
+            f = float(value)
+        except (TypeError, ValueError):
+            raise ZooError(f"bad value for {name!r}: {value!r} (expected an integer)") from None
+        if not f.is_integer():
+            raise ZooError(f"bad value for {name!r}: {value!r} (expected an integer)")
+        return int(f)
+    if tp is float:
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ZooError(f"bad value for {name!r}: {value!r} (expected a number)") from None
+    if tp is str:
+        return str(value)
+    return value
+
+
+def from_dict(cls: type, data: dict) -> Any:
+    """Build dataclass ``cls`` from a dict; unknown keys and bad values raise ZooError."""
+    if not isinstance(data, dict):
+        raise ZooError(f"config for {cls.__name__} must be an object")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ZooError(f"unknown config key(s) for {cls.__name__}: {', '.join(unknown)}")
+    kwargs = {k: _coerce(k, hints[k], v) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def apply_overrides(cfg: Any, overrides: dict[str, str]) -> Any:
+    """Return a copy of ``cfg`` with string overrides parsed by field type."""
+    hints = typing.get_type_hints(type(cfg))
+    names = [f.name for f in dataclasses.fields(cfg)]
+    changes = {}
+    for key, value in overrides.items():
+        if key not in names:
+            raise ZooError(f"unknown key {key!r} for {type(cfg).__name__} (known: {', '.join(names)})")
+        changes[key] = _coerce(key, hints[key], value)
+    return dataclasses.replace(cfg, **changes)
+
+
+def parse_sets(items: typing.Iterable[str]) -> dict[str, str]:
+    """Parse ``key=value`` strings (from ``--set``) into a dict, rejecting malformed ones."""
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise ZooError(f"bad --set {item!r}: expected key=value")
+        k, v = item.split("=", 1)
+        k = k.strip()
+        if not k:
+            raise ZooError(f"bad --set {item!r}: empty key")
+        out[k] = v.strip()
+    return out

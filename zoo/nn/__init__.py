@@ -1,0 +1,1 @@
+"""Shared network blocks. No losses, no configs: families compose these."""

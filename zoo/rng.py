@@ -1,0 +1,46 @@
+"""Per-sample random generators: sample i depends only on (seed, i), never on the batch size.
+
+Every sampler draws its randomness through a list of ``torch.Generator`` objects, one per
+sample, so that splitting the same request into different batches gives identical images.
+The global RNG is never touched.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def sample_seed(seed: int, index: int) -> int:
+    """A 63-bit seed for sample ``index`` of run ``seed``, mixed by numpy's SeedSequence."""
+    if seed < 0 or index < 0:
+        raise ValueError(f"seed and index must be non-negative, got seed={seed}, index={index}")
+    state = np.random.SeedSequence([int(seed), int(index)]).generate_state(2, np.uint32)
+    return int((int(state[0]) << 31) ^ int(state[1])) & ((1 << 63) - 1)
+
+
+def generators(seed: int, start: int, count: int) -> list[torch.Generator]:
+    """Generators for samples ``start .. start+count-1`` of ``seed``."""
+    return [torch.Generator().manual_seed(sample_seed(seed, i)) for i in range(start, start + count)]
+
+
+def randn(gens: list[torch.Generator], *shape: int, dtype=torch.float32) -> torch.Tensor:
+    """Standard normal draws of ``shape`` for each generator: returns (len(gens), *shape)."""
+    return torch.stack([torch.randn(shape, generator=g, dtype=dtype) for g in gens])
+
+
+def rand(gens: list[torch.Generator], *shape: int, dtype=torch.float32) -> torch.Tensor:
+    """Uniform [0, 1) draws of ``shape`` for each generator: returns (len(gens), *shape)."""
+    return torch.stack([torch.rand(shape, generator=g, dtype=dtype) for g in gens])
+
+
+def categorical(gens: list[torch.Generator], probs: torch.Tensor) -> torch.Tensor:
+    """One draw per row of ``probs`` (B, K) with row i using gens[i]; returns (B,) int64.
+
+    Inverse-CDF sampling with one uniform per row, so the draw depends only on that row's
+    generator and probabilities (torch.multinomial takes a single generator for the batch).
+    """
+    u = rand(gens, 1).to(probs.dtype)                         # (B, 1)
+    cdf = probs.cumsum(-1)                                    # (B, K)
+    cdf = cdf / cdf[:, -1:]
+    idx = torch.searchsorted(cdf, u, right=True).squeeze(-1)  # (B,)
+    return idx.clamp_(max=probs.shape[-1] - 1)
