@@ -153,6 +153,7 @@ _DISCOVERED = False
 def register_model(name: str):
     """Class decorator: register a Generator subclass under ``name``; duplicates are refused."""
     def deco(cls: type[Generator]) -> type[Generator]:
+        _discover()  # so that a duplicate of a not-yet-imported family is still refused
         if name in _REGISTRY and _REGISTRY[name] is not cls:
             raise ValueError(f"model {name!r} is already registered (by {_REGISTRY[name].__qualname__})")
         if not (isinstance(cls, type) and issubclass(cls, Generator)):

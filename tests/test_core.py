@@ -1,0 +1,167 @@
+"""Registry, configs, save/load safety, per-sample RNG and the image conversion."""
+import dataclasses
+import json
+
+import pytest
+import torch
+
+import zoo
+from zoo import ZooError, rng
+from zoo.api import Generator, ModelConfig, register_model
+from zoo.config import apply_overrides, from_dict, parse_sets
+from zoo.images import to_float, to_levels, to_uint8
+
+from helpers import tiny
+
+
+def test_registry_refuses_duplicates():
+    with pytest.raises(ValueError, match="already registered"):
+        @register_model("vae")
+        class Other(Generator):
+            pass
+
+
+def test_registry_rejects_non_generator_and_unknown():
+    with pytest.raises(TypeError):
+        register_model("bogus-x")(object)
+    with pytest.raises(ZooError, match="unknown model 'nope'"):
+        zoo.get_model("nope")
+    assert "vae" in zoo.list_models()
+
+
+def test_config_overrides_and_errors():
+    cfg = zoo.get_model_class("vae").Config()
+    c2 = apply_overrides(cfg, {"latent_dim": "16", "widths": "8,16,32", "lr": "1e-4"})
+    assert c2.latent_dim == 16 and c2.widths == (8, 16, 32) and c2.lr == 1e-4
+    with pytest.raises(ZooError, match="unknown key"):
+        apply_overrides(cfg, {"nope": "1"})
+    with pytest.raises(ZooError, match="expected an integer"):
+        apply_overrides(cfg, {"latent_dim": "abc"})
+    with pytest.raises(ZooError, match="expected an integer"):
+        apply_overrides(cfg, {"latent_dim": "1.5"})
+    with pytest.raises(ZooError, match="key=value"):
+        parse_sets(["latent_dim"])
+    with pytest.raises(ZooError, match="unknown config key"):
+        from_dict(type(cfg), {"zzz": 1})
+    assert from_dict(type(cfg), json.loads(json.dumps(dataclasses.asdict(c2)))) == c2
+
+
+def test_image_conversion_roundtrip():
+    u = torch.arange(256, dtype=torch.uint8).view(1, 1, 16, 16)
+    x = to_float(u)
+    assert x.min() == -1 and x.max() == 1
+    assert torch.equal(to_uint8(x), u)
+    assert torch.equal(to_levels(x), u.long())
+    with pytest.raises(ValueError):
+        to_float(u.float())
+
+
+def test_per_sample_generators():
+    a = rng.randn(rng.generators(3, 0, 10), 4)
+    b = torch.cat([rng.randn(rng.generators(3, s, 1), 4) for s in range(10)])
+    assert torch.equal(a, b)
+    assert not torch.equal(a, rng.randn(rng.generators(4, 0, 10), 4))
+    assert rng.sample_seed(0, 1) != rng.sample_seed(1, 0)
+    probs = torch.tensor([[0.0, 1.0, 0.0], [0.5, 0.0, 0.5]])
+    draws = torch.stack([rng.categorical(rng.generators(s, 0, 2), probs) for s in range(200)])
+    assert (draws[:, 0] == 1).all()
+    assert set(draws[:, 1].tolist()) == {0, 2}
+
+
+def _write_run(tmp_path):
+    m = tiny("vae")
+    zoo.save(m, tmp_path)
+    return m
+
+
+def test_save_load_roundtrip(tmp_path):
+    m = _write_run(tmp_path)
+    m2 = zoo.load(tmp_path)
+    for (k, v), (k2, v2) in zip(m.state_dict().items(), m2.state_dict().items()):
+        assert k == k2 and torch.equal(v, v2)
+    rec = json.loads((tmp_path / "config.json").read_text())
+    assert rec["family"] == "vae" and rec["zoo_version"] == zoo.__version__
+
+
+def test_load_rejects_unknown_family(tmp_path):
+    _write_run(tmp_path)
+    rec = json.loads((tmp_path / "config.json").read_text())
+    rec["family"] = "os.system"
+    (tmp_path / "config.json").write_text(json.dumps(rec))
+    with pytest.raises(ZooError, match="unknown model"):
+        zoo.load(tmp_path)
+
+
+def test_load_rejects_newer_version(tmp_path):
+    _write_run(tmp_path)
+    rec = json.loads((tmp_path / "config.json").read_text())
+    rec["zoo_version"] = "99.0.0"
+    (tmp_path / "config.json").write_text(json.dumps(rec))
+    with pytest.raises(ZooError, match="newer than this zoo"):
+        zoo.load(tmp_path)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "empty", "header"])
+def test_load_rejects_corrupt_weights(tmp_path, damage):
+    _write_run(tmp_path)
+    p = tmp_path / "model.safetensors"
+    raw = p.read_bytes()
+    if damage == "truncate":
+        p.write_bytes(raw[: len(raw) // 2])
+    elif damage == "garbage":
+        p.write_bytes(b"\x80\x04\x95" + b"not a safetensors file" * 10)  # a pickle opcode prefix
+    elif damage == "empty":
+        p.write_bytes(b"")
+    else:
+        p.write_bytes(raw[:8] + b"{" * 50 + raw[58:])
+    with pytest.raises(ZooError, match="cannot load weights"):
+        zoo.load(tmp_path)
+
+
+def test_load_rejects_weights_of_another_shape(tmp_path):
+    _write_run(tmp_path)
+    rec = json.loads((tmp_path / "config.json").read_text())
+    rec["config"]["latent_dim"] = 5
+    (tmp_path / "config.json").write_text(json.dumps(rec))
+    with pytest.raises(ZooError, match="cannot load weights"):
+        zoo.load(tmp_path)
+
+
+def test_not_a_run_dir(tmp_path):
+    with pytest.raises(ZooError, match="not a run directory"):
+        zoo.load(tmp_path)
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(ZooError, match="not valid JSON"):
+        zoo.load(tmp_path)
+
+
+def test_sample_argument_errors():
+    m = tiny("vae")
+    with pytest.raises(ZooError):
+        m.sample(-1)
+    with pytest.raises(ZooError):
+        m.sample(2, batch_size=0)
+
+
+def test_vae_iwae_bound_tightens_with_k():
+    """The IWAE bound is non-decreasing in k in expectation; with many images it shows."""
+    from helpers import data
+    torch.manual_seed(0)
+    m = tiny("vae").eval()
+    x = to_float(data().images[:64])
+    torch.manual_seed(1)
+    lp1 = m.log_prob(x, k=1).mean()
+    torch.manual_seed(1)
+    lp64 = m.log_prob(x, k=64).mean()
+    assert lp64 > lp1
+
+
+def test_vae_interpolation_endpoints():
+    from helpers import data
+    m = tiny("vae").eval()
+    a, b = data().images[0], data().images[1]
+    strip = m.interpolate(a, b, steps=5)
+    assert strip.shape == (5, 1, 28, 28) and strip.dtype == torch.uint8
+    mu, _ = m.encode(to_float(torch.stack([a, b])))
+    ends = to_uint8(m.decode(mu)[0].clamp(-1, 1))
+    assert torch.equal(strip[0], ends[0]) and torch.equal(strip[-1], ends[1])

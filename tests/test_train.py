@@ -1,0 +1,140 @@
+"""The trainer: exact resume, budgets, FLOP counting, NaN handling, interruption, logs."""
+import json
+
+import pytest
+import torch
+
+import zoo
+from zoo.errors import ZooError
+from zoo.train import TrainConfig, TrainingDiverged, fit
+
+from helpers import data, tiny
+
+
+def _weights(run, name="checkpoint.safetensors"):
+    from safetensors.torch import load_file
+    return load_file(str(run / name))
+
+
+def test_resume_is_exact(tmp_path):
+    d = data()
+    torch.manual_seed(0)
+    straight = tiny("vae")
+    fit(straight, d.images, d.labels, tmp_path / "a", TrainConfig(steps=20, batch_size=16), progress=False)
+    torch.manual_seed(0)
+    first = tiny("vae")
+    fit(first, d.images, d.labels, tmp_path / "b", TrainConfig(steps=10, batch_size=16), progress=False)
+    torch.manual_seed(999)  # resuming must not depend on the caller's RNG state
+    again = tiny("vae")
+    fit(again, d.images, d.labels, tmp_path / "b", TrainConfig(steps=20, batch_size=16), resume=True, progress=False)
+    wa, wb = _weights(tmp_path / "a"), _weights(tmp_path / "b")
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k
+    ma, mb = _weights(tmp_path / "a", "model.safetensors"), _weights(tmp_path / "b", "model.safetensors")
+    assert all(torch.equal(ma[k], mb[k]) for k in ma)
+    log = [json.loads(line) for line in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
+    assert log[-1]["step"] == 20
+
+
+def test_flop_budget_counts_steps(tmp_path):
+    d = data()
+    m = tiny("vae")
+    s = fit(m, d.images, d.labels, tmp_path / "r", TrainConfig(tflops=0.002, batch_size=16), progress=False)
+    per_step = s["flops_per_step"]["main/main"]
+    assert per_step > 0
+    assert s["steps"] == -(-int(0.002e12) // per_step)      # ceil(budget / step FLOPs)
+    assert s["train_flops"] == s["steps"] * per_step
+    assert s["train_flops"] >= 0.002e12 > s["train_flops"] - per_step
+    # the count is FlopCounterMode's forward+backward: backward costs about twice the forward
+    from zoo.perf import forward_flops_per_image
+    from zoo.images import to_float
+    fwd = forward_flops_per_image(m, to_float(d.images[:16]))
+    assert 2.5 < per_step / (16 * fwd) < 3.5
+
+
+def test_nan_loss_stops_with_step_and_keeps_checkpoint(tmp_path, monkeypatch):
+    d = data()
+    m = tiny("vae")
+    fit(m, d.images, d.labels, tmp_path / "r", TrainConfig(steps=5, batch_size=16), progress=False)
+    before = _weights(tmp_path / "r")
+    orig = type(m).loss
+    calls = {"n": 0}
+
+    def bad_loss(self, x, labels=None, *, phase="main"):
+        calls["n"] += 1
+        out = orig(self, x, labels, phase=phase)
+        if calls["n"] == 3:
+            out["loss"] = out["loss"] * float("nan")
+        return out
+    monkeypatch.setattr(type(m), "loss", bad_loss)
+    with pytest.raises(TrainingDiverged, match="step 8"):
+        fit(m, d.images, d.labels, tmp_path / "r", TrainConfig(steps=50, batch_size=16, ckpt_every=1),
+            resume=True, progress=False)
+    after = _weights(tmp_path / "r")  # checkpoints from steps 6 and 7 are good ones
+    from safetensors import safe_open
+    with safe_open(str(tmp_path / "r" / "checkpoint.safetensors"), framework="pt") as f:
+        assert json.loads(f.metadata()["zoo"])["state"]["step"] == 7  # the last finite step
+    assert not all(torch.equal(before[k], after[k]) for k in before if k.startswith("model."))
+    assert all(torch.isfinite(v).all() for k, v in after.items() if v.is_floating_point())
+
+
+def test_refuses_to_overwrite_and_bad_budgets(tmp_path):
+    d = data()
+    m = tiny("vae")
+    fit(m, d.images, d.labels, tmp_path / "r", TrainConfig(steps=2, batch_size=16), progress=False)
+    with pytest.raises(ZooError, match="already holds a run"):
+        fit(tiny("vae"), d.images, d.labels, tmp_path / "r", TrainConfig(steps=2, batch_size=16), progress=False)
+    with pytest.raises(ZooError, match="exactly one budget"):
+        fit(tiny("vae"), d.images, d.labels, tmp_path / "s", TrainConfig(batch_size=16), progress=False)
+    with pytest.raises(ZooError, match="nothing to resume"):
+        fit(tiny("vae"), d.images, d.labels, tmp_path / "t", TrainConfig(steps=2), resume=True, progress=False)
+    with pytest.raises(ZooError, match="fewer than batch_size"):
+        fit(tiny("vae"), d.images[:8], None, tmp_path / "u", TrainConfig(steps=2, batch_size=16), progress=False)
+
+
+def test_interrupt_checkpoints_and_resumes(tmp_path, monkeypatch):
+    """A stop request (as from Ctrl-C) finishes the step, checkpoints, and resume continues."""
+    import signal
+    from zoo.train import StopRequested
+    d = data()
+    m = tiny("vae")
+    orig = type(m).loss
+    calls = {"n": 0}
+
+    def loss_then_sigint(self, x, labels=None, *, phase="main"):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            signal.raise_signal(signal.SIGINT)
+        return orig(self, x, labels, phase=phase)
+    monkeypatch.setattr(type(m), "loss", loss_then_sigint)
+    with pytest.raises(StopRequested, match="step 4"):
+        fit(m, d.images, d.labels, tmp_path / "r", TrainConfig(steps=30, batch_size=16), progress=False)
+    monkeypatch.setattr(type(m), "loss", orig)
+    s = fit(tiny("vae"), d.images, d.labels, tmp_path / "r", TrainConfig(steps=30, batch_size=16), resume=True,
+            progress=False)
+    assert s["steps"] == 30
+    assert zoo.load(tmp_path / "r").sample(2).shape == (2, 1, 28, 28)
+
+
+def test_corrupt_checkpoint_is_one_line_error(tmp_path):
+    d = data()
+    fit(tiny("vae"), d.images, d.labels, tmp_path / "r", TrainConfig(steps=2, batch_size=16), progress=False)
+    p = tmp_path / "r" / "checkpoint.safetensors"
+    p.write_bytes(p.read_bytes()[:100])
+    with pytest.raises(ZooError, match="corrupt or truncated"):
+        fit(tiny("vae"), d.images, d.labels, tmp_path / "r", TrainConfig(steps=4, batch_size=16), resume=True,
+            progress=False)
+
+
+def test_log_and_records_written(tmp_path):
+    d = data()
+    fit(tiny("vae"), d.images, d.labels, tmp_path / "r", TrainConfig(steps=10, batch_size=16, log_every=5),
+        progress=False, data_spec="synthetic")
+    lines = [json.loads(x) for x in (tmp_path / "r" / "log.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines] == [5, 10]
+    assert all({"loss", "flops", "wall", "epoch"} <= set(x) for x in lines)
+    rec = json.loads((tmp_path / "r" / "train.json").read_text())
+    assert rec["data"] == "synthetic" and rec["train"]["steps"] == 10
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["steps"] == 10 and summary["wall_s"] > 0
