@@ -115,16 +115,17 @@ class Generator(nn.Module):
         out = torch.empty(n, c.channels, c.image_size, c.image_size, dtype=torch.uint8)
         was_training = self.training
         self.eval()
+        starts = range(0, n, batch_size)
+        if progress:
+            from tqdm.auto import tqdm
+            starts = tqdm(starts, desc=f"sample {self.name}", unit="batch", leave=False)
         try:
-            starts = range(0, n, batch_size)
-            if progress:
-                from tqdm.auto import tqdm
-                starts = tqdm(starts, desc=f"sample {self.name}", unit="batch", leave=False)
-            for s in starts:
-                b = min(batch_size, n - s)
-                lab = labels[s:s + b] if labels is not None else None
-                x = self.generate(rng.generators(seed, s, b), labels=lab, **sampler)
-                out[s:s + b] = to_uint8(x)
+            with rng.device_scope(self.device):
+                for s in starts:
+                    b = min(batch_size, n - s)
+                    lab = labels[s:s + b].to(self.device) if labels is not None else None
+                    x = self.generate(rng.generators(seed, s, b), labels=lab, **sampler)  # (b, C, H, W)
+                    out[s:s + b] = to_uint8(x)
         finally:
             self.train(was_training)
         return out
@@ -140,6 +141,12 @@ class Generator(nn.Module):
     def trajectory(self, n: int, *, seed: int = 0, frames: int = 8, **sampler) -> torch.Tensor:
         """uint8 (n, frames, C, H, W): the model's running prediction of the final image while sampling."""
         raise ZooError(f"family {self.name!r} samples in one shot: no trajectory to show")
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the model's parameters (CPU for a model without any)."""
+        p = next(self.parameters(), None)
+        return p.device if p is not None else torch.device("cpu")
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -75,3 +75,63 @@ def sampling_report(model, *, batch: int = 256, n: int | None = None, min_time: 
     ips = n / sec
     return {"images_per_s": ips, "flops_per_image": flops, "achieved_gflops": ips * flops / 1e9,
             "latency_s": lat, "nfe": model.nfe(**sampler), "batch": batch}
+
+
+def probe_run(run_dir: str, *, batch: int = 256, min_time: float = 3.0, device: str = "cpu",
+              sampler: dict | None = None) -> dict:
+    """Sampling speed and peak memory of a trained run, measured in a fresh subprocess.
+
+    A fresh process gives a clean peak-RSS reading (the OS high-water mark cannot be reset
+    inside one process): peak memory while sampling = peak RSS after sampling minus the RSS
+    with the model loaded. On CUDA it is torch.cuda.max_memory_allocated instead.
+    """
+    import json
+    import subprocess
+    import sys
+    cmd = [sys.executable, "-m", "zoo.perf", str(run_dir), "--batch", str(batch), "--min-time", str(min_time),
+           "--device", device, "--sampler", json.dumps(sampler or {})]
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"sampling probe failed for {run_dir}: {out.stderr.strip().splitlines()[-1:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _probe_main() -> None:
+    import argparse
+    import json
+    ap = argparse.ArgumentParser(description="Measure sampling speed and memory of a run (used by zoo bench).")
+    ap.add_argument("run")
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--min-time", type=float, default=3.0)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--sampler", default="{}")
+    a = ap.parse_args()
+    import zoo
+    model = zoo.load(a.run).to(a.device)
+    sampler = json.loads(a.sampler)
+    model.sample(2, seed=0, batch_size=2, **sampler)  # warm up allocator and lazy inits
+    base = current_rss_mb()
+    if a.device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    r = sampling_report(model, batch=a.batch, min_time=a.min_time, **sampler)
+    if a.device.startswith("cuda"):
+        r["peak_mem_mb"] = torch.cuda.max_memory_allocated() / 2 ** 20
+    else:
+        r["peak_mem_mb"] = max(0.0, peak_rss_mb() - base)
+    r["threads"] = torch.get_num_threads()
+    print(json.dumps(r))
+
+
+def current_rss_mb() -> float:
+    """Resident memory of this process now (MB), from /proc (Linux)."""
+    try:
+        with open("/proc/self/statm") as f:
+            pages = int(f.read().split()[1])
+        import os
+        return pages * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+    except OSError:
+        return peak_rss_mb()
+
+
+if __name__ == "__main__":
+    _probe_main()

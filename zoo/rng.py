@@ -6,8 +6,25 @@ The global RNG is never touched.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
+
 import numpy as np
 import torch
+
+# Generators live on the CPU (so draws are identical on any machine); draws are moved to the
+# device of the model being sampled, which Generator.sample() sets with device_scope().
+_DEVICE: contextvars.ContextVar[torch.device] = contextvars.ContextVar("zoo_rng_device", default=torch.device("cpu"))
+
+
+@contextlib.contextmanager
+def device_scope(device: torch.device | str):
+    """Within this block, randn/rand/categorical return tensors on ``device``."""
+    token = _DEVICE.set(torch.device(device))
+    try:
+        yield
+    finally:
+        _DEVICE.reset(token)
 
 
 def sample_seed(seed: int, index: int) -> int:
@@ -25,12 +42,12 @@ def generators(seed: int, start: int, count: int) -> list[torch.Generator]:
 
 def randn(gens: list[torch.Generator], *shape: int, dtype=torch.float32) -> torch.Tensor:
     """Standard normal draws of ``shape`` for each generator: returns (len(gens), *shape)."""
-    return torch.stack([torch.randn(shape, generator=g, dtype=dtype) for g in gens])
+    return torch.stack([torch.randn(shape, generator=g, dtype=dtype) for g in gens]).to(_DEVICE.get())
 
 
 def rand(gens: list[torch.Generator], *shape: int, dtype=torch.float32) -> torch.Tensor:
     """Uniform [0, 1) draws of ``shape`` for each generator: returns (len(gens), *shape)."""
-    return torch.stack([torch.rand(shape, generator=g, dtype=dtype) for g in gens])
+    return torch.stack([torch.rand(shape, generator=g, dtype=dtype) for g in gens]).to(_DEVICE.get())
 
 
 def categorical(gens: list[torch.Generator], probs: torch.Tensor) -> torch.Tensor:
@@ -39,7 +56,7 @@ def categorical(gens: list[torch.Generator], probs: torch.Tensor) -> torch.Tenso
     Inverse-CDF sampling with one uniform per row, so the draw depends only on that row's
     generator and probabilities (torch.multinomial takes a single generator for the batch).
     """
-    u = rand(gens, 1).to(probs.dtype)                         # (B, 1)
+    u = rand(gens, 1).to(device=probs.device, dtype=probs.dtype)  # (B, 1)
     cdf = probs.cumsum(-1)                                    # (B, K)
     cdf = cdf / cdf[:, -1:]
     idx = torch.searchsorted(cdf, u, right=True).squeeze(-1)  # (B,)

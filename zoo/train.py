@@ -66,7 +66,7 @@ def _flatten_optimizer(opt: torch.optim.Optimizer, prefix: str, tensors: dict, m
     for pid, st in sd["state"].items():
         for k, v in st.items():
             if torch.is_tensor(v):
-                tensors[f"{prefix}.state.{pid}.{k}"] = v.detach().clone().contiguous()
+                tensors[f"{prefix}.state.{pid}.{k}"] = v.detach().cpu().clone().contiguous()
             else:
                 meta.setdefault(f"{prefix}.scalars", {})[f"{pid}.{k}"] = v
     meta[f"{prefix}.param_groups"] = sd["param_groups"]
@@ -146,8 +146,12 @@ def _budget_steps(model: Generator, tcfg: TrainConfig) -> dict[str, int | None]:
 
 def fit(model: Generator, images: torch.Tensor, labels: torch.Tensor | None, out_dir: str | os.PathLike,
         tcfg: TrainConfig, *, resume: bool = False, progress: bool = True, data_spec: str = "",
-        extra_record: dict | None = None) -> dict:
-    """Train ``model`` on uint8 ``images`` (N,C,H,W) into ``out_dir``; returns the summary dict."""
+        extra_record: dict | None = None, device: str = "cpu", amp: bool = False) -> dict:
+    """Train ``model`` on uint8 ``images`` (N,C,H,W) into ``out_dir``; returns the summary dict.
+
+    ``device`` moves the model and each batch (the data stays in CPU memory); ``amp`` runs the
+    losses under bf16 autocast (the ``gpu`` bench profile).
+    """
     if (tcfg.steps is None) == (tcfg.tflops is None):
         raise ZooError("give exactly one budget: steps or tflops")
     if tcfg.steps is not None and tcfg.steps < 1:
@@ -160,6 +164,8 @@ def fit(model: Generator, images: torch.Tensor, labels: torch.Tensor | None, out
     ckpt_path = out / CHECKPOINT_FILE
     plan = model.stage_plan()
     stage_names = list(plan)
+    model.to(device)
+    autocast = torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16, enabled=amp)
     groups = model.param_groups()
     phases_all = [p for ps in plan.values() for p in ps]
     if set(groups) != set(phases_all):
@@ -220,15 +226,16 @@ def fit(model: Generator, images: torch.Tensor, labels: torch.Tensor | None, out
             t0 = time.time()
             while total is None or st["done"][stage] < total:
                 idx = sampler.next()
-                x = to_float(images[idx])
-                y = labels[idx] if labels is not None else None
+                x = to_float(images[idx]).to(device)
+                y = labels[idx].to(device) if labels is not None else None
                 step_flops = 0
                 for p in phases:
                     key = f"{stage}/{p}"
                     counting = key not in st["flops_per_step"]
                     optims[p].zero_grad(set_to_none=True)
                     with (FlopCounterMode(display=False) if counting else _nullcontext()) as fc:
-                        losses = model.loss(x, y, phase=p)
+                        with autocast:
+                            losses = model.loss(x, y, phase=p)
                         loss = losses["loss"]
                         if not torch.isfinite(loss):
                             raise TrainingDiverged(
@@ -274,7 +281,7 @@ def fit(model: Generator, images: torch.Tensor, labels: torch.Tensor | None, out
             bar.close()
             bar = None
         _save_checkpoint(ckpt_path, model, ema, optims, sampler, st, tcfg)
-        save(ema.model, out, weights_name=WEIGHTS_FILE)
+        save(copy.deepcopy(ema.model).cpu(), out, weights_name=WEIGHTS_FILE)
         summary = {"family": model.name, "steps": st["step"], "train_flops": st["flops"],
                    "train_tflops": st["flops"] / 1e12, "epochs": round(sampler.epochs, 4),
                    "wall_s": round(st["wall"], 2), "stage_steps": st["stage_steps"],
@@ -303,9 +310,9 @@ def _save_checkpoint(path: Path, model, ema: EMA, optims, sampler: _BatchSampler
     tensors: dict[str, torch.Tensor] = {}
     meta: dict = {}
     for k, v in model.state_dict().items():
-        tensors[f"model.{k}"] = v.detach().clone().contiguous()
+        tensors[f"model.{k}"] = v.detach().cpu().clone().contiguous()
     for k, v in ema.model.state_dict().items():
-        tensors[f"ema.{k}"] = v.detach().clone().contiguous()
+        tensors[f"ema.{k}"] = v.detach().cpu().clone().contiguous()
     for p, opt in optims.items():
         _flatten_optimizer(opt, f"opt.{p}", tensors, meta)
     tensors["rng.torch"] = _rng_tensor()
