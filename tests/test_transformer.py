@@ -1,0 +1,130 @@
+"""The shared causal transformer: KV-cache sampler vs recompute, causality, local attention, FLOPs."""
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+from zoo import rng
+from zoo.nn.transformer import CausalTransformer
+
+GRID = (5, 6)  # T = 30 tokens
+
+
+def _net(window_rows=0, num_classes=0, seed=0, vocab=17, n_layers=2):
+    torch.manual_seed(seed)
+    net = CausalTransformer(vocab, GRID, d_model=16, n_layers=n_layers, n_heads=2, num_classes=num_classes,
+                            window_rows=window_rows).eval()
+    with torch.no_grad():  # larger weights than the init, so logits are far from uniform
+        for p in net.parameters():
+            p.normal_(0, 0.3)
+    return net
+
+
+@pytest.mark.parametrize("window_rows", [0, 1, 2])
+@pytest.mark.parametrize("opts", [{}, {"temperature": 0.7, "top_k": 5}])
+def test_cache_and_recompute_samplers_identical(window_rows, opts):
+    net = _net(window_rows)
+    a = net.sample(rng.generators(3, 0, 6), use_cache=True, **opts)
+    b = net.sample(rng.generators(3, 0, 6), use_cache=False, **opts)
+    assert a.shape == (6, 30) and a.dtype == torch.int64
+    assert torch.equal(a, b)
+    assert len(set(a[:, 5].tolist())) > 1, "samples should differ across generators"
+
+
+def test_cache_and_recompute_identical_with_labels():
+    net = _net(num_classes=3)
+    labels = torch.tensor([0, 1, 2, 2])
+    a = net.sample(rng.generators(0, 0, 4), labels=labels)
+    b = net.sample(rng.generators(0, 0, 4), labels=labels, use_cache=False)
+    assert torch.equal(a, b)
+    diff = (net(a, labels) - net(a, torch.tensor([1, 2, 0, 0]))).abs().amax(dim=(1, 2))  # (4,)
+    assert (diff > 1e-2).all(), f"the class embedding has no effect: {diff}"
+
+
+@pytest.mark.parametrize("window_rows", [0, 2])
+def test_step_logits_match_full_pass(window_rows):
+    net = _net(window_rows)
+    tokens = torch.randint(0, 17, (3, 30))
+    full = net(tokens)                                    # (3, 30, V)
+    cache = net.init_cache(3)
+    steps, prev = [], None
+    for t in range(30):
+        steps.append(net.step(cache, prev))
+        prev = tokens[:, t]
+    torch.testing.assert_close(torch.stack(steps, 1), full, atol=1e-5, rtol=1e-5)
+    # a prefix (not a whole number of rows) gives the same logits as the full pass
+    torch.testing.assert_close(net(tokens[:, :13]), full[:, :13], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("window_rows", [0, 1])
+def test_causality(window_rows):
+    net = _net(window_rows)
+    tokens = torch.randint(0, 17, (2, 30))
+    base = net(tokens)
+    for t in (0, 7, 29):
+        changed = tokens.clone()
+        changed[:, t] = (changed[:, t] + 5) % 17
+        out = net(changed)
+        assert torch.equal(out[:, :t + 1], base[:, :t + 1]), f"changing token {t} changed logits <= {t}"
+        if t + 1 < 30:
+            assert not torch.allclose(out[:, t + 1], base[:, t + 1]), "the next position ignores token t"
+
+
+def test_local_attention_sees_exactly_its_window():
+    """window_rows=1 with rows of 6: position t sees row(t)-1 entirely and its own row up to t
+    (one layer: with more, the receptive field grows by a window per layer)."""
+    net = _net(window_rows=1, n_layers=1)
+    tokens = torch.randint(0, 17, (1, 30))
+    base = net(tokens)
+    t_query = 20                                         # row 3, col 2 -> window starts at 12
+    for src in range(t_query):                          # logits at t_query see inputs at <= t_query
+        changed = tokens.clone()
+        changed[0, src] = (changed[0, src] + 3) % 17     # input at position src + 1 changes
+        moved = not torch.allclose(net(changed)[0, t_query], base[0, t_query])
+        assert moved == (src + 1 >= 12), (src, moved)
+    # the blockwise computation equals full SDPA with the equivalent dense mask
+    attn = net.blocks[0].attn
+    q, k, v = attn._split(torch.randn(2, 27, 16))       # 27 tokens: a partial last row
+    i = torch.arange(27)
+    mask = (i[None] <= i[:, None]) & (i[None] // 6 >= i[:, None] // 6 - 1)
+    torch.testing.assert_close(attn._local(q, k, v, 0.0), F.scaled_dot_product_attention(q, k, v, attn_mask=mask),
+                               atol=1e-5, rtol=1e-5)
+
+
+def test_sampling_is_per_sample():
+    net = _net()
+    gens = rng.generators(5, 0, 6)
+    whole = net.sample(gens)
+    part = net.sample(rng.generators(5, 2, 3))          # samples 2..4 alone
+    assert torch.equal(whole[2:5], part)
+
+
+def test_top_k_one_is_greedy():
+    net = _net()
+    a = net.sample(rng.generators(0, 0, 2), top_k=1)
+    assert torch.equal(a[0], a[1]), "top_k=1 must ignore the random draws"
+    logits = net(a)                                      # greedy: every token is the argmax
+    assert torch.equal(logits.argmax(-1), a)
+
+
+def test_bad_arguments():
+    net = _net()
+    with pytest.raises(ValueError):
+        net.sample(rng.generators(0, 0, 1), temperature=0.0)
+    with pytest.raises(ValueError):
+        net.sample(rng.generators(0, 0, 1), labels=torch.tensor([0]))  # num_classes=0
+    with pytest.raises(ValueError):
+        net(torch.zeros(1, 31, dtype=torch.long))        # longer than the grid
+    with pytest.raises(ValueError):
+        CausalTransformer(10, GRID, d_model=15, n_layers=1, n_heads=2)
+
+
+def test_flop_counter_counts_attention():
+    """FlopCounterMode must see the CPU attention kernel: full T x T, 4*T*T*d per layer forward."""
+    net = _net()
+    tokens = torch.randint(0, 17, (2, 30))
+    with FlopCounterMode(display=False) as fc:
+        net(tokens)
+    counts = {str(k): v for k, v in fc.get_flop_counts()["Global"].items()}
+    attn = sum(v for k, v in counts.items() if "attention" in k)
+    assert attn == 2 * 2 * (4 * 30 * 30 * 16), counts   # batch 2, 2 layers
