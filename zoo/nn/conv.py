@@ -70,3 +70,43 @@ class ConvDecoder(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(z)
+
+
+def spectral(layer: nn.Module, enabled: bool = True) -> nn.Module:
+    """``layer`` with spectral normalisation (torch's parametrization, one power iteration per
+    training forward) when ``enabled``, else ``layer`` unchanged."""
+    return nn.utils.parametrizations.spectral_norm(layer) if enabled else layer
+
+
+class Discriminator(nn.Module):
+    """Conv critic shared by the GAN and the VAE-GAN: (B, C, H, W) -> logits (B,).
+
+    One 4x4 stride-2 conv per entry of ``widths`` (28 -> 14 -> 7 for two), then a 3x3 conv at the
+    last resolution whose activations are the *feature map* used for feature-space losses, then a
+    linear layer on the flattened features. LeakyReLU(0.2) between layers, every layer spectrally
+    normalised (Miyato et al. 2018) unless ``spectral_norm=False``. No batch statistics anywhere,
+    so the logit of image i depends only on image i.
+    """
+
+    def __init__(self, in_ch: int, image_size: int, widths: tuple[int, ...] = (32, 64), spectral_norm: bool = True):
+        super().__init__()
+        layers: list[nn.Module] = []
+        c, size = in_ch, image_size
+        for w in widths:
+            layers += [spectral(nn.Conv2d(c, w, 4, stride=2, padding=1), spectral_norm), nn.LeakyReLU(0.2)]
+            c, size = w, size // 2   # k=4, s=2, p=1 halves (floor) the resolution
+        layers += [spectral(nn.Conv2d(c, c, 3, padding=1), spectral_norm), nn.LeakyReLU(0.2)]
+        self.body = nn.Sequential(*layers)
+        self.head = spectral(nn.Linear(c * size * size, 1), spectral_norm)
+        self.feature_shape = (c, size, size)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> feature map (B, F, h, w) of the last conv layer (after its activation)."""
+        return self.body(x)
+
+    def logits(self, h: torch.Tensor) -> torch.Tensor:
+        """Feature map (B, F, h, w) from :meth:`features` -> logits (B,)."""
+        return self.head(h.flatten(1)).squeeze(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B,)
+        return self.logits(self.features(x))

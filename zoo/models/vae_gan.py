@@ -1,0 +1,136 @@
+"""VAE-GAN (Larsen et al. 2016): the VAE's decoder is also a GAN generator.
+
+The encoder, decoder, posterior head, sampler, IWAE ``log_prob`` and ``interpolate`` are the
+VAE family's (this class subclasses :class:`zoo.models.vae.VAE`); the discriminator is the
+shared spectrally normalised :class:`zoo.nn.conv.Discriminator`. Two phases per step, in this
+order (the VAE objective first: it is the one that must fall as training goes; D's loss need
+not, since D chases a decoder that keeps improving):
+
+  "vae"   encoder + decoder minimise
+            pixel_weight   * (-ELBO with the discretized-logistic decoder) / dims
+          + feature_weight * 0.5 |D_l(x) - D_l(Dec(z))|^2 / dims    (Larsen's Dis_l likelihood)
+          + adv_weight     * non-saturating (or hinge) generator loss on the batch's
+                             reconstructions and half a batch of prior samples,
+          with D's parameters frozen for that forward. D_l is D's last conv feature map;
+  "disc"  D tells a batch of real images from half a batch of reconstructions Dec(z ~ q(z|x))
+          and half a batch of prior samples Dec(z ~ N(0, I)), decoded under no_grad (detached).
+
+Default weights: D is spectrally normalised, so its features and logit move little per pixel.
+Measured on the decoder output after 50 steps at weights (pixel, feature, adv) = (1, 1, 0.1),
+the feature term's gradient norm was 1/19 and the adversarial term's 1/5 of the pixel term's;
+feature_weight = 10 and adv_weight = 1 bring them to about 0.5x and 1.8x. The pixel term then
+gains weight as the decoder's logistic scales shrink during training.
+
+Deviations from the paper: one optimizer for encoder and decoder together (the trainer's phases),
+so the encoder also receives the adversarial gradient through the reconstructions; Larsen et
+al. keep it off the encoder and have no pixel term (the issue asks for one, weighted against the
+feature term); D is spectrally normalised instead of batch-normalised.
+
+Likelihood: declared ``"bound"``. ``log_prob`` is the VAE's importance-weighted bound
+log (1/k) sum_i p(x|z_i) p(z_i) / q(z_i|x). It stays a valid lower bound on the probability of
+the 8-bit image for *any* encoder and decoder weights, because p(x|z) is a normalized
+discretized-logistic distribution over the 256 pixel levels whatever the losses that trained it
+(Burda et al. 2016). Keeping the pixel term in the training loss keeps that distribution (its
+scales in particular) fitted to the data, so the bound stays meaningful; expect it to be looser
+than the plain VAE's, since the feature and adversarial terms pull the decoder means away from
+the maximum-likelihood fit.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import torch
+
+from ..api import register_model
+from ..distributions import discretized_logistic_logp, kl_standard_normal
+from ..errors import ZooError
+from ..nn.conv import Discriminator
+from .gan import GAN_LOSSES, disc_loss, frozen, gen_loss, r1_penalty
+from .vae import VAE, VAEConfig
+
+
+@dataclasses.dataclass
+class VAEGANConfig(VAEConfig):
+    d_widths: tuple[int, ...] = (32, 64)   # discriminator channels per stride-2 conv (28 -> 14 -> 7)
+    pixel_weight: float = 1.0              # weight of the negative ELBO (nats/dim)
+    feature_weight: float = 10.0           # weight of the feature-space reconstruction error (per dim)
+    adv_weight: float = 1.0                # weight of the generator loss on reconstructions + prior samples
+    loss: str = "ns"                       # "ns" (non-saturating) | "hinge"
+    r1_gamma: float = 0.0                  # R1 penalty on real images; 0: off (D is spectrally normalised)
+    spectral_norm: bool = True
+    lr: float = 5e-4                       # encoder + decoder learning rate
+    lr_d: float = 5e-4                     # discriminator learning rate
+    beta1: float = 0.5                     # Adam betas of both phases
+    beta2: float = 0.99
+
+
+@register_model("vae_gan")
+class VAEGAN(VAE):
+    """VAE-GAN: VAE whose decoder is also trained adversarially and in D's feature space."""
+
+    Config = VAEGANConfig
+    phases = ("vae", "disc")
+    likelihood = "bound"
+    has_latent = True
+
+    @classmethod
+    def tiny_config(cls, **fields):
+        return super().tiny_config(**{"d_widths": (8, 16), **fields})
+
+    def __init__(self, config: VAEGANConfig):
+        super().__init__(config)
+        c = config
+        if c.loss not in GAN_LOSSES:
+            raise ZooError(f"unknown GAN loss {c.loss!r} (choose {' or '.join(GAN_LOSSES)})")
+        if min(c.pixel_weight, c.feature_weight, c.adv_weight, c.r1_gamma) < 0:
+            raise ZooError("pixel_weight, feature_weight, adv_weight and r1_gamma must be >= 0")
+        self.disc = Discriminator(c.channels, c.image_size, c.d_widths, spectral_norm=c.spectral_norm)
+
+    def param_groups(self):
+        disc = {id(p) for p in self.disc.parameters()}
+        return {"disc": list(self.disc.parameters()),
+                "vae": [p for p in self.parameters() if id(p) not in disc]}
+
+    def configure_optimizer(self, phase, params):
+        lr = self.config.lr_d if phase == "disc" else self.config.lr
+        return torch.optim.Adam(params, lr=lr, betas=(self.config.beta1, self.config.beta2))
+
+    def loss(self, x, labels=None, *, phase="disc"):
+        c = self.config
+        if phase == "disc":
+            half = max(1, x.shape[0] // 2)  # fakes: half a batch of reconstructions + half of prior samples
+            with torch.no_grad():
+                mu, log_var = self.encode(x[:half])
+                z = torch.cat([mu + torch.randn_like(mu) * torch.exp(0.5 * log_var), torch.randn_like(mu)])
+                fake, _ = self.decode(z)                                      # (2 half, C, H, W)
+            if c.r1_gamma > 0:
+                d_real, r1 = r1_penalty(self.disc, x)
+            else:
+                d_real, r1 = self.disc(x), torch.zeros(())
+            d_fake = self.disc(fake)                                          # (2 half,)
+            adv = disc_loss(c.loss, d_real, d_fake)
+            return {"loss": adv + 0.5 * c.r1_gamma * r1, "adv": adv.detach(), "r1": r1.detach(),
+                    "d_real": d_real.mean().detach(), "d_fake": d_fake.mean().detach()}
+        if phase == "vae":
+            b, dims = x.shape[0], x[0].numel()
+            half = max(1, b // 2)  # prior samples per step: they only feed the adversarial term
+            mu, log_var = self.encode(x)
+            z = mu + torch.randn_like(mu) * torch.exp(0.5 * log_var)          # (B, D)
+            mean, log_scale = self.decode(torch.cat([z, torch.randn_like(z[:half])]))  # (B + half, C, H, W)
+            rec_mean = mean[:b]
+            rec = -discretized_logistic_logp(x, rec_mean, log_scale[:b]).flatten(1).sum(1)  # (B,) nats
+            kl = kl_standard_normal(mu, log_var).sum(1)                       # (B,) nats
+            neg_elbo = (rec + kl).mean() / dims
+            with frozen(self.disc):
+                with torch.no_grad():
+                    f_real = self.disc.features(x)                            # (B, F, h, w)
+                f_fake = self.disc.features(mean)                             # (B + half, F, h, w)
+                d_fake = self.disc.logits(f_fake)                             # (B + half,)
+            feat = 0.5 * (f_fake[:b] - f_real).pow(2).flatten(1).sum(1).mean() / dims
+            adv = gen_loss(c.loss, d_fake)
+            loss = c.pixel_weight * neg_elbo + c.feature_weight * feat + c.adv_weight * adv
+            return {"loss": loss, "bpd_elbo": neg_elbo.detach() / math.log(2),
+                    "rec": rec.mean().detach() / dims, "kl": kl.mean().detach() / dims,
+                    "feat": feat.detach(), "adv": adv.detach(), "d_fake": d_fake.mean().detach()}
+        raise ZooError(f"unknown phase {phase!r} for vae_gan (phases: disc, vae)")
