@@ -1,0 +1,158 @@
+"""The diffusion families: UNet shapes, NFE accounting, trajectories, the bound, latent scale."""
+import math
+
+import pytest
+import torch
+
+import zoo
+from zoo import ZooError
+from zoo.images import to_float
+from zoo.nn.unet import UNet
+
+from helpers import data, tiny
+
+
+def _randomize_zero_layers(module, std=0.05):
+    """Give the zero-initialised layers (block outputs, attention projection, output conv) weights."""
+    for p in module.parameters():
+        if (p == 0).all():
+            torch.nn.init.normal_(p, std=std)
+
+
+@pytest.mark.parametrize("shape,widths", [((1, 28, 28), (8, 16, 32)), ((4, 7, 7), (16, 32)), ((4, 7, 7), (16,)),
+                                          ((3, 9, 9), (8, 8, 16))])
+def test_unet_shapes_and_conditioning(shape, widths):
+    net = UNet(shape[0], widths=widths, attn_heads=2, mid_blocks=1)
+    x = torch.randn(3, *shape)
+    t = torch.tensor([0, 10, 999])
+    assert torch.equal(net(x, t), torch.zeros(3, *shape))  # zero-initialised output layer
+    _randomize_zero_layers(net)
+    y = net(x, t)
+    assert y.shape == x.shape and torch.isfinite(y).all()
+    # the time embedding reaches the output, and the samples are processed independently
+    assert not torch.allclose(net(x, torch.tensor([5, 5, 5])), net(x, torch.tensor([900, 900, 900])))
+    assert torch.allclose(net(x[:1], t[:1]), y[:1], atol=1e-5)
+
+
+def test_unet_label_embedding():
+    net = UNet(1, widths=(8, 16), attn_heads=2, num_classes=10)
+    _randomize_zero_layers(net)
+    x, t = torch.randn(2, 1, 12, 12), torch.tensor([3, 3])
+    a, b = net(x, t, torch.tensor([1, 1])), net(x, t, torch.tensor([2, 2]))
+    assert not torch.allclose(a, b)
+    assert net(x, t).shape == x.shape  # no labels: the "no label" embedding
+
+
+def _count_calls(model):
+    calls = []
+    inner = model.unet.forward
+
+    def counted(x, t, labels=None):
+        calls.append(x.shape[0])
+        return inner(x, t, labels)
+    model.unet.forward = counted
+    return calls
+
+
+@pytest.mark.parametrize("name", ["diffusion", "latent_diffusion"])
+@pytest.mark.parametrize("opts", [{}, {"sampler": "ddpm"}, {"sampler": "ddim", "steps": 7},
+                                  {"sampler": "ddim", "steps": 4, "eta": 1.0}, {"sampler": "dpm++2m", "steps": 3},
+                                  {"sampler": "ddpm", "steps": 10, "variance": "large"}])
+def test_model_nfe_equals_network_calls(name, opts):
+    model = tiny(name).eval()
+    calls = _count_calls(model)
+    model.sample(5, seed=0, batch_size=5, **opts)
+    assert len(calls) == model.nfe(**opts)
+    assert model.nfe(**opts) == (opts.get("steps") or (50 if opts.get("sampler") == "ddpm" else 5))
+
+
+@pytest.mark.parametrize("name", ["diffusion", "latent_diffusion"])
+def test_unknown_sampler_option_is_a_clear_error(name):
+    model = tiny(name)
+    for bad in ({"temperature": 0.5}, {"sampler": "euler"}, {"steps": 0}, {"steps": 51}):
+        with pytest.raises(ZooError):
+            model.sample(2, **bad)
+
+
+@pytest.mark.parametrize("name", ["diffusion", "latent_diffusion"])
+def test_trajectory_ends_at_the_sample(name):
+    torch.manual_seed(0)
+    model = tiny(name).eval()
+    _randomize_zero_layers(model.unet)  # a non-trivial network
+    traj = model.trajectory(3, seed=4, frames=4, sampler="ddim", steps=6)
+    assert traj.shape == (3, 4, 1, 28, 28) and traj.dtype == torch.uint8
+    assert torch.equal(traj[:, -1], model.sample(3, seed=4, sampler="ddim", steps=6))
+    with pytest.raises(ZooError):
+        model.trajectory(2, frames=8, steps=4)
+
+
+def test_vlb_terms_and_stratified_estimate():
+    torch.manual_seed(0)
+    model = tiny("diffusion", timesteps=20).eval()
+    _randomize_zero_layers(model.unet, std=0.02)
+    x = to_float(data().images[:4])
+    full = torch.stack([model.log_prob(x) for _ in range(8)])                    # (8, 4)
+    assert (full < 0).all() and torch.isfinite(full).all()
+    # an exact check of one KL term: identical network => KL(q || p) depends only on the variances
+    t = torch.full((4,), 10)
+    var_q = model.schedule.posterior_variance(t, t - 1)
+    model.config.variance = "large"
+    kl_large = model._kl_term(torch.zeros_like(x), t, None)
+    model.config.variance = "small"
+    assert (model._kl_term(torch.zeros_like(x), t, None) >= 0).all()
+    var_p = model.schedule.betas[10]
+    gap = 0.5 * (math.log(var_p / var_q[0]) + var_q[0] / var_p - 1) * x[0].numel()
+    assert (kl_large >= gap - 1e-6).all()
+    # the stratified estimate is unbiased for the same bound: compare means over repeats
+    strat = torch.stack([model.log_prob(x, terms=3) for _ in range(48)])       # (48, 4)
+    se = (strat.var(0) / 48 + full.var(0) / 8).sqrt()
+    assert ((strat.mean(0) - full.mean(0)).abs() < 4 * se + 1e-3).all(), (strat.mean(0), full.mean(0), se)
+
+
+def test_latent_stages_and_frozen_autoencoder():
+    model = tiny("latent_diffusion")
+    groups = model.param_groups()
+    ae = {id(p) for p in groups["ae"]}
+    unet = {id(p) for p in groups["diffusion"]}
+    assert not ae & unet and unet == {id(p) for p in model.unet.parameters()}
+    assert ae | unet == {id(p) for p in model.parameters()}
+    assert model.stage_fractions() == {"ae": 0.3, "diffusion": pytest.approx(0.7)}
+    x = to_float(data().images[:8])
+    model.loss(x, phase="diffusion")["loss"].backward()
+    assert all(p.grad is None for p in model.encoder.parameters())
+    assert all(p.grad is None for p in model.decoder.parameters())
+    assert any(p.grad is not None for p in model.unet.parameters())
+
+
+def test_latent_scale_stored_in_config_and_survives_save_load(tmp_path):
+    torch.manual_seed(0)
+    model = tiny("latent_diffusion", scale_images=512)
+    imgs = data().images
+    assert model.config.latent_scale == 0.0
+    model.begin_stage("ae", imgs)
+    assert model.config.latent_scale == 0.0
+    torch.manual_seed(3)
+    model.begin_stage("diffusion", imgs)
+    scale = model.config.latent_scale
+    torch.manual_seed(3)
+    with torch.no_grad():
+        z = model._posterior_sample(to_float(imgs[torch.linspace(0, len(imgs) - 1, 512).round().long()]))
+    assert scale == pytest.approx(1 / z.std().item(), rel=1e-5)
+    _randomize_zero_layers(model.unet)
+    zoo.save(model, tmp_path / "run")
+    again = zoo.load(tmp_path / "run")
+    assert again.config.latent_scale == scale
+    assert torch.equal(again.sample(4, seed=1), model.eval().sample(4, seed=1))
+
+
+def test_latent_interpolation_endpoints():
+    torch.manual_seed(0)
+    model = tiny("latent_diffusion").eval()
+    a, b = data().images[0], data().images[1]
+    strip = model.interpolate(a, b, steps=5)
+    assert strip.shape == (5, 1, 28, 28) and strip.dtype == torch.uint8
+    with torch.no_grad():
+        mu, _ = model.encode(to_float(torch.stack([a, b])))
+        ends = (model.decode(mu).clamp(-1, 1) + 1) * 127.5
+    assert (strip[0].float() - ends[0].round()).abs().max() <= 1
+    assert (strip[-1].float() - ends[1].round()).abs().max() <= 1

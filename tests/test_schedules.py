@@ -1,0 +1,192 @@
+"""Noise schedules and samplers (zoo.schedules), checked against oracle and analytic denoisers."""
+import pytest
+import torch
+
+from zoo import ZooError
+from zoo.rng import generators
+from zoo.schedules import NoiseSchedule, evenly_spaced, resolve_options, sample, timesteps
+
+KINDS = ("linear", "cosine")
+# (sampler, options): every sampler, DDIM deterministic and stochastic
+SAMPLERS = [("ddpm", {}), ("ddim", {"eta": 0.0}), ("ddim", {"eta": 1.0}), ("ddim", {"eta": 0.5}),
+            ("dpm++2m", {})]
+
+
+def _oracle(schedule, x0, prediction, seen=None):
+    """The exact network for a known x0: eps (or v) computed from x_t and x0."""
+    def net(x_t, t):
+        if seen is not None:
+            seen.append((x_t.clone(), t.clone()))
+        ab = schedule.alpha_bar(t).view(-1, 1, 1, 1)
+        eps = ((x_t.double() - ab.sqrt() * x0.double()) / (1 - ab).sqrt())
+        if prediction == "v":
+            return (ab.sqrt() * eps - (1 - ab).sqrt() * x0.double()).float()
+        return eps.float()
+    return net
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_schedule_ends_in_noise(kind):
+    s = NoiseSchedule(kind, 1000)
+    ab = s.alphas_cumprod
+    assert (ab[1:] < ab[:-1]).all() and ab[0] > 0.999
+    assert ab[-1] < 1e-4
+    g = torch.Generator().manual_seed(0)
+    n = 20000
+    data = torch.rand(n, 1, 2, 2, generator=g) * 2 - 1
+    for x0 in (torch.full((n, 1, 2, 2), 1.0), torch.full((n, 1, 2, 2), -0.7), data):
+        noise = torch.randn(x0.shape, generator=g)
+        x_T = s.add_noise(x0, noise, torch.full((n,), s.T - 1))
+        assert abs(x_T.mean().item()) < 0.02
+        assert abs(x_T.std().item() - 1) < 0.02
+        assert (x_T - noise).abs().max() < 0.02  # the signal is gone, not just decorrelated
+    # at t=0 almost nothing is added
+    x0 = data[:100]
+    assert (s.add_noise(x0, torch.randn(x0.shape, generator=g), torch.zeros(100, dtype=torch.long)) - x0).std() < 0.02
+
+
+def test_linear_schedule_matches_ho_et_al():
+    s = NoiseSchedule("linear", 1000)
+    assert s.betas[0].item() == pytest.approx(1e-4) and s.betas[-1].item() == pytest.approx(0.02)
+    with pytest.raises(ZooError):
+        NoiseSchedule("quadratic")
+
+
+def test_v_and_epsilon_round_trip():
+    s = NoiseSchedule("cosine", 1000)
+    g = torch.Generator().manual_seed(1)
+    x0, eps = torch.randn(8, 1, 4, 4, generator=g), torch.randn(8, 1, 4, 4, generator=g)
+    t = torch.tensor([0, 1, 10, 200, 500, 800, 990, 998])
+    x_t = s.add_noise(x0, eps, t)
+    for pred in ("epsilon", "v"):
+        x0_hat, eps_hat = s.split(s.target(x0, eps, t, pred), x_t, t, pred)
+        assert torch.allclose(eps_hat, eps, atol=1e-4)
+        if pred == "v":  # x0 from v is well conditioned at every t
+            assert torch.allclose(x0_hat, x0, atol=1e-4)
+        else:            # x0 from eps divides by sqrt(ab): check where ab is not tiny
+            assert torch.allclose(x0_hat[:6], x0[:6], atol=1e-3)
+
+
+@pytest.mark.parametrize("spacing", ("linspace", "trailing", "leading"))
+def test_timestep_spacing(spacing):
+    for steps in (1, 10, 20, 50, 333, 1000):
+        ts = timesteps(1000, steps, spacing)
+        assert len(ts) == steps and all(a > b for a, b in zip(ts, ts[1:])) and 0 <= ts[-1] and ts[0] <= 999
+    assert timesteps(1000, 1000, spacing) == list(range(999, -1, -1))
+    ts = timesteps(1000, 10, spacing)
+    expect = {"linspace": (999, 0), "trailing": (999, 99), "leading": (900, 0)}[spacing]
+    assert (ts[0], ts[-1]) == expect
+    with pytest.raises(ZooError):
+        timesteps(1000, 1001, spacing)
+    with pytest.raises(ZooError):
+        timesteps(1000, 0, spacing)
+
+
+@pytest.mark.parametrize("prediction", ("epsilon", "v"))
+@pytest.mark.parametrize("sampler,opts", SAMPLERS)
+@pytest.mark.parametrize("t_start", (None, 400))
+def test_oracle_reconstructs_x0(sampler, opts, prediction, t_start):
+    s = NoiseSchedule("cosine", 1000)
+    g = torch.Generator().manual_seed(2)
+    x0 = torch.randn(3, 1, 5, 5, generator=g)             # outside [-1, 1]: no clipping helps
+    eps = torch.randn(3, 1, 5, 5, generator=g)
+    t0 = 999 if t_start is None else t_start
+    x_t = s.add_noise(x0, eps, torch.full((3,), t0))
+    steps = None if sampler == "ddpm" else 10
+    out = sample(_oracle(s, x0, prediction), (1, 5, 5), generators(0, 0, 3), s, sampler=sampler, steps=steps,
+                 prediction=prediction, x_init=x_t, t_start=t_start, keep=[0, 3], **opts)
+    assert (out.x - x0).abs().max() < 1e-4
+    for k in (0, 3):  # kept predictions are the oracle's x0 (up to float error at very low SNR)
+        assert (out.x0[k] - x0).abs().max() < (1e-3 if k else 1e-1)
+
+
+@pytest.mark.parametrize("prediction", ("epsilon", "v"))
+@pytest.mark.parametrize("sampler", ("ddim", "dpm++2m"))
+def test_deterministic_samplers_follow_the_exact_path(sampler, prediction):
+    """With the oracle, DDIM(eta=0) and DPM-Solver++ solve the ODE exactly: x_t = a_t x0 + s_t eps."""
+    s = NoiseSchedule("linear", 1000)
+    g = torch.Generator().manual_seed(3)
+    x0 = torch.rand(2, 1, 3, 3, generator=g) * 2 - 1
+    eps = torch.randn(2, 1, 3, 3, generator=g)
+    seen = []
+    x_T = s.add_noise(x0, eps, torch.full((2,), 999))
+    sample(_oracle(s, x0, prediction, seen), (1, 3, 3), generators(0, 0, 2), s, sampler=sampler, steps=7,
+           prediction=prediction, x_init=x_T)
+    assert len(seen) == 7
+    for x_t, t in seen:
+        assert torch.allclose(x_t, s.add_noise(x0, eps, t), atol=1e-4), int(t[0])
+
+
+def test_ddim_eta0_is_deterministic_and_uses_only_the_initial_noise():
+    s = NoiseSchedule("cosine", 100)
+    net = lambda x, t: torch.tanh(x) * 0.5 + 0.01 * t.view(-1, 1, 1, 1).float()  # any fixed function
+    gens = generators(7, 0, 4)
+    a = sample(net, (1, 4, 4), gens, s, sampler="ddim", steps=10, eta=0.0)
+    b = sample(net, (1, 4, 4), generators(7, 0, 4), s, sampler="ddim", steps=10, eta=0.0)
+    assert torch.equal(a.x, b.x)
+    ref = generators(7, 0, 4)
+    for r in ref:
+        torch.randn((1, 4, 4), generator=r)  # only the initial noise was drawn
+    assert all(torch.equal(g.get_state(), r.get_state()) for g, r in zip(gens, ref))
+    # and the initial noise decides everything: same x_T, any generators -> same sample
+    x_T = torch.stack([torch.randn((1, 4, 4), generator=r) for r in generators(7, 0, 4)])
+    c = sample(net, (1, 4, 4), generators(99, 0, 4), s, sampler="ddim", steps=10, eta=0.0, x_init=x_T)
+    assert torch.equal(c.x, a.x)
+    # eta > 0 draws more noise, so it differs from eta = 0 and depends on the generators
+    d = sample(net, (1, 4, 4), generators(7, 0, 4), s, sampler="ddim", steps=10, eta=1.0)
+    assert not torch.allclose(d.x, a.x)
+
+
+@pytest.mark.parametrize("sampler,opts", SAMPLERS)
+@pytest.mark.parametrize("steps", (1, 2, 7, None))
+def test_reported_nfe_equals_calls(sampler, opts, steps):
+    s = NoiseSchedule("cosine", 60)
+    calls = []
+
+    def net(x, t):
+        calls.append(int(t[0]))
+        return 0.1 * x
+    out = sample(net, (1, 2, 2), generators(0, 0, 3), s, sampler=sampler, steps=steps, keep=[0], **opts)
+    expect = steps if steps is not None else (60 if sampler == "ddpm" else 50)
+    assert out.nfe == len(calls) == expect
+    assert calls == out.timesteps and len(set(calls)) == len(calls)
+
+
+@pytest.mark.parametrize("sampler,steps,tol,eta", [("ddpm", None, 0.06, 0.0), ("ddim", 50, 0.05, 0.0),
+                                                   ("dpm++2m", 20, 0.05, 0.0), ("ddim", 20, 0.08, 0.0),
+                                                   ("ddim", 100, 0.06, 1.0)])
+@pytest.mark.parametrize("prediction", ("epsilon", "v"))
+def test_samplers_recover_a_gaussian(sampler, steps, tol, eta, prediction):
+    """Data N(mu, s^2) per dimension has an exact denoiser; samples must come out N(mu, s^2)."""
+    sch = NoiseSchedule("cosine", 1000)
+    mu, sd = 0.3, 0.5
+
+    def net(x_t, t):
+        ab = sch.alpha_bar(t).view(-1, 1, 1, 1).float()
+        a, s2 = ab.sqrt(), 1 - ab
+        x0 = mu + a * sd ** 2 / (ab * sd ** 2 + s2) * (x_t - a * mu)      # E[x0 | x_t]
+        eps = (x_t - a * x0) / s2.sqrt()
+        return eps if prediction == "epsilon" else a * eps - s2.sqrt() * x0
+    n = 300 if sampler == "ddpm" or eta > 0 else 1000
+    out = sample(net, (1, 4, 4), generators(5, 0, n), sch, sampler=sampler, steps=steps, prediction=prediction,
+                 eta=eta)
+    assert abs(out.x.mean().item() - mu) < tol
+    assert abs(out.x.std().item() - sd) < tol
+
+
+def test_evenly_spaced_frames():
+    assert evenly_spaced(20, 5) == [0, 5, 10, 14, 19]
+    assert evenly_spaced(1000, 2) == [0, 999]
+    with pytest.raises(ZooError):
+        evenly_spaced(4, 8)
+
+
+def test_resolve_options():
+    d = {"sampler": "dpm++2m", "steps": 20, "eta": 0.0, "spacing": "linspace", "clip": 1.0, "variance": "small"}
+    assert resolve_options(d, {}, 1000)["steps"] == 20
+    assert resolve_options(d, {"sampler": "ddpm"}, 1000)["steps"] == 1000
+    assert resolve_options(d, {"sampler": "ddim"}, 1000)["steps"] == 20
+    assert resolve_options(d, {"sampler": "ddpm", "steps": 100}, 1000)["steps"] == 100
+    for bad in ({"temperature": 1.0}, {"sampler": "euler"}, {"steps": 0}, {"steps": 1001}, {"spacing": "x"}):
+        with pytest.raises(ZooError):
+            resolve_options(d, bad, 1000)
