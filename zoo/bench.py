@@ -178,8 +178,8 @@ def _mean_std(vals: list[float]) -> tuple[float | None, float | None]:
     if not vals:
         return None, None
     m = sum(vals) / len(vals)
-    s = math.sqrt(sum((v - m) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else 0.0
-    return m, s
+    s = math.sqrt(sum((v - m) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else None
+    return m, s  # no spread from a single seed: shown without "±"
 
 
 def aggregate(cells: list[dict]) -> list[dict]:
@@ -216,7 +216,8 @@ def results_table(rows: list[dict], floor: dict | None, ceiling: dict | None) ->
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         bpd = "—" if r["bpd"] is None else f"{_fmt(r['bpd'], r['bpd_std'], 3)} ({r['likelihood']})"
-        kid = (_fmt(r["kid_mean"] * 1e3, (r["kid_mean_std"] or 0) * 1e3, 2) if r["kid_mean"] is not None else "—")
+        kid_std = r["kid_mean_std"] * 1e3 if r["kid_mean_std"] is not None else None
+        kid = _fmt(r["kid_mean"] * 1e3, kid_std, 2) if r["kid_mean"] is not None else "—"
         cells = [r["family"], ",".join(map(str, r["seeds"])), _fmt(r["fid"], r["fid_std"]), kid,
                  _fmt(r["precision"], r["precision_std"], 3), _fmt(r["recall"], r["recall_std"], 3),
                  _fmt(r["density"], r["density_std"], 3), _fmt(r["coverage"], r["coverage_std"], 3),
