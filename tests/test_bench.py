@@ -138,3 +138,16 @@ def test_cli_rejects_unknown_family_and_missing_cuda():
     if not torch.cuda.is_available():
         r = CliRunner().invoke(cli, ["bench", "--profile", "gpu", "--families", "vae", "--out", "/tmp/zoo-never"])
         assert r.exit_code == 2 and "needs a CUDA device" in r.output
+
+
+def test_diffusion_sweep_and_stratified_bound(tmp_path, extractor):
+    """The NFE sweep reuses the main sample at the default step count, and the VLB honours bpd_terms."""
+    prof = dataclasses.replace(tiny_quick(), sweep_steps=(2, 5), sweep_n=100, bpd_terms=3)  # tiny default: 5 steps
+    out = tmp_path / "std"
+    run_bench(prof, ["diffusion"], "synthetic", out, extractor, "cmd", log=lambda *_: None, tiny=True)
+    cell = json.loads((out / "results.json").read_text())["cells"][0]
+    assert cell["bpd_terms"] == 3 and cell["bpd"] > 0
+    by_steps = {s["steps"]: s for s in cell["sweep"]}
+    assert by_steps[5]["fid"] == cell["fid"] and by_steps[5]["nfe"] == cell["nfe"]
+    assert by_steps[2]["nfe"] < cell["nfe"] and by_steps[2]["fid"] != cell["fid"]
+    assert "Quality against network evaluations" in (out / "RESULTS.md").read_text()
