@@ -45,6 +45,11 @@ def test_outputs_parse(finished):
     assert len(rows) == 2 and {r["family"] for r in rows} == set(FAMILIES)
     md = (finished / "RESULTS.md").read_text()
     assert "test-command" in md and "| vae |" in md and "floor: real vs real" in md
+    ws = {w["key"]: w for w in doc["winners"]}
+    assert ws["fid"]["value"] == min(r["fid"] for r in doc["families"])
+    assert ws["images_per_s"]["value"] == max(r["images_per_s"] for r in doc["families"])
+    assert "bpd" not in ws  # only one family of the two has a likelihood: no ranking
+    assert "Best family per column" in md
     for fig in ("pareto.png", "training_curves.png", "samples-vae.png", "samples-gan.png", "interpolations.png"):
         assert (finished / "figures" / fig).stat().st_size > 0, fig
 

@@ -244,14 +244,49 @@ def results_table(rows: list[dict], floor: dict | None, ceiling: dict | None) ->
     return "\n".join(lines)
 
 
+# (column, label, direction): +1 higher is better, -1 lower is better. Memorization has no better side.
+WINNER_COLS = [("fid", "FID", -1), ("kid_mean", "KID", -1), ("precision", "precision", 1), ("recall", "recall", 1),
+               ("density", "density", 1), ("coverage", "coverage", 1), ("classifier_score", "classifier score", 1),
+               ("bpd", "bits/dim", -1), ("images_per_s", "images/s @256", 1), ("latency_s", "latency b=1 (s)", -1),
+               ("nfe", "NFE", -1), ("peak_mem_mb", "peak sampling memory (MB)", -1)]
+
+
+def winners(rows: list[dict]) -> list[dict]:
+    """Per column: the best family by its seed mean, the runner-up, the margin, and whether the margin
+    is inside the seed spread (smaller than the larger of the two seed stds)."""
+    out = []
+    for key, label, sign in WINNER_COLS:
+        ranked = sorted((r for r in rows if r.get(key) is not None), key=lambda r: -sign * r[key])
+        if len(ranked) < 2:
+            continue
+        a, b = ranked[0], ranked[1]
+        gap = abs(a[key] - b[key])
+        spread = max(a.get(key + "_std") or 0.0, b.get(key + "_std") or 0.0)
+        out.append({"column": label, "key": key, "winner": a["family"], "value": a[key], "runner_up": b["family"],
+                    "runner_up_value": b[key], "margin": gap,
+                    "margin_rel": gap / abs(b[key]) if b[key] else None, "within_seed_spread": gap < spread})
+    return out
+
+
+def winners_table(ws: list[dict]) -> str:
+    lines = ["| column | winner | value | runner-up | value | margin | margin inside seed std? |",
+             "|---|---|---|---|---|---|---|"]
+    for w in ws:
+        rel = f" ({100 * w['margin_rel']:.0f}%)" if w["margin_rel"] is not None else ""
+        lines.append(f"| {w['column']} | {w['winner']} | {w['value']:.4g} | {w['runner_up']} | "
+                     f"{w['runner_up_value']:.4g} | {w['margin']:.3g}{rel} | {'yes' if w['within_seed_spread'] else 'no'} |")
+    return "\n".join(lines)
+
+
 def write_outputs(out: Path, profile: Profile, data: str, command: str, prov: dict) -> None:
     """Rebuild results.json/.csv, RESULTS.md and figures from the finished cells, atomically."""
     cells = [json.loads(p.read_text()) for p in sorted((out / "cells").glob("*-s*.json"))]
     floor = _read(out / "cells" / "_floor.json")
     ceiling = _read(out / "cells" / "_ceiling.json")
     rows = aggregate(cells)
+    ws = winners(rows)
     doc = {"provenance": prov, "command": command, "profile": dataclasses.asdict(profile), "cells": cells,
-           "families": rows, "floor": floor, "ceiling": ceiling}
+           "families": rows, "winners": ws, "floor": floor, "ceiling": ceiling}
     atomic_write_text(out / "results.json", json.dumps(doc, indent=2, default=str))
     buf = io.StringIO()
     keys = sorted({k for c in cells for k, v in c.items() if not isinstance(v, (dict, list))})
@@ -259,10 +294,13 @@ def write_outputs(out: Path, profile: Profile, data: str, command: str, prov: di
     w = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore")
     w.writeheader()
     for c in cells:
-        w.writerow({**{k: v for k, v in c.items() if not isinstance(v, (dict, list))}, **prov})
+        # each row carries the provenance of the invocation that produced that cell
+        w.writerow({**{k: v for k, v in c.items() if not isinstance(v, (dict, list))}, **c.get("provenance", prov)})
     atomic_write_text(out / "results.csv", buf.getvalue())
     figs = make_figures(out, cells, rows)
     ext = cells[0]["metrics_provenance"] if cells else {}
+    commits = sorted({c.get("provenance", {}).get("git_commit", "unknown") for c in cells}) or [prov["git_commit"]]
+    cell_wall = sum(c.get("cell_wall_s", 0.0) for c in cells)
     md = [f"# zoo bench — profile `{profile.name}`", "",
           f"Every family trained on `{data}` for {profile.tflops:g} TFLOP of training compute (forward + backward,"
           f" counted with `torch.utils.flop_counter`), seeds {', '.join(map(str, profile.seeds))}; then {profile.n:,}"
@@ -275,10 +313,17 @@ def write_outputs(out: Path, profile: Profile, data: str, command: str, prov: di
           f" Sampling speed is measured at batch 256 in a fresh process; latency is one image at batch 1."
           f" The floor row is {profile.n:,} real training images against the test split; the ceiling row is"
           f" uniform noise.", "",
-          f"Produced by `{command}` at commit `{prov['git_commit']}` (zoo {prov['zoo_version']}, torch"
-          f" {prov['torch']}) on {prov['cpu']}" + (f" + {prov['gpu']}" if prov.get("gpu") else "") +
-          f", {prov['threads']} threads, {prov['date']}.", "",
-          results_table(rows, floor, ceiling), ""]
+          f"Produced by `{command}`; cells trained and evaluated at commit"
+          f"{'s' if len(commits) > 1 else ''} {', '.join(f'`{c}`' for c in commits)} (zoo {prov['zoo_version']},"
+          f" torch {prov['torch']}) on {prov['cpu']}" + (f" + {prov['gpu']}" if prov.get("gpu") else "") +
+          f", {prov['threads']} threads; {len(cells)} cells took {cell_wall / 60:.0f} min of wall-clock in all"
+          f" (tables written {prov['date']}).", "",
+          results_table(rows, floor, ceiling), "",
+          "## Best family per column", "",
+          "Ranked by the seed mean. \"Inside seed std\" means the gap to the runner-up is smaller than the"
+          " larger of their two seed standard deviations: not a resolved difference. bits/dim mixes exact"
+          " values and bounds (a bound can only overstate a model's bits/dim).", "",
+          winners_table(ws), ""]
     sweeps = [(c["family"], c["seed"], s) for c in cells for s in c.get("sweep", [])]
     if sweeps:
         md += ["## Quality against network evaluations", "", "| family | seed | steps | NFE | FID | images/s |",

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# The per-family figures of issues 3-7, from the 10 TFLOP runs that `zoo bench --profile standard`
+# leaves in results/standard/runs/<family>-s<seed>. Runs one measurement at a time (timings on a
+# 2-core machine are meaningless when jobs overlap). Each step writes under results/<family>/ and
+# is skipped when its output exists, so an interrupted run picks up where it stopped.
+#
+#   bash benchmarks/family_results.sh [RUNS_DIR]     # default results/standard/runs
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS=${1:-results/standard/runs}
+PY=.venv/bin/python
+ZOO=.venv/bin/zoo
+SAMPLES=runs/diffusion-samples   # .npz samples for the NFE study (large, not committed)
+
+step() {  # step OUTPUT COMMAND...: run COMMAND unless OUTPUT exists; stdout goes to OUTPUT atomically
+    local out=$1; shift
+    if [[ -s $out ]]; then echo "skip $out (exists)"; return; fi
+    echo "== $out: $*"
+    mkdir -p "$(dirname "$out")"
+    "$@" > "$out.tmp"
+    mv "$out.tmp" "$out"
+}
+
+for f in pixel_gpt flow gan vae_gan vae diffusion latent_diffusion vqvae; do
+    [[ -s $RUNS/$f-s0/summary.json ]] || { echo "missing $RUNS/$f-s0: run zoo bench --profile standard first" >&2; exit 2; }
+done
+
+# issue 3: metric speed and the floor/ceiling rows at three n
+step results/metrics/bench_metrics.md $PY benchmarks/bench_metrics.py --n 10000 --inception 16
+for n in 2000 5000 10000; do
+    step results/metrics/real_vs_real_n$n.txt $ZOO eval --real-vs-real --n $n --quiet --json results/metrics/real_vs_real_n$n.json
+done
+
+# sample grids (10x10, seed 0) of every seed-0 run; GAN/VAE-GAN/VAE for all three seeds
+for f in pixel_gpt flow diffusion latent_diffusion vqvae; do
+    [[ -s results/$f/samples.png ]] || $ZOO sample $RUNS/$f-s0 --n 100 --seed 0 --out results/$f/samples.png
+done
+for f in gan vae_gan vae; do
+    for s in 0 1 2; do
+        [[ -s results/$f/samples-s$s.png ]] || $ZOO sample $RUNS/$f-s$s --n 100 --seed 0 --out results/$f/samples-s$s.png
+    done
+done
+
+for f in vae vae_gan vqvae latent_diffusion; do
+    [[ -s results/$f/interpolation.png ]] || $ZOO sample $RUNS/$f-s0 --interpolate --n 8 --seed 0 --out results/$f/interpolation.png
+done
+
+# issue 4: exact-likelihood families -- KV cache, speed, test bits/dim on all 10,000 test images
+step results/pixel_gpt/kv_cache.md $PY benchmarks/bench_kv_cache.py --batch 64
+step results/speed.md $PY benchmarks/bench_family.py --min-time 3 \
+    --run $RUNS/pixel_gpt-s0 --run $RUNS/flow-s0 --run $RUNS/gan-s0 --run $RUNS/vae_gan-s0 \
+    --run $RUNS/vae-s0 --run $RUNS/vqvae-s0 --run $RUNS/diffusion-s0 --run $RUNS/latent_diffusion-s0
+for f in pixel_gpt flow; do
+    for s in 0 1 2; do
+        step results/$f/bpd_test_s$s.txt $ZOO eval $RUNS/$f-s$s --metrics bpd --n 10000 --quiet \
+            --json results/$f/bpd_test_s$s.json
+    done
+done
+
+# issue 5: mode-collapse check (fmnist-cnn class histogram of 5,000 samples per seed)
+step results/gan/collapse.txt $PY benchmarks/collapse_check.py $RUNS/gan-s{0,1,2} --n 5000 --json results/gan/collapse.json
+step results/vae_gan/collapse.txt $PY benchmarks/collapse_check.py $RUNS/vae_gan-s{0,1,2} --n 5000 --json results/vae_gan/collapse.json
+
+# issue 6: diffusion -- FID against NFE (few-step and 1000-step at the same n), speed and its breakdown
+for f in diffusion latent_diffusion; do
+    $PY benchmarks/bench_diffusion.py samples --run $RUNS/$f-s0 --out $SAMPLES --n 1000 --n-long 1000 \
+        --only dpm++2m-10 dpm++2m-20 dpm++2m-50 ddim-50 ddpm-1000
+    [[ -s results/$f/trajectory.png ]] || $ZOO sample $RUNS/$f-s0 --trajectory --seed 0 --out results/$f/trajectory.png
+done
+[[ -s $SAMPLES/latent_diffusion/ae-recon-0.npz ]] || \
+    $PY benchmarks/bench_diffusion.py recon --run $RUNS/latent_diffusion-s0 --out $SAMPLES --n 1000
+step results/diffusion/fid_vs_nfe.txt $PY benchmarks/bench_diffusion.py fid --samples $SAMPLES --out results/diffusion
+step results/diffusion/speed.md $PY benchmarks/bench_diffusion.py speed --run $RUNS/diffusion-s0 \
+    --run $RUNS/latent_diffusion-s0 --json results/diffusion/speed.json
+# the bench's 50-term stratified VLB against all 1000 terms on the same 100 test images
+step results/diffusion/bpd_estimator.md $PY benchmarks/bench_diffusion.py bpd --run $RUNS/diffusion-s0 \
+    --n-full 100 --terms 50 --n-strat 2000 --json results/diffusion/bpd_estimator.json
+
+# issue 7: VQ-VAE codebook use, reconstruction MSE and FID, reconstruction grid, sample FID at n=5000
+step results/vqvae/eval.txt $PY benchmarks/vqvae_eval.py $RUNS/vqvae-s0 --samples 5000 \
+    --grid results/vqvae/reconstructions.png --json results/vqvae/metrics.json
+echo "done"
