@@ -45,6 +45,7 @@ class Profile:
     probe_seconds: float             # timing window of the sampling-speed probe
     device: str = "cpu"
     amp: bool = False                # bf16 autocast in training (gpu profile)
+    compile: bool = False            # torch.compile the training losses (gpu profile)
     bpd_terms: int = 0               # families whose log_prob takes terms= (the diffusion VLB): 0 = every
                                      # term (T network evaluations per image); K = stratified unbiased estimate
     description: str = ""
@@ -61,8 +62,8 @@ PROFILES = {
                         sweep_steps=(10, 20, 50), sweep_n=5000, probe_seconds=3.0, bpd_terms=50,
                         description="the committed table: 10 TFLOP per cell, 3 seeds"),
     "gpu": Profile("gpu", tflops=200.0, n=10000, seeds=(0, 1, 2), bpd_images=10000,
-                   sweep_steps=(10, 20, 50, 100), sweep_n=10000, probe_seconds=3.0, device="cuda", amp=True,
-                   description="larger budgets for a CUDA machine, bf16 autocast"),
+                   sweep_steps=(10, 20, 50, 100), sweep_n=10000, probe_seconds=3.0, device="cuda", amp=True, compile=True,
+                   description="larger budgets for a CUDA machine, bf16 autocast, torch.compile"),
 }
 
 METRIC_COLS = ["fid", "kid_mean", "precision", "recall", "density", "coverage", "classifier_score", "memorization"]
@@ -113,7 +114,7 @@ def run_cell(family: str, seed: int, profile: Profile, data: str, out: Path, fea
             for p in run_dir.iterdir():
                 p.unlink()
         fit(model, train_set.images, train_set.labels, run_dir, TrainConfig(tflops=profile.tflops, seed=seed),
-            resume=resume, data_spec=data, device=profile.device, amp=profile.amp)
+            resume=resume, data_spec=data, device=profile.device, amp=profile.amp, compile=profile.compile)
     summary = json.loads((run_dir / "summary.json").read_text())
     model = load(run_dir).to(profile.device)
 

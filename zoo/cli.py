@@ -125,8 +125,11 @@ def build_model(family: str, shape: tuple[int, int, int], model_sets: dict):
 @click.option("--download", is_flag=True, help="Allow downloading the dataset (needs internet).")
 @click.option("--eval-bpd", default=0, type=int, metavar="N",
               help="After training, report test bits/dim on the first N test images (0: skip).")
+@click.option("--compile", "compile_", is_flag=True,
+              help="Run the training losses through torch.compile (needs a C++ compiler; helps most on a GPU).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def train_cmd(family, data_spec, seed, out, steps, tflops, batch_size, resume, sets, download, eval_bpd, quiet):
+def train_cmd(family, data_spec, seed, out, steps, tflops, batch_size, resume, sets, download, eval_bpd, compile_,
+              quiet):
     """Train FAMILY on a dataset under a step or FLOP budget, writing a run directory.
 
     Example: zoo train vae --tflops 10 --out runs/vae-s0 --seed 0
@@ -159,7 +162,7 @@ def train_cmd(family, data_spec, seed, out, steps, tflops, batch_size, resume, s
         torch_seed(seed)
         model = build_model(family, train.shape, model_sets)  # weights drawn after seeding
     summary = fit(model, train.images, train.labels, out, tcfg, resume=resume, progress=not quiet,
-                  data_spec=data_spec)
+                  data_spec=data_spec, compile=compile_)
     click.echo(f"trained {family}: {summary['steps']} steps, {summary['train_tflops']:.3f} TFLOP, "
                f"{summary['epochs']:.2f} epochs, {summary['wall_s']:.1f} s -> {out}")
     if eval_bpd > 0:

@@ -146,11 +146,14 @@ def _budget_steps(model: Generator, tcfg: TrainConfig) -> dict[str, int | None]:
 
 def fit(model: Generator, images: torch.Tensor, labels: torch.Tensor | None, out_dir: str | os.PathLike,
         tcfg: TrainConfig, *, resume: bool = False, progress: bool = True, data_spec: str = "",
-        extra_record: dict | None = None, device: str = "cpu", amp: bool = False) -> dict:
+        extra_record: dict | None = None, device: str = "cpu", amp: bool = False,
+        compile: bool = False) -> dict:
     """Train ``model`` on uint8 ``images`` (N,C,H,W) into ``out_dir``; returns the summary dict.
 
     ``device`` moves the model and each batch (the data stays in CPU memory); ``amp`` runs the
-    losses under bf16 autocast (the ``gpu`` bench profile).
+    losses under bf16 autocast and ``compile`` runs them through ``torch.compile`` (the ``gpu``
+    bench profile). The one step per stage and phase that counts FLOPs always runs eagerly, so the
+    budget is the same with or without compilation.
     """
     if (tcfg.steps is None) == (tcfg.tflops is None):
         raise ZooError("give exactly one budget: steps or tflops")
@@ -171,6 +174,7 @@ def fit(model: Generator, images: torch.Tensor, labels: torch.Tensor | None, out
     if set(groups) != set(phases_all):
         raise ValueError(f"{model.name}: param_groups keys {sorted(groups)} != phases {phases_all}")
     optims = {p: model.configure_optimizer(p, groups[p]) for p in phases_all}
+    compiled_loss = torch.compile(model.loss) if compile else model.loss
 
     torch.manual_seed(tcfg.seed)
     sampler = _BatchSampler(images.shape[0], tcfg.batch_size, tcfg.seed + 1)
@@ -235,7 +239,7 @@ def fit(model: Generator, images: torch.Tensor, labels: torch.Tensor | None, out
                     optims[p].zero_grad(set_to_none=True)
                     with (FlopCounterMode(display=False) if counting else _nullcontext()) as fc:
                         with autocast:
-                            losses = model.loss(x, y, phase=p)
+                            losses = (model.loss if counting else compiled_loss)(x, y, phase=p)
                         loss = losses["loss"]
                         if not torch.isfinite(loss):
                             raise TrainingDiverged(
