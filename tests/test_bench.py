@@ -149,10 +149,32 @@ def test_diffusion_sweep_and_stratified_bound(tmp_path, extractor):
     """The NFE sweep reuses the main sample at the default step count, and the VLB honours bpd_terms."""
     prof = dataclasses.replace(tiny_quick(), sweep_steps=(2, 5), sweep_n=100, bpd_terms=3)  # tiny default: 5 steps
     out = tmp_path / "std"
-    run_bench(prof, ["diffusion"], "synthetic", out, extractor, "cmd", log=lambda *_: None, tiny=True)
-    cell = json.loads((out / "results.json").read_text())["cells"][0]
+    # flow and vqvae have no steps= (one rejects it, one ignores it): no sweep, and no crash
+    run_bench(prof, ["diffusion", "flow", "vqvae"], "synthetic", out, extractor, "cmd", log=lambda *_: None, tiny=True)
+    cells = {c["family"]: c for c in json.loads((out / "results.json").read_text())["cells"]}
+    assert cells["flow"]["sweep"] == [] and cells["vqvae"]["sweep"] == []
+    assert cells["flow"].get("bpd_terms") is None
+    cell = cells["diffusion"]
     assert cell["bpd_terms"] == 3 and cell["bpd"] > 0
     by_steps = {s["steps"]: s for s in cell["sweep"]}
     assert by_steps[5]["fid"] == cell["fid"] and by_steps[5]["nfe"] == cell["nfe"]
     assert by_steps[2]["nfe"] < cell["nfe"] and by_steps[2]["fid"] != cell["fid"]
     assert "Quality against network evaluations" in (out / "RESULTS.md").read_text()
+
+
+def test_failed_cell_does_not_stop_the_others(tmp_path, extractor, monkeypatch):
+    real = bench.run_cell
+
+    def flaky(family, *a, **k):
+        if family == "gan":
+            raise RuntimeError("boom")
+        return real(family, *a, **k)
+    monkeypatch.setattr(bench, "run_cell", flaky)
+    out = tmp_path / "q"
+    with pytest.raises(bench.ZooError, match="1 of 2 cells failed.*gan seed 0: RuntimeError: boom"):
+        run_bench(tiny_quick(), FAMILIES, "synthetic", out, extractor, "cmd", log=lambda *_: None, tiny=True)
+    assert (out / "cells" / "vae-s0.json").exists() and not (out / "cells" / "gan-s0.json").exists()
+    assert "RuntimeError: boom" in (out / "cells" / "gan-s0.failed.txt").read_text()
+    monkeypatch.setattr(bench, "run_cell", real)  # the re-run retries only the failed cell
+    run_bench(tiny_quick(), FAMILIES, "synthetic", out, extractor, "cmd", log=lambda *_: None, tiny=True)
+    assert (out / "cells" / "gan-s0.json").exists() and not (out / "cells" / "gan-s0.failed.txt").exists()

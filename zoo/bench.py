@@ -19,6 +19,7 @@ import os
 import platform
 import subprocess
 import time
+import traceback
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -28,6 +29,7 @@ import torch
 from . import __version__
 from .api import atomic_write_text, get_model_class, list_models, load
 from .errors import ZooError
+from .train import StopRequested
 from .metrics.evaluate import git_commit
 
 SAMPLE_SEED = 0  # every cell samples images (SAMPLE_SEED, i): the same noise for every family
@@ -173,10 +175,10 @@ def _takes_terms(model) -> bool:
 
 
 def _takes_steps(model) -> bool:
+    """Whether the family's sampler has a step count that sets its network evaluations (the NFE sweep)."""
     try:
-        model.nfe(steps=10)
-        return True
-    except TypeError:
+        return model.nfe(steps=10) != model.nfe(steps=20)
+    except (TypeError, ValueError, ZooError):  # families without steps= reject it or ignore it
         return False
 
 
@@ -476,6 +478,7 @@ def run_bench(profile: Profile, families: list[str], data: str, out: Path, featu
             log(f"reference row {name[1:]}: n={profile.n}")
             atomic_write_text(p, json.dumps(fn(data, profile.n, features=features), indent=2, default=str))
     todo = [(f, s) for f in families for s in profile.seeds]
+    failures: list[str] = []
     t_start = time.time()
     for i, (fam, seed) in enumerate(todo, 1):
         cell = out / "cells" / f"{fam}-s{seed}.json"
@@ -484,7 +487,18 @@ def run_bench(profile: Profile, families: list[str], data: str, out: Path, featu
             continue
         log(f"[{i}/{len(todo)}] {fam} seed {seed}")
         t0 = time.time()
-        rec = run_cell(fam, seed, profile, data, out, features, train_set, test_set, log=log, tiny=tiny)
+        failed = out / "cells" / f"{fam}-s{seed}.failed.txt"
+        try:
+            rec = run_cell(fam, seed, profile, data, out, features, train_set, test_set, log=log, tiny=tiny)
+        except StopRequested:
+            raise
+        except Exception as e:  # one broken cell must not cost the others: record it, go on, fail at the end
+            atomic_write_text(failed, traceback.format_exc())
+            failures.append(f"{fam} seed {seed}: {type(e).__name__}: {e}")
+            log(f"[{i}/{len(todo)}] {fam} seed {seed}: FAILED ({type(e).__name__}: {e}); traceback in {failed}")
+            continue
+        if failed.exists():
+            failed.unlink()
         rec["tiny"] = tiny
         rec["cell_wall_s"] = round(time.time() - t0, 1)
         rec["provenance"] = prov
@@ -494,6 +508,9 @@ def run_bench(profile: Profile, families: list[str], data: str, out: Path, featu
             f"{rec['images_per_s']:.1f} images/s, cell {rec['cell_wall_s']:.0f} s")
     write_outputs(out, profile, data, command, prov)
     log(f"bench {profile.name}: {len(todo)} cells, {time.time() - t_start:.0f} s this invocation -> {out / 'RESULTS.md'}")
+    if failures:
+        raise ZooError(f"{len(failures)} of {len(todo)} cells failed (re-run the same command to retry them): "
+                       + "; ".join(failures))
     return out
 
 
