@@ -49,6 +49,7 @@ def test_outputs_parse(finished):
     assert ws["fid"]["value"] == min(r["fid"] for r in doc["families"])
     assert ws["images_per_s"]["value"] == max(r["images_per_s"] for r in doc["families"])
     assert "bpd" not in ws  # only one family of the two has a likelihood: no ranking
+    assert ws["nfe"]["tie"] and ws["nfe"]["winner"] == "gan, vae" and ws["nfe"]["runner_up"] is None
     assert "Best family per column" in md
     for fig in ("pareto.png", "training_curves.png", "samples-vae.png", "samples-gan.png", "interpolations.png"):
         assert (finished / "figures" / fig).stat().st_size > 0, fig

@@ -255,19 +255,27 @@ WINNER_COLS = [("fid", "FID", -1), ("kid_mean", "KID", -1), ("precision", "preci
 
 
 def winners(rows: list[dict]) -> list[dict]:
-    """Per column: the best family by its seed mean, the runner-up, the margin, and whether the margin
-    is inside the seed spread (smaller than the larger of the two seed stds)."""
+    """Per column: the best family by its seed mean (all of them on a tie), the runner-up (the best
+    value behind it), the margin, and whether the margin is inside the seed spread (smaller than the
+    larger of the two seed stds)."""
     out = []
     for key, label, sign in WINNER_COLS:
         ranked = sorted((r for r in rows if r.get(key) is not None), key=lambda r: -sign * r[key])
         if len(ranked) < 2:
             continue
-        a, b = ranked[0], ranked[1]
-        gap = abs(a[key] - b[key])
-        spread = max(a.get(key + "_std") or 0.0, b.get(key + "_std") or 0.0)
-        out.append({"column": label, "key": key, "winner": a["family"], "value": a[key], "runner_up": b["family"],
-                    "runner_up_value": b[key], "margin": gap,
-                    "margin_rel": gap / abs(b[key]) if b[key] else None, "within_seed_spread": gap < spread})
+        best = [r for r in ranked if r[key] == ranked[0][key]]
+        rest = ranked[len(best):]
+        a = best[0]
+        rec = {"column": label, "key": key, "winner": ", ".join(r["family"] for r in best), "value": a[key],
+               "tie": len(best) > 1, "runner_up": None, "runner_up_value": None, "margin": None,
+               "margin_rel": None, "within_seed_spread": None}
+        if rest:
+            b = rest[0]
+            gap = abs(a[key] - b[key])
+            spread = max(max((r.get(key + "_std") or 0.0) for r in best), b.get(key + "_std") or 0.0)
+            rec.update(runner_up=b["family"], runner_up_value=b[key], margin=gap,
+                       margin_rel=gap / abs(b[key]) if b[key] else None, within_seed_spread=gap < spread)
+        out.append(rec)
     return out
 
 
@@ -275,8 +283,12 @@ def winners_table(ws: list[dict]) -> str:
     lines = ["| column | winner | value | runner-up | value | margin | margin inside seed std? |",
              "|---|---|---|---|---|---|---|"]
     for w in ws:
+        win = w["winner"] + (" (tie)" if w["tie"] else "")
+        if w["runner_up"] is None:
+            lines.append(f"| {w['column']} | {win} | {w['value']:.4g} | — | — | — | — |")
+            continue
         rel = f" ({100 * w['margin_rel']:.0f}%)" if w["margin_rel"] is not None else ""
-        lines.append(f"| {w['column']} | {w['winner']} | {w['value']:.4g} | {w['runner_up']} | "
+        lines.append(f"| {w['column']} | {win} | {w['value']:.4g} | {w['runner_up']} | "
                      f"{w['runner_up_value']:.4g} | {w['margin']:.3g}{rel} | {'yes' if w['within_seed_spread'] else 'no'} |")
     return "\n".join(lines)
 
