@@ -262,3 +262,20 @@ def test_eval_cli_on_run_directory_samples_with_fixed_seeds(ext, tmp_cache, tmp_
     assert recs[0]["fid"] == recs[1]["fid"] and recs[0]["precision"] == recs[1]["precision"]   # same seed, same samples
     r = CliRunner().invoke(cli, ["eval", "--real-vs-real", str(tmp_path / "run")])
     assert r.exit_code == 2 and "takes no SOURCE" in r.output
+
+
+def test_eval_bpd_alone_does_not_sample(ext, tmp_cache, tmp_path, monkeypatch):
+    """bits/dim needs only the model and the test images: no n samples are drawn (minutes for the GPT)."""
+    from tests.helpers import train_tiny
+    from zoo.api import Generator
+    train_tiny("vae", tmp_path / "run", steps=2)
+
+    def no_sampling(*a, **k):
+        raise AssertionError("sampled although only bpd was asked for")
+    monkeypatch.setattr(Generator, "sample", no_sampling)
+    out = tmp_path / "bpd.json"
+    r = CliRunner().invoke(cli, ["eval", str(tmp_path / "run"), "--data", "synthetic", "--weights", str(ext.path),
+                                 "--n", "16", "--metrics", "bpd", "--quiet", "--json", str(out)])
+    assert r.exit_code == 0, r.output
+    rec = json.loads(out.read_text())
+    assert rec["bpd"] > 0 and rec["bpd_n"] == 16 and rec["provenance"]["n_fake"] == 0

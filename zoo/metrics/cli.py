@@ -224,7 +224,7 @@ def eval_cmd(source, data_spec, features, n, metrics, split, seed, batch_size, o
             if features == "inception":
                 _inception_estimate(ext, 2 * n)
             try:
-                fake = model.sample(n, seed=seed, progress=progress, **sampler)
+                fake = None if set(mets) == {"bpd"} else model.sample(n, seed=seed, progress=progress, **sampler)
             except TypeError as e:
                 raise ZooError(f"bad sampler option for {model.name}: {e}") from None
         else:

@@ -139,14 +139,18 @@ def evaluate(fake, *, data: str = "fashion-mnist", features: str | Extractor = "
     metrics = parse_metrics(metrics)
     if "mem" in metrics and split == "train":
         raise ZooError("memorization compares samples with held-out images: use split='test' or drop 'mem'")
-    fake = check_images(fake, min_n=2, what="fake images")
+    if set(metrics) == {"bpd"} and fake is None:  # bits/dim alone needs the model, not samples
+        if n is None:
+            raise ZooError("bits/dim without samples needs n (the number of reference images)")
+    else:
+        fake = check_images(fake, min_n=2, what="fake images")
     ds, n = _load_split(data, split, n if n is not None else fake.shape[0])
-    if tuple(fake.shape[1:]) != tuple(ds.shape):
+    if fake is not None and tuple(fake.shape[1:]) != tuple(ds.shape):
         raise ZooError(f"fake images have shape {tuple(fake.shape[1:])} but {data} images are {tuple(ds.shape)}")
     ext = features if isinstance(features, Extractor) else get_extractor(features, data=data, weights=weights)
     res: dict = {}
     times: dict[str, float] = {}
-    prov: dict = {**ext.describe(), "n": n, "n_fake": int(fake.shape[0]), "reference_split": split,
+    prov: dict = {**ext.describe(), "n": n, "n_fake": int(fake.shape[0]) if fake is not None else 0, "reference_split": split,
                   "reference": f"first {n} images of the {split} split", "data": data,
                   "metrics": list(metrics), "zoo_version": __version__, "git_commit": git_commit(),
                   "torch": torch.__version__,
