@@ -54,6 +54,10 @@ def cmd_samples(args) -> None:
     for sampler, steps in configs:
         path = out / f"{_label(sampler, steps)}.npz"
         if path.exists():
+            made_by = json.loads(str(np.load(path)["meta"]))
+            if made_by.get("run") != args.run or made_by.get("seed") != args.seed:
+                raise SystemExit(f"{path} holds samples of {made_by.get('run')} (seed {made_by.get('seed')}), "
+                                 f"not of {args.run} (seed {args.seed}): use another --out")
             print(f"{path} exists, skipped")
             continue
         n = args.n_long if steps >= 1000 else args.n
