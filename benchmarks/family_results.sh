@@ -65,7 +65,7 @@ step results/vae_gan/collapse.txt $PY benchmarks/collapse_check.py $RUNS/vae_gan
 for f in diffusion latent_diffusion; do
     $PY benchmarks/bench_diffusion.py samples --run $RUNS/$f-s0 --out $SAMPLES --n 1000 --n-long 1000 \
         --only dpm++2m-10 dpm++2m-20 dpm++2m-50 ddim-50 ddpm-1000
-    [[ -s results/$f/trajectory.png ]] || $ZOO sample $RUNS/$f-s0 --trajectory --seed 0 --out results/$f/trajectory.png
+    [[ -s results/$f/trajectory.png ]] || $ZOO sample $RUNS/$f-s0 --trajectory --n 8 --seed 0 --out results/$f/trajectory.png
 done
 [[ -s $SAMPLES/latent_diffusion/ae-recon-0.npz ]] || \
     $PY benchmarks/bench_diffusion.py recon --run $RUNS/latent_diffusion-s0 --out $SAMPLES --n 1000
