@@ -100,14 +100,19 @@ def _test_to_train_distances(data: str, split: str, images: torch.Tensor, domain
     return _cached("nn-train", key, lambda: {"d": nearest_distance(ref, train)})["d"]
 
 
+CODE_PATHS = ("zoo", "benchmarks", "setup.cfg", "setup.sh")
+
+
 def git_commit() -> str | None:
-    """The git commit of the zoo checkout (with '+dirty' for uncommitted changes), or None."""
-    here = Path(__file__).resolve().parent
+    """The git commit of the zoo checkout, or None. '+dirty' marks uncommitted changes to the code
+    that makes numbers (zoo/, benchmarks/, the setup files); results/ and docs do not count, so
+    moving an old results folder aside before re-running a benchmark does not taint its provenance."""
+    root = Path(__file__).resolve().parent.parent.parent   # zoo/metrics/evaluate.py -> the checkout
     try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
         if head.returncode != 0:
             return None
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", *CODE_PATHS], cwd=root,
                                capture_output=True, text=True, timeout=10)
         return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
