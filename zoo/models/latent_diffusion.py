@@ -26,7 +26,7 @@ from ..api import Generator, register_model
 from ..distributions import kl_standard_normal
 from ..errors import ZooError
 from ..images import to_float, to_uint8
-from ..nn.conv import ConvDecoder, ConvEncoder
+from ..nn.conv import ConvDecoder, ConvEncoder, latent_side
 from .diffusion import Diffusion, DiffusionConfig
 
 
@@ -67,12 +67,9 @@ class LatentDiffusion(Diffusion):
 
     def __init__(self, config: LatentDiffusionConfig):
         c = config
-        levels = len(c.ae_widths)
-        if c.image_size % (2 ** (levels - 1)):
-            raise ZooError(f"image_size {c.image_size} is not divisible by {2 ** (levels - 1)} ({levels} levels)")
+        self._h = latent_side(c.image_size, c.ae_widths)
         if not 0 < c.ae_fraction < 1:
             raise ZooError(f"ae_fraction must be in (0, 1), got {c.ae_fraction}")
-        self._h = c.image_size // 2 ** (levels - 1)
         super().__init__(config)
         self.encoder = ConvEncoder(c.channels, 2 * c.latent_channels, tuple(c.ae_widths), c.ae_blocks)
         self.decoder = ConvDecoder(c.latent_channels, c.channels, tuple(c.ae_widths), c.ae_blocks)

@@ -19,7 +19,7 @@ from ..distributions import (discretized_logistic_logp, gaussian_logp, kl_standa
                              standard_normal_logp)
 from ..errors import ZooError
 from ..images import to_float, to_uint8
-from ..nn.conv import ConvDecoder, ConvEncoder
+from ..nn.conv import ConvDecoder, ConvEncoder, latent_side
 
 
 @dataclasses.dataclass
@@ -47,10 +47,7 @@ class VAE(Generator):
     def __init__(self, config: VAEConfig):
         super().__init__(config)
         c = config
-        levels = len(c.widths)
-        if c.image_size % (2 ** (levels - 1)):
-            raise ZooError(f"image_size {c.image_size} is not divisible by {2 ** (levels - 1)} ({levels} levels)")
-        self.h = c.image_size // 2 ** (levels - 1)
+        self.h = latent_side(c.image_size, c.widths)
         feat = c.widths[-1] * self.h * self.h
         self.encoder = ConvEncoder(c.channels, c.widths[-1], c.widths, c.blocks)
         self.to_posterior = nn.Linear(feat, 2 * c.latent_dim)

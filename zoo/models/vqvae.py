@@ -31,7 +31,7 @@ from ..api import Generator, ModelConfig, register_model
 from ..distributions import discretized_logistic_logp
 from ..errors import ZooError
 from ..images import to_float, to_uint8
-from ..nn.conv import ConvDecoder, ConvEncoder
+from ..nn.conv import ConvDecoder, ConvEncoder, latent_side
 from ..nn.quantize import VectorQuantizer, usage_stats
 from ..nn.transformer import CausalTransformer
 
@@ -77,12 +77,9 @@ class VQVAE(Generator):
     def __init__(self, config: VQVAEConfig):
         super().__init__(config)
         c = config
-        levels = len(c.widths)
-        if c.image_size % (2 ** (levels - 1)):
-            raise ZooError(f"image_size {c.image_size} is not divisible by {2 ** (levels - 1)} ({levels} levels)")
+        self.h = latent_side(c.image_size, c.widths)
         if not 0.0 < c.ae_fraction < 1.0:
             raise ZooError(f"ae_fraction must be in (0, 1), got {c.ae_fraction}")
-        self.h = c.image_size // 2 ** (levels - 1)
         self.encoder = ConvEncoder(c.channels, c.code_dim, c.widths, c.blocks)
         self.quantizer = VectorQuantizer(c.num_codes, c.code_dim, beta=c.beta, ema=c.ema,
                                          decay=c.ema_decay, dead_after=c.dead_after)

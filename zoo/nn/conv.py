@@ -8,6 +8,18 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..errors import ZooError
+
+
+def latent_side(image_size: int, widths) -> int:
+    """Side of the grid ConvEncoder(widths) maps an image_size square to: one stride-2 step between
+    consecutive levels. A one-line ZooError when image_size does not divide evenly."""
+    levels = len(widths)
+    down = 2 ** (levels - 1)
+    if image_size % down:
+        raise ZooError(f"image_size {image_size} is not divisible by {down} ({levels} levels)")
+    return image_size // down
+
 
 def groups_for(ch: int) -> int:
     """GroupNorm groups: 8 where it divides, else the largest divisor <= 8."""
@@ -47,7 +59,6 @@ class ConvEncoder(nn.Module):
         layers += [nn.GroupNorm(groups_for(widths[-1]), widths[-1]), nn.SiLU(),
                    nn.Conv2d(widths[-1], out_ch, 3, padding=1)]
         self.net = nn.Sequential(*layers)
-        self.downsample = 2 ** (len(widths) - 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
