@@ -11,6 +11,8 @@ import argparse
 import json
 import math
 
+from zoo.bench import _fmt, _mean_std
+
 COLS = [("fid", "FID", ".2f"), ("kid_mean", "KID×1e3", "k"), ("precision", "precision", ".3f"),
         ("recall", "recall", ".3f"), ("density", "density", ".3f"), ("coverage", "coverage", ".3f"),
         ("classifier_score", "class. score", ".2f"), ("bpd", "bits/dim", ".3f"), ("steps", "steps", ".0f"),
@@ -24,14 +26,7 @@ def fmt(v, spec: str) -> str:
 
 
 def mean_std(vals: list[float]) -> str:
-    vals = [v for v in vals if v is not None]
-    if not vals:
-        return "—"
-    m = sum(vals) / len(vals)
-    if len(vals) < 2:
-        return f"{m:.2f}"
-    s = math.sqrt(sum((v - m) ** 2 for v in vals) / (len(vals) - 1))
-    return f"{m:.2f} ± {s:.2f}"
+    return _fmt(*_mean_std(vals))  # the bench's own aggregation: sample std, no "±" for one seed
 
 
 def main() -> None:
