@@ -2,6 +2,10 @@
 
 Resolution levels: ``widths=(32, 64, 128)`` means three levels, with a stride-2 downsample
 between consecutive levels, so 28x28 becomes 7x7 (28 -> 14 -> 7).
+
+Every convolution after the first is pre-activated (GroupNorm -> SiLU -> conv), the resampling
+ones included, so ``blocks=0`` is a plain stack of strided convs with a nonlinearity between
+each pair, not a linear map with one activation at the end.
 """
 from __future__ import annotations
 
@@ -19,6 +23,11 @@ def latent_side(image_size: int, widths) -> int:
     if image_size % down:
         raise ZooError(f"image_size {image_size} is not divisible by {down} ({levels} levels)")
     return image_size // down
+
+
+def pre_act(ch: int) -> list[nn.Module]:
+    """GroupNorm -> SiLU over ``ch`` channels: what goes before every conv but the first."""
+    return [nn.GroupNorm(groups_for(ch), ch), nn.SiLU()]
 
 
 def groups_for(ch: int) -> int:
@@ -55,9 +64,8 @@ class ConvEncoder(nn.Module):
         for i, w in enumerate(widths):
             layers += [ResBlock(w, w) for _ in range(blocks)]
             if i + 1 < len(widths):
-                layers.append(nn.Conv2d(w, widths[i + 1], 4, stride=2, padding=1))  # downsample x2
-        layers += [nn.GroupNorm(groups_for(widths[-1]), widths[-1]), nn.SiLU(),
-                   nn.Conv2d(widths[-1], out_ch, 3, padding=1)]
+                layers += [*pre_act(w), nn.Conv2d(w, widths[i + 1], 4, stride=2, padding=1)]  # downsample x2
+        layers += [*pre_act(widths[-1]), nn.Conv2d(widths[-1], out_ch, 3, padding=1)]
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -74,9 +82,8 @@ class ConvDecoder(nn.Module):
         for i, w in enumerate(rev):
             layers += [ResBlock(w, w) for _ in range(blocks)]
             if i + 1 < len(rev):
-                layers.append(nn.ConvTranspose2d(w, rev[i + 1], 4, stride=2, padding=1))  # upsample x2
-        layers += [nn.GroupNorm(groups_for(rev[-1]), rev[-1]), nn.SiLU(),
-                   nn.Conv2d(rev[-1], out_ch, 3, padding=1)]
+                layers += [*pre_act(w), nn.ConvTranspose2d(w, rev[i + 1], 4, stride=2, padding=1)]  # upsample x2
+        layers += [*pre_act(rev[-1]), nn.Conv2d(rev[-1], out_ch, 3, padding=1)]
         self.net = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
