@@ -183,3 +183,19 @@ def test_collapse_report_flags_a_collapsed_generator():
     assert bad["collapsed"] and bad["std_ratio"] < 0.2
     if "class_hist" in ok:
         assert sum(ok["class_hist"]) == 256 and sum(bad["class_hist"]) == 256
+
+
+@pytest.mark.parametrize("phase", FAMILIES["vae_gan"])
+def test_vae_gan_discriminator_sees_images_in_the_data_range(phase):
+    # The decoder's logistic means run past [-1, 1] where the edge bins absorb the mass; the
+    # sampler clamps them, so the discriminator must judge the clamped image. Unclamped, it can
+    # tell fakes by out-of-range pixels alone (this sank the VAE-GAN's FID and caused collapse).
+    torch.manual_seed(0)
+    m = tiny("vae_gan")
+    with torch.no_grad():
+        m.decoder.net[-1].bias.fill_(-3.0)   # push every decoder mean far below -1
+    seen = []
+    m.disc.body.register_forward_hook(lambda mod, inp, out: seen.append(inp[0].detach()))
+    m.loss(_batch(), phase=phase)
+    assert seen and all(t.min() >= -1 and t.max() <= 1 for t in seen)
+    assert any((t == -1).float().mean() > 0.9 for t in seen), "the fakes were not decoded out of range"

@@ -15,6 +15,11 @@ not, since D chases a decoder that keeps improving):
   "disc"  D tells a batch of real images from half a batch of reconstructions Dec(z ~ q(z|x))
           and half a batch of prior samples Dec(z ~ N(0, I)), decoded under no_grad (detached).
 
+D always judges ``Dec(z).clamp(-1, 1)``, the image the sampler outputs. The decoder's logistic
+means are free to run past [-1, 1] where the edge bins absorb the mass (the background sits at
+-1), so unclamped fakes are told from real images by their range alone; D trained that way
+(before this was fixed) drove the decoder to grid artifacts and most samples to one class.
+
 Default weights: D is spectrally normalised, so its features and logit move little per pixel.
 Measured on the decoder output after 50 steps at weights (pixel, feature, adv) = (1, 1, 0.1),
 the feature term's gradient norm was 1/19 and the adversarial term's 1/5 of the pixel term's;
@@ -103,7 +108,7 @@ class VAEGAN(VAE):
             with torch.no_grad():
                 mu, log_var = self.encode(x[:half])
                 z = torch.cat([mu + torch.randn_like(mu) * torch.exp(0.5 * log_var), torch.randn_like(mu)])
-                fake, _ = self.decode(z)                                      # (2 half, C, H, W)
+                fake = self.decode(z)[0].clamp(-1, 1)                         # (2 half, C, H, W)
             if c.r1_gamma > 0:
                 d_real, r1 = r1_penalty(self.disc, x)
             else:
@@ -125,7 +130,7 @@ class VAEGAN(VAE):
             with frozen(self.disc):
                 with torch.no_grad():
                     f_real = self.disc.features(x)                            # (B, F, h, w)
-                f_fake = self.disc.features(mean)                             # (B + half, F, h, w)
+                f_fake = self.disc.features(mean.clamp(-1, 1))                # (B + half, F, h, w)
                 d_fake = self.disc.logits(f_fake)                             # (B + half,)
             feat = 0.5 * (f_fake[:b] - f_real).pow(2).flatten(1).sum(1).mean() / dims
             adv = gen_loss(c.loss, d_fake)
