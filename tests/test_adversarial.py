@@ -9,7 +9,7 @@ from zoo.rng import generators
 
 from helpers import data, tiny
 
-FAMILIES = {"gan": ("disc", "gen"), "vae_gan": ("vae", "disc")}
+FAMILIES = {"gan": ("disc", "gen"), "vae_gan": ("disc", "vae")}
 CASES = [(f, p) for f, ps in FAMILIES.items() for p in ps]
 
 

@@ -2,29 +2,31 @@
 
 The encoder, decoder, posterior head, sampler, IWAE ``log_prob`` and ``interpolate`` are the
 VAE family's (this class subclasses :class:`zoo.models.vae.VAE`); the discriminator is the
-shared spectrally normalised :class:`zoo.nn.conv.Discriminator`. Two phases per step, in this
-order (the VAE objective first: it is the one that must fall as training goes; D's loss need
-not, since D chases a decoder that keeps improving):
+shared spectrally normalised :class:`zoo.nn.conv.Discriminator`. Two phases per step, D first
+(the GAN's order), then the encoder and decoder against the D just updated:
 
+  "disc"  D tells a batch of real images from half a batch of reconstructions Dec(z ~ q(z|x))
+          and half a batch of prior samples Dec(z ~ N(0, I)), decoded under no_grad (detached).
   "vae"   encoder + decoder minimise
             pixel_weight   * (-ELBO with the discretized-logistic decoder) / dims
           + feature_weight * 0.5 |D_l(x) - D_l(Dec(z))|^2 / dims    (Larsen's Dis_l likelihood)
           + adv_weight     * non-saturating (or hinge) generator loss on the batch's
                              reconstructions and half a batch of prior samples,
-          with D's parameters frozen for that forward. D_l is D's last conv feature map;
-  "disc"  D tells a batch of real images from half a batch of reconstructions Dec(z ~ q(z|x))
-          and half a batch of prior samples Dec(z ~ N(0, I)), decoded under no_grad (detached).
+          with D's parameters frozen for that forward. D_l is D's last conv feature map.
 
 D always judges ``Dec(z).clamp(-1, 1)``, the image the sampler outputs. The decoder's logistic
 means are free to run past [-1, 1] where the edge bins absorb the mass (the background sits at
 -1), so unclamped fakes are told from real images by their range alone; D trained that way
 (before this was fixed) drove the decoder to grid artifacts and most samples to one class.
 
-Default weights: D is spectrally normalised, so its features and logit move little per pixel.
-Measured on the decoder output after 50 steps at weights (pixel, feature, adv) = (1, 1, 0.1),
-the feature term's gradient norm was 1/19 and the adversarial term's 1/5 of the pixel term's;
-feature_weight = 10 and adv_weight = 1 bring them to about 0.5x and 1.8x. The pixel term then
-gains weight as the decoder's logistic scales shrink during training.
+Defaults (d_widths (16, 32), adv_weight 4, feature_weight 10) come from a seed-0 sweep at the
+standard 10 TFLOP (``benchmarks/vae_gan_sweep.py``; table in ``results/vae_gan/README.md``).
+Two things moved FID: a stronger adversarial term (adv_weight 1 -> 2 -> 4 -> 8 gave FID 37.4,
+33.2, 30.6, 32.0 with D (16, 32)) and a narrower discriminator, which costs less per step and so
+buys more steps under a FLOP budget (687 steps at D (16, 32) against 472 at (32, 64); FID 30.6
+against 38.3 at adv_weight 4; (8, 16) fell back to 34.4). The feature weight mattered little
+(3 against 10 at adv_weight 1, 30 against 10 at adv_weight 4: within 0.4 FID). The pixel term
+stays in at weight 1 to keep the decoder's logistic scales fitted (see Likelihood).
 
 Deviations from the paper: one optimizer for encoder and decoder together (the trainer's phases),
 so the encoder also receives the adversarial gradient through the reconstructions; Larsen et
@@ -57,10 +59,10 @@ from .vae import VAE, VAEConfig
 
 @dataclasses.dataclass
 class VAEGANConfig(VAEConfig):
-    d_widths: tuple[int, ...] = (32, 64)   # discriminator channels per stride-2 conv (28 -> 14 -> 7)
+    d_widths: tuple[int, ...] = (16, 32)   # discriminator channels per stride-2 conv (28 -> 14 -> 7)
     pixel_weight: float = 1.0              # weight of the negative ELBO (nats/dim)
     feature_weight: float = 10.0           # weight of the feature-space reconstruction error (per dim)
-    adv_weight: float = 1.0                # weight of the generator loss on reconstructions + prior samples
+    adv_weight: float = 4.0                # weight of the generator loss on reconstructions + prior samples
     loss: str = "ns"                       # "ns" (non-saturating) | "hinge"
     r1_gamma: float = 0.0                  # R1 penalty on real images; 0: off (D is spectrally normalised)
     spectral_norm: bool = True
@@ -75,7 +77,7 @@ class VAEGAN(VAE):
     """VAE-GAN: VAE whose decoder is also trained adversarially and in D's feature space."""
 
     Config = VAEGANConfig
-    phases = ("vae", "disc")
+    phases = ("disc", "vae")
     likelihood = "bound"
     has_latent = True
 
