@@ -39,7 +39,7 @@ VARIANTS = {
 
 def run(cmd: list[str]) -> None:
     print("+", " ".join(cmd), file=sys.stderr, flush=True)
-    subprocess.run(cmd, check=True)
+    subprocess.run(cmd, check=True, stdout=sys.stderr)  # stdout carries only the table
 
 
 def main() -> None:

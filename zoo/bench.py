@@ -57,7 +57,7 @@ PROFILES = {
     "quick": Profile("quick", tflops=1.0, n=2000, seeds=(0,), bpd_images=500, sweep_steps=(), sweep_n=0,
                      probe_seconds=1.0, description="the README's main job: ~30 s of training per family"),
     # 10 TFLOP: the top of the issue's 5-10 range, so that the standard cells double as the families'
-    # 10 TFLOP runs; 8 families x 3 seeds took 71 min of cell wall-clock on the 2-core CPU
+    # 10 TFLOP runs; 8 families x 3 seeds took 71-74 min of cell wall-clock on the 2-core CPU
     # (results/standard, against the issue's 150). The full diffusion VLB costs T=1000 network
     # evaluations per image (~40 min over 3 seeds), so bits/dim use a 50-term stratified estimate.
     "standard": Profile("standard", tflops=10.0, n=5000, seeds=(0, 1, 2), bpd_images=2000,

@@ -21,12 +21,12 @@ means are free to run past [-1, 1] where the edge bins absorb the mass (the back
 
 Defaults (d_widths (16, 32), adv_weight 4, feature_weight 10) come from a seed-0 sweep at the
 standard 10 TFLOP (``benchmarks/vae_gan_sweep.py``; table in ``results/vae_gan/README.md``).
-Two things moved FID: a stronger adversarial term (adv_weight 1 -> 2 -> 4 -> 8 gave FID 37.4,
-33.2, 30.6, 32.0 with D (16, 32)) and a narrower discriminator, which costs less per step and so
-buys more steps under a FLOP budget (687 steps at D (16, 32) against 472 at (32, 64); FID 30.6
-against 38.3 at adv_weight 4; (8, 16) fell back to 34.4). The feature weight mattered little
-(3 against 10 at adv_weight 1, 30 against 10 at adv_weight 4: within 0.4 FID). The pixel term
-stays in at weight 1 to keep the decoder's logistic scales fitted (see Likelihood).
+Two things moved FID: a stronger adversarial term (adv_weight 1 -> 2 -> 4 -> 8 gave FID 37.0,
+33.0, 30.2, 31.7 with D (16, 32)) and a narrower discriminator, which costs less per step and so
+buys more steps under a FLOP budget (687 steps at D (16, 32) against 472 at (32, 64): FID 30.2
+against 38.1 at adv_weight 4; (8, 16), 777 steps, fell back to 36.0). The feature weight
+mattered little (3 against 10 at adv_weight 1, 30 against 10 at adv_weight 4: within 0.6 FID).
+The pixel term stays in at weight 1 to keep the decoder's logistic scales fitted (see Likelihood).
 
 Deviations from the paper: one optimizer for encoder and decoder together (the trainer's phases),
 so the encoder also receives the adversarial gradient through the reconstructions; Larsen et
