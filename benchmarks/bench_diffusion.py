@@ -8,6 +8,12 @@
   python benchmarks/bench_diffusion.py grid --samples runs/diffusion-samples --out results
   # 3. images/s at batch 256 per NFE and where the time goes (UNet, decoder, sampler arithmetic, RNG)
   python benchmarks/bench_diffusion.py speed --run runs/diffusion-10tf --run runs/latent_diffusion-10tf
+
+``--data`` (default fashion-mnist) names the dataset of ``recon``, ``fid`` and ``bpd``.
+The time breakdown uses public hooks only: forward hooks on the UNet and the decoder
+(``nn.Module.register_forward_pre_hook``/``register_forward_hook``) and a ``TorchFunctionMode``
+that times the per-sample draws (``torch.randn``/``torch.rand`` with a ``generator=``, as
+``zoo.rng`` makes them; stacking the draws counts as sampler arithmetic).
   # 4. the variational bound in bits/dim: all T terms on a few test images, and the stratified estimate
   python benchmarks/bench_diffusion.py bpd --run runs/diffusion-10tf --n-full 100 --terms 50 --n-strat 1000
 
@@ -25,9 +31,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from torch.overrides import TorchFunctionMode
+
 import zoo
 from zoo import rng
-from zoo.images import to_uint8
+from zoo.images import to_uint8, write_images
 from zoo.perf import count_flops, matmul_gflops
 
 # (sampler, steps): few-step samplers at 10/20/50 NFE and the two 1000-step references
@@ -35,12 +43,9 @@ CONFIGS = [("dpm++2m", 10), ("dpm++2m", 20), ("dpm++2m", 50), ("ddim", 10), ("dd
            ("ddpm", 1000), ("ddim", 1000)]
 
 
-def _label(sampler: str, steps: int) -> str:
+def config_label(sampler: str, steps: int) -> str:
+    """'dpm++2m-10': a (sampler, steps) config's name in files and tables."""
     return f"{sampler}-{steps}"
-
-
-def _family_of(run: str) -> str:
-    return json.loads((Path(run) / "config.json").read_text())["family"]
 
 
 # ---- 1. samples -----------------------------------------------------------------------------
@@ -50,9 +55,9 @@ def cmd_samples(args) -> None:
     fam = model.name
     out = Path(args.out) / fam
     out.mkdir(parents=True, exist_ok=True)
-    configs = _configs(args.only) if args.only else CONFIGS
+    configs = parse_configs(args.only) if args.only else CONFIGS
     for sampler, steps in configs:
-        path = out / f"{_label(sampler, steps)}.npz"
+        path = out / f"{config_label(sampler, steps)}.npz"
         if path.exists():
             made_by = json.loads(str(np.load(path)["meta"]))
             if made_by.get("run") != args.run or made_by.get("seed") != args.seed:
@@ -65,16 +70,16 @@ def cmd_samples(args) -> None:
         imgs = torch.empty(n, model.config.channels, model.config.image_size, model.config.image_size,
                            dtype=torch.uint8)
         batch_s = []
-        for s in range(0, n, args.batch):
-            b = min(args.batch, n - s)
+        model.eval()
+        for s, gens in rng.batches(args.seed, n, args.batch):
+            b = len(gens)
             t0 = time.perf_counter()
-            # model.sample for a slice of seeds: image i still depends only on (seed, i)
+            # model.sample one batch at a time (timed per batch): image i still depends only on (seed, i)
             with torch.no_grad(), rng.device_scope(model.device):
-                model.eval()
-                x = model.generate(rng.generators(args.seed, s, b), **opts)
+                x = model.generate(gens, **opts)
             imgs[s:s + b] = to_uint8(x)
             batch_s.append((b, time.perf_counter() - t0))
-            print(f"{fam} {_label(sampler, steps)}: {s + b}/{n} ({batch_s[-1][1]:.1f} s)", flush=True)
+            print(f"{fam} {config_label(sampler, steps)}: {s + b}/{n} ({batch_s[-1][1]:.1f} s)", flush=True)
         full = [t for b, t in batch_s if b == args.batch]
         meta = {"family": fam, "run": args.run, "sampler": sampler, "steps": steps, "nfe": model.nfe(**opts),
                 "n": n, "seed": args.seed, "batch": args.batch, "batch_seconds": [t for _, t in batch_s],
@@ -91,7 +96,7 @@ def cmd_recon(args) -> None:
     from zoo.data import load_dataset
     from zoo.images import to_float
     model = zoo.load(args.run)
-    train = load_dataset("fashion-mnist", "train").images[:args.n]
+    train = load_dataset(args.data, "train").images[:args.n]
     with torch.no_grad():
         rec = torch.cat([to_uint8(model.decode(model.encode(to_float(train[s:s + 500]))[0]).clamp(-1, 1))
                          for s in range(0, args.n, 500)])
@@ -119,11 +124,11 @@ def cmd_fid(args) -> None:
             row = {**{k: meta[k] for k in ("family", "sampler", "steps", "nfe", "n", "seed")},
                    "images_per_s_at_batch": meta.get("images_per_s_at_batch")}
             for n in sorted({k for k in (500, 1000, 5000) if k <= len(imgs)} | {len(imgs)}):
-                r = evaluate(imgs[:n], data="fashion-mnist", features=args.features, metrics=("fid",), n=n)
+                r = evaluate(imgs[:n], data=args.data, features=args.features, metrics=("fid",), n=n)
                 row[f"fid_n{n}"] = r["fid"]
                 row["provenance"] = r["provenance"]
             rows.append(row)
-            print(f"{row['family']:<17} {_label(row['sampler'], row['steps']):<14} "
+            print(f"{row['family']:<17} {config_label(row['sampler'], row['steps']):<14} "
                   + " ".join(f"{k}={v:.3f}" for k, v in row.items() if k.startswith("fid_")), flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -131,7 +136,7 @@ def cmd_fid(args) -> None:
     table = fid_table(rows)
     (out / "fid_vs_nfe.md").write_text(table)
     print(table)
-    plot(rows, out / "fid_vs_nfe.png", args.features)
+    plot(rows, out / "fid_vs_nfe.png", args.features, args.data)
 
 
 def fid_table(rows: list[dict]) -> str:
@@ -158,7 +163,8 @@ def fid_table(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(rows: list[dict], path: Path, features: str) -> None:
+def plot(rows: list[dict], path: Path, features: str, data: str = "fashion-mnist") -> None:
+    """FID against NFE per family and sampler (n=500 lines, n=5000 faint), with the autoencoder floor."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -182,7 +188,7 @@ def plot(rows: list[dict], path: Path, features: str) -> None:
                        label=f"{fam}: autoencoder reconstructions")
     ax.set_xscale("log")
     ax.set_xlabel("network evaluations per sample (NFE)")
-    ax.set_ylabel(f"FID ({features} features, Fashion-MNIST test)")
+    ax.set_ylabel(f"FID ({features} features, {data} test)")
     ax.set_title("FID vs NFE (lines: n=500, the n every config has; faint dotted: n=5000)", fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
@@ -193,55 +199,67 @@ def plot(rows: list[dict], path: Path, features: str) -> None:
 
 def cmd_grid(args) -> None:
     """10x10 grids of the first 100 saved samples of every config: <out>/<family>/grid_<label>.png."""
-    from zoo.cli import write_images
     for fam_dir in sorted(Path(args.samples).iterdir()):
         for path in sorted(fam_dir.glob("*.npz")):
             if path.name.endswith(".tmp.npz"):
                 continue
             target = Path(args.out) / fam_dir.name / f"grid_{path.stem}.png"
-            write_images(torch.from_numpy(np.load(path)["images"][:100]), str(target), nrow=10)
+            write_images(torch.from_numpy(np.load(path)["images"][:100]), target, nrow=10)
             print(f"wrote {target}")
 
 
 # ---- 3. speed and where the time goes -------------------------------------------------------
-class _Timer:
-    """Accumulates wall time of wrapped callables by name."""
+class DrawTimer(TorchFunctionMode):
+    """Wall time of the per-sample random draws: torch.randn/torch.rand called with a generator=, as
+    zoo.rng draws them (seen through torch's function-mode hook, nothing patched)."""
+    DRAWS = (torch.randn, torch.rand)
 
     def __init__(self):
-        self.t: dict[str, float] = {}
+        super().__init__()
+        self.seconds = 0.0
 
-    def wrap(self, name, fn):
-        def timed(*a, **k):
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in self.DRAWS and kwargs.get("generator") is not None:
             t0 = time.perf_counter()
-            out = fn(*a, **k)
-            self.t[name] = self.t.get(name, 0.0) + time.perf_counter() - t0
+            out = func(*args, **kwargs)
+            self.seconds += time.perf_counter() - t0
             return out
-        return timed
+        return func(*args, **kwargs)
+
+
+def time_forward(module: torch.nn.Module, name: str, totals: dict[str, float]) -> list:
+    """Forward hooks adding the wall time of every ``module(...)`` call to ``totals[name]``; returns
+    the hook handles (call ``.remove()`` on each)."""
+    start: list[float] = []
+
+    def pre(mod, args):
+        start.append(time.perf_counter())
+
+    def post(mod, args, out):
+        totals[name] = totals.get(name, 0.0) + time.perf_counter() - start.pop()
+    return [module.register_forward_pre_hook(pre), module.register_forward_hook(post)]
 
 
 def breakdown(model, batch: int, **opts) -> dict:
     """Wall time of one batch split into UNet, decoder (latent), RNG draws and the rest (sampler arithmetic)."""
-    tm = _Timer()
-    unet_fwd = model.unet.forward
-    model.unet.forward = tm.wrap("unet", unet_fwd)
+    model.sample(2, seed=0, batch_size=2, **opts)   # warm-up
+    totals: dict[str, float] = {}
+    handles = time_forward(model.unet, "unet", totals)
     dec = getattr(model, "decoder", None)
     if dec is not None:
-        dec_fwd = dec.forward
-        dec.forward = tm.wrap("decoder", dec_fwd)
-    randn = rng.randn
-    rng.randn = tm.wrap("rng", randn)
+        handles += time_forward(dec, "decoder", totals)
+    draws = DrawTimer()
     try:
-        model.sample(2, seed=0, batch_size=2, **opts)   # warm-up
-        tm.t.clear()
-        t0 = time.perf_counter()
-        model.sample(batch, seed=0, batch_size=batch, **opts)
-        total = time.perf_counter() - t0
+        with draws:
+            t0 = time.perf_counter()
+            model.sample(batch, seed=0, batch_size=batch, **opts)
+            total = time.perf_counter() - t0
     finally:
-        model.unet.forward = unet_fwd
-        if dec is not None:
-            dec.forward = dec_fwd
-        rng.randn = randn
-    parts = {k: tm.t.get(k, 0.0) for k in ("unet", "decoder", "rng")}
+        for h in handles:
+            h.remove()
+    parts = {k: totals.get(k, 0.0) for k in ("unet", "decoder")}
+    parts["rng"] = draws.seconds
     parts["sampler_other"] = total - sum(parts.values())
     return {"total_s": total, **parts}
 
@@ -302,7 +320,7 @@ def cmd_bpd(args) -> None:
     from zoo.data import load_dataset
     from zoo.metrics.bpd import bits_per_dim
     model = zoo.load(args.run)
-    test = load_dataset("fashion-mnist", "test").images
+    test = load_dataset(args.data, "test").images
     rows = []
     for label, n, terms in (("full", args.n_full, 0), ("stratified", args.n_full, args.terms),
                             ("stratified", args.n_strat, args.terms)):
@@ -317,7 +335,8 @@ def cmd_bpd(args) -> None:
         Path(args.json).write_text(json.dumps(rows, indent=2))
 
 
-def _configs(items: list[str]) -> list[tuple[str, int]]:
+def parse_configs(items: list[str]) -> list[tuple[str, int]]:
+    """['dpm++2m-10', 'ddpm-1000'] -> [('dpm++2m', 10), ('ddpm', 1000)]."""
     out = []
     for it in items:
         s, n = it.rsplit("-", 1)
@@ -340,10 +359,12 @@ def main() -> None:
     r.add_argument("--run", required=True)
     r.add_argument("--out", default="runs/diffusion-samples")
     r.add_argument("--n", type=int, default=5000)
+    r.add_argument("--data", default="fashion-mnist", help="dataset spec of the training images")
     b = sub.add_parser("fid", help="FID of saved samples: table, JSON and plot")
     b.add_argument("--samples", default="runs/diffusion-samples")
     b.add_argument("--out", default="results/diffusion")
     b.add_argument("--features", default="fmnist-cnn")
+    b.add_argument("--data", default="fashion-mnist", help="dataset spec of the reference test split")
     g = sub.add_parser("grid", help="10x10 grids of the first 100 saved samples of each config")
     g.add_argument("--samples", default="runs/diffusion-samples")
     g.add_argument("--out", default="results")
@@ -360,10 +381,11 @@ def main() -> None:
     d.add_argument("--terms", type=int, default=50, help="strata of the stratified estimate")
     d.add_argument("--n-strat", type=int, default=1000, help="test images for the stratified estimate")
     d.add_argument("--batch", type=int, default=100)
+    d.add_argument("--data", default="fashion-mnist", help="dataset spec of the test images")
     d.add_argument("--json", default=None)
     args = ap.parse_args()
     if args.cmd == "speed":
-        args.configs = _configs(args.configs)
+        args.configs = parse_configs(args.configs)
     {"samples": cmd_samples, "recon": cmd_recon, "fid": cmd_fid, "grid": cmd_grid, "speed": cmd_speed, "bpd": cmd_bpd}[args.cmd](args)
 
 

@@ -15,7 +15,7 @@ import argparse
 import torch
 
 import zoo
-from zoo.cli import parse_opts
+from zoo.config import parse_opts
 from zoo.images import to_float
 from zoo.perf import forward_flops_per_image, matmul_gflops, sampling_report
 

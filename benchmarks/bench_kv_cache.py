@@ -19,7 +19,7 @@ import torch
 
 import zoo
 from zoo import rng
-from zoo.cli import parse_opts
+from zoo.config import parse_opts
 
 
 def main() -> None:
@@ -56,8 +56,8 @@ def main() -> None:
                 reps = []
                 for _ in range(2):
                     t0 = time.perf_counter()
-                    logits = net(tokens[:, :L])[:, L - 1]
-                    net._draw(logits, gens, 1.0, None)
+                    logits = net(tokens[:, :L])[:, L - 1]                  # (B, V)
+                    rng.categorical(gens, torch.softmax(logits.float(), dim=-1))  # the sampler's draw at T=1
                     reps.append(time.perf_counter() - t0)
                 secs.append(min(reps))
         per_step = np.interp(np.arange(1, T + 1), lengths, secs)  # seconds for the step at each prefix length

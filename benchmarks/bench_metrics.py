@@ -4,6 +4,7 @@ Prints a markdown table beside the machine's fp32 matmul GFLOP/s measured in the
 
   python benchmarks/bench_metrics.py                  # n=10000, 16 inception images
   python benchmarks/bench_metrics.py --n 2000 --inception 0
+  python benchmarks/bench_metrics.py --data synthetic --n 100 --inception 0     # a smoke test
 
 Targets (issue 3, 2-core CPU): features for 10,000 images <= 10 s; FID+KID+PR+DC at n=10,000 <= 30 s.
 Speed does not depend on the weights' values; the packaged weights are used when present.
@@ -35,6 +36,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=10_000, help="images for the feature and metric timings")
     ap.add_argument("--inception", type=int, default=16, help="images for the Inception timing (0: skip)")
     ap.add_argument("--batch-size", type=int, default=500, help="fmnist-cnn feature batch")
+    ap.add_argument("--data", default="fashion-mnist", help="dataset spec of the train and test images")
     args = ap.parse_args()
     peak = matmul_gflops()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, fp32 matmul {peak:.1f} GFLOP/s\n")
@@ -44,8 +46,8 @@ def main() -> None:
         tmp = tempfile.mkdtemp()
         save_cnn(FeatureCNN(CNNConfig()).eval(), f"{tmp}/cnn.safetensors")
         ext, src = CNNExtractor(f"{tmp}/cnn.safetensors"), "random weights (packaged ones missing)"
-    train = load_dataset("fashion-mnist", "train").images[:args.n]
-    test = load_dataset("fashion-mnist", "test").images[:args.n]
+    train = load_dataset(args.data, "train").images[:args.n]
+    test = load_dataset(args.data, "test").images[:args.n]
     with torch.no_grad():
         flops, _ = count_flops(ext.net.features, ext.net.prep(test[:8]))
     ext(test[:args.batch_size])  # warm-up

@@ -8,6 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-results/standard/runs}
+BENCH=$(dirname "$RUNS")          # the `zoo bench` folder: cells/ (records) beside runs/ (trained runs)
 PY=.venv/bin/python
 ZOO=.venv/bin/zoo
 SAMPLES=runs/diffusion-samples   # .npz samples for the NFE study (large, not committed)
@@ -57,9 +58,15 @@ for f in pixel_gpt flow; do
     done
 done
 
+# per-seed rows of the bench cells behind results/gan/README.md and results/diffusion/README.md
+step results/gan/seeds.md $ZOO bench table $BENCH --families gan,vae_gan,vae
+step results/diffusion/seeds.md $ZOO bench table $BENCH --families diffusion,latent_diffusion --sweep
+
 # issue 5: mode-collapse check (fmnist-cnn class histogram of 5,000 samples per seed)
-step results/gan/collapse.txt $PY benchmarks/collapse_check.py $RUNS/gan-s{0,1,2} --n 5000 --json results/gan/collapse.json
-step results/vae_gan/collapse.txt $PY benchmarks/collapse_check.py $RUNS/vae_gan-s{0,1,2} --n 5000 --json results/vae_gan/collapse.json
+step results/gan/collapse.txt $ZOO bench collapse $BENCH --families gan --seeds 0-2 --n 5000 \
+    --json results/gan/collapse.json
+step results/vae_gan/collapse.txt $ZOO bench collapse $BENCH --families vae_gan --seeds 0-2 --n 5000 \
+    --json results/vae_gan/collapse.json
 
 # issue 6: diffusion -- FID against NFE (few-step and 1000-step at the same n), speed and its breakdown
 for f in diffusion latent_diffusion; do

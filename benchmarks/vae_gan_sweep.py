@@ -2,8 +2,9 @@
 
 Each variant is one `zoo train vae_gan --tflops 10 --seed 0 --set ...` run (every swept field
 set explicitly, so the rows do not move when the defaults do), scored by
-`zoo eval RUN --n 5000 --metrics fid,pr` and by the mode-collapse check of
-`benchmarks/collapse_check.py`. Finished runs and evaluations are reused, so an interrupted
+`zoo eval RUN --n 5000 --metrics fid,pr` and by the mode-collapse check
+(`zoo.metrics.collapse.collapse_report` of n samples, seed 0, against the first n test images).
+Finished runs and evaluations are reused, so an interrupted
 sweep picks up where it stopped. One job at a time; about 2.5 min per variant on 2 CPU cores.
 
   .venv/bin/python benchmarks/vae_gan_sweep.py --out runs/vae_gan_sweep --json results/vae_gan/sweep.json
@@ -37,6 +38,17 @@ VARIANTS = {
 }
 
 
+def collapse(run_dir: Path, data: str, n: int) -> dict:
+    """The mode-collapse report of a run, in the file format `zoo bench collapse` writes."""
+    import zoo
+    from zoo.data import load_dataset
+    from zoo.metrics.collapse import collapse_report
+    real = load_dataset(data, "test").images[:n]
+    rep = collapse_report(zoo.load(run_dir).sample(n, seed=0), real)
+    print(run_dir, json.dumps(rep), file=sys.stderr, flush=True)
+    return {"n": n, "reference": f"{data} test[:{n}]", "runs": {str(run_dir): rep}}
+
+
 def run(cmd: list[str]) -> None:
     print("+", " ".join(cmd), file=sys.stderr, flush=True)
     subprocess.run(cmd, check=True, stdout=sys.stderr)  # stdout carries only the table
@@ -49,6 +61,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--n", type=int, default=5000, help="samples scored per variant")
     ap.add_argument("--only", nargs="*", default=None, help="variant names to run (default: all)")
+    ap.add_argument("--data", default="fashion-mnist", help="dataset spec to train and check on")
     ap.add_argument("--json", default=None, help="also write the rows to this JSON file")
     args = ap.parse_args()
     bindir = Path(sys.executable).parent
@@ -58,14 +71,16 @@ def main() -> None:
             continue
         d = Path(args.out) / name
         if not (d / "summary.json").exists():
-            run([str(bindir / "zoo"), "train", family, "--tflops", str(args.tflops), "--seed", str(args.seed),
-                 "--out", str(d), "--quiet", *[a for k, v in sets.items() for a in ("--set", f"{k}={v}")]])
+            run([str(bindir / "zoo"), "train", family, "--data", args.data, "--tflops", str(args.tflops),
+                 "--seed", str(args.seed), "--out", str(d), "--quiet",
+                 *[a for k, v in sets.items() for a in ("--set", f"{k}={v}")]])
         if not (d / "eval.json").exists():
-            run([str(bindir / "zoo"), "eval", str(d), "--n", str(args.n), "--metrics", "fid,pr", "--quiet",
-                 "--json", str(d / "eval.json")])
+            run([str(bindir / "zoo"), "eval", str(d), "--data", args.data, "--n", str(args.n), "--metrics", "fid,pr",
+                 "--quiet", "--json", str(d / "eval.json")])
         if not (d / "collapse.json").exists():
-            run([sys.executable, str(Path(__file__).with_name("collapse_check.py")), str(d), "--n", str(args.n),
-                 "--json", str(d / "collapse.json")])
+            tmp = d / "collapse.json.tmp"
+            tmp.write_text(json.dumps(collapse(d, args.data, args.n), indent=2))
+            tmp.replace(d / "collapse.json")
         ev = json.loads((d / "eval.json").read_text())
         col = json.loads((d / "collapse.json").read_text())["runs"][str(d)]
         summ = json.loads((d / "summary.json").read_text())

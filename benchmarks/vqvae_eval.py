@@ -24,10 +24,9 @@ import numpy as np
 import torch
 
 import zoo
-from zoo.cli import write_images
 from zoo.data import load_dataset
 from zoo.errors import ZooError
-from zoo.images import to_float, to_uint8
+from zoo.images import to_float, to_uint8, write_images
 
 
 @torch.no_grad()
@@ -60,11 +59,14 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=10000, help="prior samples for the sample FID (0: skip)")
     ap.add_argument("--save-npz", default=None, help="also save reconstructions and samples as .npz here")
     ap.add_argument("--features", default="fmnist-cnn")
+    ap.add_argument("--data", default=None, help="dataset spec [default: the run's own, from its train.json]")
     args = ap.parse_args()
 
     model = zoo.load(args.run)
     rec = json.loads((Path(args.run) / "train.json").read_text())
-    data = rec.get("data") or "fashion-mnist"
+    data = args.data or rec.get("data")
+    if not data:
+        ap.error(f"{args.run}/train.json records no dataset: give --data")
     test = load_dataset(data, "test")
     out: dict = {"run": args.run, "data": data, "split": "test", "n_test": len(test)}
 

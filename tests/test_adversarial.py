@@ -2,9 +2,12 @@
 import pytest
 import torch
 
+import zoo
 from zoo import ZooError
 from zoo.images import to_float, to_uint8
-from zoo.models.gan import collapse_report, r1_penalty, truncated_normal
+from zoo.metrics.collapse import collapse_report
+from zoo.models.gan import truncated_normal
+from zoo.nn.adversarial import r1_penalty
 from zoo.rng import generators
 
 from helpers import data, tiny
@@ -152,10 +155,13 @@ def test_truncation_bounds_and_per_sample():
     assert s.shape == (8, 1, 28, 28) and s.dtype == torch.uint8
 
 
-def test_vae_gan_reuses_vae_and_keeps_a_bound():
-    from zoo.models.vae import VAE
-    m = tiny("vae_gan")
-    assert isinstance(m, VAE) and m.likelihood == "bound"
+def test_vae_gan_shares_the_vae_and_keeps_a_bound():
+    from zoo.nn.gaussian_vae import GaussianVAEMixin
+    m, vae = tiny("vae_gan"), tiny("vae")
+    assert isinstance(m, GaussianVAEMixin) and isinstance(vae, GaussianVAEMixin) and m.likelihood == "bound"
+    # the same networks under the same names (the discriminator aside)
+    shapes = {k: v.shape for k, v in m.state_dict().items() if not k.startswith("disc.")}
+    assert shapes == {k: v.shape for k, v in vae.state_dict().items()}
     u = data().images[:2]
     strip = m.interpolate(u[0], u[1], steps=5)
     assert strip.shape == (5, 1, 28, 28) and strip.dtype == torch.uint8
@@ -199,3 +205,21 @@ def test_vae_gan_discriminator_sees_images_in_the_data_range(phase):
     m.loss(_batch(), phase=phase)
     assert seen and all(t.min() >= -1 and t.max() <= 1 for t in seen)
     assert any((t == -1).float().mean() > 0.9 for t in seen), "the fakes were not decoded out of range"
+
+
+@pytest.mark.parametrize("name", zoo.list_models())
+def test_no_family_imports_another(name):
+    # what two families share lives in zoo.nn, zoo.distributions or zoo.diffusion_process
+    import ast
+    import importlib.util
+    mod = importlib.import_module(zoo.get_model_class(name).__module__)
+    tree = ast.parse(open(mod.__file__).read())
+    families = {zoo.get_model_class(f).__module__ for f in zoo.list_models()}
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            base = importlib.util.resolve_name("." * node.level + (node.module or ""), mod.__package__)
+            imported |= {base} | {f"{base}.{a.name}" for a in node.names}
+        elif isinstance(node, ast.Import):
+            imported |= {a.name for a in node.names}
+    assert not (imported & families) - {mod.__name__}, sorted(imported & families)

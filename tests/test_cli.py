@@ -81,7 +81,7 @@ def test_sample_bad_suffix_and_option(runner, tmp_path):
     run(runner, "train", "vae", "--data", "synthetic", "--steps", 1, "--batch-size", 16, "--out", out,
         "--set", "widths=8,16,16", "--quiet")
     r = runner.invoke(cli, ["sample", str(out), "--out", str(tmp_path / "a.jpg")])
-    assert r.exit_code == 2 and "must end in .png or .npz" in r.output
+    assert r.exit_code == 2 and "must end in .png (a grid), .npz, or /" in r.output
     r = runner.invoke(cli, ["sample", str(out), "--out", str(tmp_path / "a.png"), "--opt", "mode=weird"])
     assert r.exit_code == 2 and "unknown VAE sample mode" in r.output
     r = runner.invoke(cli, ["sample", str(out), "--out", str(tmp_path / "a.png"), "--trajectory"])

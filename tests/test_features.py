@@ -204,3 +204,18 @@ def test_inception_port_with_pytorch_fid_layout_matches_bundled_network(tmp_path
     assert user.weights_sha256 != bundled.weights_sha256 and "port" in user.describe()["source"]
     img = data().images[:1]
     torch.testing.assert_close(user(img), bundled(img), rtol=1e-4, atol=1e-5)
+
+
+def test_extractor_device_and_cpu_float64_output(ext):
+    imgs = data().images[:6]
+    want = ext(imgs)
+    assert ext.to("cpu") is ext and ext.device == torch.device("cpu") and ext.input_channels == 1
+    if not torch.cuda.is_available():
+        return
+    try:
+        f = ext.to("cuda")(imgs)
+        p = ext.probs_from_features(f)
+    finally:
+        ext.to("cpu")
+    assert f.device.type == "cpu" and f.dtype == torch.float64 and p.device.type == "cpu"
+    torch.testing.assert_close(f, want, rtol=1e-4, atol=1e-4)

@@ -11,11 +11,13 @@ from click.testing import CliRunner
 from tests.helpers import data
 from tests.test_features import random_cnn
 from zoo.cli import cli
+from zoo.errors import ZooError
 from zoo.metrics.evaluate import evaluate, noise_ceiling, real_vs_real, reference_features
 from zoo.metrics.features import Extractor
 from zoo.metrics.fid import fid_from_features, frechet_distance, gaussian_stats
 from zoo.metrics.kid import kid
 from zoo.metrics.prdc import memorization_score, prdc
+from zoo.metrics.reference import dataset_reference, images_reference, load_stats, save_stats
 
 import torchmetrics.image.fid as tm_fid  # a declared test dependency: a missing one must fail, not skip
 import torchmetrics.image.kid as tm_kid
@@ -160,6 +162,18 @@ def test_bad_features_raise_valueerror(bad, word):
             fn(ok, bad)
 
 
+def test_prdc_with_n_not_above_k_is_a_one_line_zooerror(ext, tmp_cache):
+    x = torch.randn(5, 4, dtype=torch.float64)
+    with pytest.raises(ZooError, match="at least k\\+1 = 6"):
+        prdc(x, torch.randn(20, 4, dtype=torch.float64))          # k_dc = 5 needs 6 real rows
+    few = data().images[:5]
+    with pytest.raises(ZooError, match=r"density/coverage \(k=5\) need at least 6 images on each side"):
+        evaluate(few, data="synthetic", features=ext, metrics="fid,dc")
+    with pytest.raises(ZooError, match=r"precision/recall \(k=3\) need at least 4"):
+        evaluate(few[:3], data="synthetic", features=ext, metrics="pr")
+    assert np.isfinite(evaluate(few[:3], data="synthetic", features=ext, metrics="fid,kid")["fid"])
+
+
 # ---- reference cache and evaluate() --------------------------------------------------------------
 class Counting(Extractor):
     """Wraps an extractor and counts the images it embeds (to see cache hits)."""
@@ -279,3 +293,61 @@ def test_eval_bpd_alone_does_not_sample(ext, tmp_cache, tmp_path, monkeypatch):
     assert r.exit_code == 0, r.output
     rec = json.loads(out.read_text())
     assert rec["bpd"] > 0 and rec["bpd_n"] == 16 and rec["provenance"]["n_fake"] == 0
+
+
+# ---- references: any images, saved statistics ------------------------------------------------------
+def test_saved_stats_reproduce_the_direct_numbers_exactly(ext, tmp_cache, tmp_path):
+    fake = data().images[:64].flip(-1)
+    mets = "fid,kid,pr,dc,cs"
+    direct = evaluate(fake, data="synthetic", features=ext, metrics=mets)        # first 64 test images
+    meta = save_stats(tmp_path / "ref.npz", dataset_reference("synthetic", "test", 64), ext)
+    assert meta["n"] == 64 and meta["data"] == "synthetic" and meta["weights_sha256"] == ext.weights_sha256
+    with np.load(tmp_path / "ref.npz", allow_pickle=False) as z:                # plain arrays, no pickle
+        assert set(z.files) == {"features", "mu", "sigma", "meta"}
+    stats = load_stats(tmp_path / "ref.npz")
+    cached = reference_features("synthetic", "test", ext, 64)
+    for k in ("features", "mu", "sigma"):
+        assert torch.equal(stats.stats[k], cached[k]), k
+    test = data("synthetic", "test").images[:64]
+    for ref in (stats, images_reference(test, "64 test images")):
+        res = evaluate(fake, data="synthetic", features=ext, metrics=mets, ref=ref)
+        for k in ("fid", "kid_mean", "precision", "recall", "density", "coverage", "classifier_score"):
+            assert res[k] == direct[k], (ref.kind, k)
+    assert res["provenance"]["reference"] == "64 test images"
+    with pytest.raises(ZooError, match="holds only statistics"):
+        evaluate(fake, data="synthetic", features=ext, metrics="fid,mem", ref=stats)
+    with pytest.raises(ZooError, match="statistics made with fmnist-cnn"):
+        evaluate(fake, data="synthetic", features=random_cnn(tmp_path / "o.safetensors", seed=1), metrics="fid",
+                 ref=stats)
+
+
+@pytest.mark.parametrize("content, word", [(b"", "cannot read statistics"), (b"PK\x03\x04junk", "cannot read"),
+                                           (None, "not a zoo statistics file")])
+def test_load_stats_refuses_bad_files_in_one_line(tmp_path, content, word):
+    path = tmp_path / "ref.npz"
+    if content is None:
+        np.savez(path, images=np.zeros((2, 1, 4, 4), np.uint8))
+    else:
+        path.write_bytes(content)
+    with pytest.raises(ZooError, match=word):
+        load_stats(path)
+
+
+def test_eval_cli_refuses_bad_inputs_in_one_line(ext, tmp_cache, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    np.save("a.npy", np.zeros((4, 28, 28), np.uint8))
+    (tmp_path / "a.npy").rename("renamed.npz")
+    np.savez("big.npz", images=np.zeros((8, 32, 32, 1), np.uint8))             # NHWC, 32x32
+    np.savez("s.npz", images=data().images[:8].numpy())
+    (tmp_path / "empty").mkdir()
+    other = random_cnn(tmp_path / "other.safetensors", seed=1)
+    w = ["--data", "synthetic", "--weights", str(ext.path), "--quiet"]
+    assert CliRunner().invoke(cli, ["eval", "--save-stats", "ref.npz", "--n", "8", *w]).exit_code == 0
+    cases = [(["renamed.npz"], "plain .npy"), (["big.npz"], "32x32 but the reference's are 28x28"),
+             (["empty"], "no PNG/JPEG"), (["s.npz", "--n", "0"], "--n must be >= 2"), (["nothing"], "no such file"),
+             (["s.npz", "--metrics", "fid", "--ref", "ref.npz", "--weights", str(other.path)], "statistics made with"),
+             (["s.npz", "--metrics", "bpd"], "needs a model"), (["ref.npz"], "give it as --ref"),
+             (["s.npz", "--ref", "synthetic", "--data", "fashion-mnist"], "two datasets")]
+    for args, word in cases:
+        r = CliRunner().invoke(cli, ["eval", *w, *args])                   # the case's options come last and win
+        assert r.exit_code == 2 and word in r.output and len(r.output.strip().splitlines()) == 1, (args, r.output)

@@ -16,6 +16,24 @@ def _weights(run, name="checkpoint.safetensors"):
     return load_file(str(run / name))
 
 
+def patch_loss(monkeypatch, model, *, before=None, after=None):
+    """Wrap the loss of ``model``'s class: ``before(n)`` runs ahead of call n (1-based) and
+    ``after(n, out)`` may change its result. Returns the original loss."""
+    orig = type(model).loss
+    calls = {"n": 0}
+
+    def loss(self, x, labels=None, *, phase="main"):
+        calls["n"] += 1
+        if before is not None:
+            before(calls["n"])
+        out = orig(self, x, labels, phase=phase)
+        if after is not None:
+            after(calls["n"], out)
+        return out
+    monkeypatch.setattr(type(model), "loss", loss)
+    return orig
+
+
 def test_resume_is_exact(tmp_path):
     d = data()
     torch.manual_seed(0)
@@ -58,17 +76,8 @@ def test_nan_loss_stops_with_step_and_keeps_checkpoint(tmp_path, monkeypatch):
     m = tiny("vae")
     fit(m, d.images, d.labels, tmp_path / "r", TrainConfig(steps=5, batch_size=16), progress=False)
     before = _weights(tmp_path / "r")
-    orig = type(m).loss
-    calls = {"n": 0}
-
-    def bad_loss(self, x, labels=None, *, phase="main"):
-        calls["n"] += 1
-        out = orig(self, x, labels, phase=phase)
-        if calls["n"] == 3:
-            out["loss"] = out["loss"] * float("nan")
-        return out
-    monkeypatch.setattr(type(m), "loss", bad_loss)
-    with pytest.raises(TrainingDiverged, match="step 8"):
+    patch_loss(monkeypatch, m, after=lambda n, out: out.update(loss=out["loss"] * float("nan")) if n == 3 else None)
+    with pytest.raises(TrainingDiverged, match=r"step 8,.*last good checkpoint \(step 7\) kept in"):
         fit(m, d.images, d.labels, tmp_path / "r", TrainConfig(steps=50, batch_size=16, ckpt_every=1),
             resume=True, progress=False)
     after = _weights(tmp_path / "r")  # checkpoints from steps 6 and 7 are good ones
@@ -91,6 +100,7 @@ def test_refuses_to_overwrite_and_bad_budgets(tmp_path):
         fit(tiny("vae"), d.images, d.labels, tmp_path / "t", TrainConfig(steps=2), resume=True, progress=False)
     with pytest.raises(ZooError, match="fewer than batch_size"):
         fit(tiny("vae"), d.images[:8], None, tmp_path / "u", TrainConfig(steps=2, batch_size=16), progress=False)
+    assert not (tmp_path / "u").exists()  # refused before the run folder was made
 
 
 def test_interrupt_checkpoints_and_resumes(tmp_path, monkeypatch):
@@ -99,15 +109,7 @@ def test_interrupt_checkpoints_and_resumes(tmp_path, monkeypatch):
     from zoo.train import StopRequested
     d = data()
     m = tiny("vae")
-    orig = type(m).loss
-    calls = {"n": 0}
-
-    def loss_then_sigint(self, x, labels=None, *, phase="main"):
-        calls["n"] += 1
-        if calls["n"] == 4:
-            signal.raise_signal(signal.SIGINT)
-        return orig(self, x, labels, phase=phase)
-    monkeypatch.setattr(type(m), "loss", loss_then_sigint)
+    orig = patch_loss(monkeypatch, m, before=lambda n: signal.raise_signal(signal.SIGINT) if n == 4 else None)
     with pytest.raises(StopRequested, match="step 4"):
         fit(m, d.images, d.labels, tmp_path / "r", TrainConfig(steps=30, batch_size=16), progress=False)
     monkeypatch.setattr(type(m), "loss", orig)

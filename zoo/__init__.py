@@ -3,6 +3,7 @@ __version__ = "0.1.0"
 
 from .errors import ZooError  # noqa: E402
 from .api import Generator, ModelConfig, register_model, get_model, get_model_class, list_models, save, load  # noqa: E402
+from . import models  # noqa: E402,F401  (registers the package's own families)
 
 __all__ = ["Generator", "ModelConfig", "ZooError", "register_model", "get_model", "get_model_class",
            "list_models", "save", "load", "__version__"]

@@ -13,10 +13,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import pkgutil
-import importlib
 from pathlib import Path
-from typing import Any, ClassVar, Iterator
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -115,16 +113,16 @@ class Generator(nn.Module):
         out = torch.empty(n, c.channels, c.image_size, c.image_size, dtype=torch.uint8)
         was_training = self.training
         self.eval()
-        starts = range(0, n, batch_size)
+        batches = rng.batches(seed, n, batch_size)
         if progress:
             from tqdm.auto import tqdm
-            starts = tqdm(starts, desc=f"sample {self.name}", unit="batch", leave=False)
+            batches = tqdm(batches, total=-(-n // batch_size), desc=f"sample {self.name}", unit="batch", leave=False)
         try:
             with rng.device_scope(self.device):
-                for s in starts:
-                    b = min(batch_size, n - s)
+                for s, gens in batches:
+                    b = len(gens)
                     lab = labels[s:s + b].to(self.device) if labels is not None else None
-                    x = self.generate(rng.generators(seed, s, b), labels=lab, **sampler)  # (b, C, H, W)
+                    x = self.generate(gens, labels=lab, **sampler)  # (b, C, H, W)
                     out[s:s + b] = to_uint8(x)
         finally:
             self.train(was_training)
@@ -153,14 +151,14 @@ class Generator(nn.Module):
 
 
 # ---- registry ----------------------------------------------------------------------------
+# Filled by @register_model as family modules are imported. The package's own families are
+# imported by ``zoo/__init__.py`` (through ``zoo.models``); this module never imports a family.
 _REGISTRY: dict[str, type[Generator]] = {}
-_DISCOVERED = False
 
 
 def register_model(name: str):
     """Class decorator: register a Generator subclass under ``name``; duplicates are refused."""
     def deco(cls: type[Generator]) -> type[Generator]:
-        _discover()  # so that a duplicate of a not-yet-imported family is still refused
         if name in _REGISTRY and _REGISTRY[name] is not cls:
             raise ValueError(f"model {name!r} is already registered (by {_REGISTRY[name].__qualname__})")
         if not (isinstance(cls, type) and issubclass(cls, Generator)):
@@ -173,27 +171,16 @@ def register_model(name: str):
     return deco
 
 
-def _discover() -> None:
-    """Import every module in zoo.models once, so their decorators register the families."""
-    global _DISCOVERED
-    if _DISCOVERED:
-        return
-    _DISCOVERED = True
-    from . import models
-    for m in pkgutil.iter_modules(models.__path__):
-        importlib.import_module(f"{models.__name__}.{m.name}")
-
-
 def list_models() -> list[str]:
     """Registered family names, sorted."""
-    _discover()
     return sorted(_REGISTRY)
 
 
 def get_model_class(name: str) -> type[Generator]:
-    _discover()
+    """The class registered under ``name``, or a one-line ZooError listing the known names."""
     if name not in _REGISTRY:
-        raise ZooError(f"unknown model {name!r} (known: {', '.join(sorted(_REGISTRY))})")
+        raise ZooError(f"unknown model {name!r} (known: {', '.join(sorted(_REGISTRY))}; a family of your own "
+                       f"needs --import MODULE or a zoo.families entry point)")
     return _REGISTRY[name]
 
 
@@ -207,6 +194,26 @@ def get_model(name: str, config: ModelConfig | dict | None = None, **overrides: 
     if overrides:
         config = dataclasses.replace(config, **overrides)
     return cls(config)
+
+
+def build_model(family: str, shape: tuple[int, int, int], overrides: dict[str, str] | None = None, *,
+                tiny: bool = False) -> Generator:
+    """Family ``family`` shaped for images of ``shape`` (C, H, W), at its default config (or its tiny
+    test config), with ``--set``-style string overrides parsed by field type. Any config the family
+    rejects becomes a one-line ZooError, raised before anything is written."""
+    cls = get_model_class(family)
+    c, h, w = shape
+    if h != w:
+        raise ZooError(f"images must be square, got {h}x{w}")
+    cfg = cls.tiny_config(channels=c, image_size=h) if tiny else cls.Config(channels=c, image_size=h)
+    cfg = apply_overrides(cfg, overrides or {})
+    try:
+        return cls(cfg)
+    except ZooError:
+        raise
+    except (ValueError, AssertionError, RuntimeError, IndexError, TypeError, ZeroDivisionError) as e:
+        msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise ZooError(f"bad config for {family}: {msg}") from None
 
 
 # ---- save / load -------------------------------------------------------------------------
@@ -225,6 +232,21 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     os.replace(tmp, path)
 
 
+def file_mode() -> int:
+    """The mode a new file gets from ``open()``: 0o666 less the process umask (safetensors makes 0600).
+
+    Linux reports the umask in /proc without changing it; elsewhere it is read by setting it and
+    setting it back at once (a brief window in which another thread's new file gets 0o022).
+    """
+    try:
+        with open("/proc/self/status") as f:
+            mask = next(int(line.split()[1], 8) for line in f if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return 0o666 & ~mask
+
+
 def config_record(model: Generator) -> dict:
     from . import __version__
     return {"family": model.name, "zoo_version": __version__, "config": to_dict(model.config)}
@@ -238,6 +260,7 @@ def save(model: Generator, run_dir: str | os.PathLike, *, weights_name: str = WE
     atomic_write_text(run_dir / CONFIG_FILE, json.dumps(config_record(model), indent=2))
     tmp = run_dir / (weights_name + ".tmp")
     save_model(model, str(tmp))
+    os.chmod(tmp, file_mode())   # safetensors creates 0600; every other file follows the umask
     os.replace(tmp, run_dir / weights_name)
 
 
@@ -281,8 +304,3 @@ def load(run_dir: str | os.PathLike, *, weights_name: str = WEIGHTS_FILE) -> Gen
     load_weights(model, Path(run_dir) / weights_name)
     model.eval()
     return model
-
-
-def iter_chunks(x: torch.Tensor, size: int) -> Iterator[torch.Tensor]:
-    for s in range(0, x.shape[0], size):
-        yield x[s:s + size]

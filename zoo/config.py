@@ -124,3 +124,28 @@ def parse_sets(items: typing.Iterable[str]) -> dict[str, str]:
             raise ZooError(f"bad --set {item!r}: empty key")
         out[k] = v.strip()
     return out
+
+
+def parse_value(v: str) -> Any:
+    """A command-line value as int, float, bool or str (for free-form sampler options)."""
+    for conv in (int, float):
+        try:
+            return conv(v)
+        except ValueError:
+            pass
+    if v.lower() in ("true", "false"):
+        return v.lower() == "true"
+    return v
+
+
+def parse_opts(items: typing.Iterable[str]) -> dict[str, Any]:
+    """``key=value`` strings (``--opt``) into a dict of typed values (int, float, bool or str)."""
+    return {k: parse_value(v) for k, v in parse_sets(items).items()}
+
+
+def split_sets(items: typing.Iterable[str]) -> tuple[dict[str, str], dict[str, str]]:
+    """``--set`` items split into (model fields, trainer fields): ``train.KEY=V`` goes to the trainer."""
+    kv = parse_sets(items)
+    model = {k: v for k, v in kv.items() if not k.startswith("train.")}
+    train = {k[6:]: v for k, v in kv.items() if k.startswith("train.")}
+    return model, train

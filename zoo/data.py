@@ -99,6 +99,8 @@ def load_idx_folder(folder: str | os.PathLike, split: str, name: str) -> Dataset
             raise ZooError(f"{lab_path}: {labels.shape[0]} labels for {images.shape[0]} images")
     else:
         labels = np.zeros(images.shape[0], dtype=np.int64)
+    if images.shape[0] == 0:
+        raise ZooError(f"{img_path}: holds no images")
     return Dataset(name, split, torch.from_numpy(images.copy()), torch.from_numpy(labels.copy()), str(img_path))
 
 
@@ -120,46 +122,49 @@ def _fashion_mnist_dir(download: bool) -> Path:
 
 
 # ---- image folders ------------------------------------------------------------------------
-def _load_folder(spec: str, split: str) -> Dataset:
-    parts = spec.split(",")
-    root = Path(parts[0])
+def _folder_options(parts: list[str]) -> tuple[int, str]:
+    """(size, mode) from folder:PATH options ``size=N`` and ``mode=gray|rgb``, or a one-line ZooError."""
     opts = {}
-    for p in parts[1:]:
+    for p in parts:
         if "=" not in p:
             raise ZooError(f"bad folder option {p!r}: expected key=value (size=N, mode=gray|rgb)")
         k, v = p.split("=", 1)
         opts[k] = v
-    size = int(opts.pop("size", 28))
+    size_text = opts.pop("size", "28")
     mode = opts.pop("mode", "gray")
     if opts:
-        raise ZooError(f"unknown folder option(s): {', '.join(opts)}")
+        raise ZooError(f"unknown folder option(s): {', '.join(opts)} (known: size, mode)")
+    if not size_text.isdigit() or not 1 <= int(size_text) <= 4096:
+        raise ZooError(f"bad size={size_text!r}: a whole number of pixels from 1 to 4096")
     if mode not in ("gray", "rgb"):
         raise ZooError(f"bad mode {mode!r}: choose gray or rgb")
+    return int(size_text), mode
+
+
+def _load_folder(spec: str, split: str) -> Dataset:
+    """PNG/JPEG files, labelled by their parent folder's name. Class numbers come from the class
+    names of both splits together, so a class missing from one split does not shift the others."""
+    from .images import decode_image, image_files
+    parts = spec.split(",")
+    root = Path(parts[0])
+    size, mode = _folder_options(parts[1:])
     if not root.is_dir():
         raise ZooError(f"folder:{root}: no such directory")
-    exts = {".png", ".jpg", ".jpeg"}
     if (root / "train").is_dir() and (root / "test").is_dir():
-        files = sorted(p for p in (root / split).rglob("*") if p.suffix.lower() in exts)
+        both = {sp: image_files(root / sp) for sp in ("train", "test")}
+        files, every = both[split], both["train"] + both["test"]
     else:  # deterministic 90/10 split by a hash of the relative path
-        allf = sorted(p for p in root.rglob("*") if p.suffix.lower() in exts)
+        every = image_files(root)
+
         def is_test(p: Path) -> bool:
             return hashlib.sha1(str(p.relative_to(root)).encode()).digest()[0] < 26  # ~10%
-        files = [p for p in allf if is_test(p) == (split == "test")]
+        files = [p for p in every if is_test(p) == (split == "test")]
     if not files:
         raise ZooError(f"folder:{root}: no PNG/JPEG images for split {split!r}")
-    from PIL import Image
-    classes = sorted({p.parent.name for p in files})
-    cls_idx = {c: i for i, c in enumerate(classes)}
-    arrs, labels = [], []
-    for p in files:  # decoded once, at load time, never in the training loop
-        try:
-            with Image.open(p) as im:
-                im = im.convert("L" if mode == "gray" else "RGB").resize((size, size), Image.BILINEAR)
-                a = np.asarray(im, dtype=np.uint8)
-        except OSError as e:
-            raise ZooError(f"{p}: cannot decode image ({e})") from None
-        arrs.append(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
-        labels.append(cls_idx[p.parent.name])
+    cls_idx = {c: i for i, c in enumerate(sorted({p.parent.name for p in every}))}
+    # decoded once, at load time, never in the training loop
+    arrs = [decode_image(p, mode=mode, size=size) for p in files]
+    labels = [cls_idx[p.parent.name] for p in files]
     return Dataset(f"folder:{root}", split, torch.from_numpy(np.stack(arrs)), torch.tensor(labels), str(root))
 
 

@@ -107,6 +107,8 @@ def _probe_main() -> None:
     ap.add_argument("--sampler", default="{}")
     a = ap.parse_args()
     import zoo
+    from zoo.plugins import load_plugins
+    load_plugins()   # outside families named by --import reach this subprocess through $ZOO_IMPORT
     model = zoo.load(a.run).to(a.device)
     sampler = json.loads(a.sampler)
     model.sample(2, seed=0, batch_size=2, **sampler)  # warm up allocator and lazy inits

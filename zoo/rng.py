@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -38,6 +39,15 @@ def sample_seed(seed: int, index: int) -> int:
 def generators(seed: int, start: int, count: int) -> list[torch.Generator]:
     """Generators for samples ``start .. start+count-1`` of ``seed``."""
     return [torch.Generator().manual_seed(sample_seed(seed, i)) for i in range(start, start + count)]
+
+
+def batches(seed: int, n: int, batch_size: int) -> Iterator[tuple[int, list[torch.Generator]]]:
+    """(start, generators) for samples 0..n-1 of ``seed``, ``batch_size`` at a time: the one
+    batched loop behind every sampler, so image i depends only on (seed, i) at any batch size."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    for s in range(0, n, batch_size):
+        yield s, generators(seed, s, min(batch_size, n - s))
 
 
 def randn(gens: list[torch.Generator], *shape: int, dtype=torch.float32) -> torch.Tensor:

@@ -71,7 +71,7 @@ class NoiseSchedule:
 
     def alpha_bar(self, t: torch.Tensor | int) -> torch.Tensor:
         """alpha_bar at integer timesteps t (any shape; t = -1 is the clean end, alpha_bar = 1)."""
-        t = torch.as_tensor(t).long().cpu()  # the table stays on the CPU in float64
+        t = torch.as_tensor(t, device="cpu").long()  # the table stays on the CPU in float64
         return self._ab_ext[t + 1]
 
     def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -218,7 +218,7 @@ def sample(net: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], shape: Seq
     for i, t in enumerate(ts):
         t_prev = ts[i + 1] if i + 1 < len(ts) else -1                 # -1: the clean end
         tb = torch.full((B,), t, dtype=torch.long, device=x.device)
-        tpb = torch.full((B,), t_prev, dtype=torch.long)
+        tpb = torch.full((B,), t_prev, dtype=torch.long, device="cpu")   # only indexes the CPU table
         out = net(x, tb)
         nfe += 1
         x0, eps = schedule.split(out, x, tb, prediction, clip)
@@ -246,7 +246,7 @@ def sample(net: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], shape: Seq
             if x0_prev is None:
                 d = x0
             else:
-                h_last = lam - _log_snr_half(schedule.alpha_bar(torch.full((B,), ts[i - 1])))
+                h_last = lam - _log_snr_half(schedule.alpha_bar(torch.full((B,), ts[i - 1], device="cpu")))
                 r = h_last / h
                 d = _expand(1 + 0.5 / r, x0) * x0 - _expand(0.5 / r, x0) * x0_prev
             ratio = ((1 - ab_prev) / (1 - ab)).sqrt()                      # sigma_prev / sigma

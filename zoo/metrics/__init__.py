@@ -3,14 +3,19 @@
   features.py    feature extractors: fmnist-cnn (default, packaged weights) and inception (optional extra)
   fid.py kid.py prdc.py   FID, KID, precision/recall, density/coverage, memorization
   classifier.py  the fmnist-cnn network, its training and the classifier score
-  evaluate.py    evaluate(), the cached reference statistics, real_vs_real() / noise_ceiling()
+  reference.py   what samples are scored against (a dataset split, any images, saved statistics) and its cache
+  evaluate.py    evaluate(), real_vs_real() / noise_ceiling()
   bpd.py         bits/dim from a model's log_prob
-  cli.py         `zoo eval` and `zoo features train`
+
+The command line (`zoo eval`, `zoo features train`) lives in zoo/cli/eval.py.
 
 Typical use::
 
-    from zoo.metrics import evaluate
+    from zoo.metrics import evaluate, load_stats
     res = evaluate(samples_uint8, data="fashion-mnist", features="fmnist-cnn")
+    res = evaluate(samples_uint8, ref=load_stats("fmnist-test.npz"), metrics="fid,kid")
 """
-from .evaluate import evaluate, noise_ceiling, real_vs_real, reference_features  # noqa: F401
+from .evaluate import evaluate, noise_ceiling, real_vs_real  # noqa: F401
 from .features import get_extractor  # noqa: F401
+from .reference import (Reference, dataset_reference, images_reference, load_stats,  # noqa: F401
+                        reference_features, save_stats)

@@ -11,8 +11,9 @@
                Preprocessing as pytorch-fid: gray -> RGB, bilinear resize to 299x299
                (align_corners=False), values scaled to [-1, 1] by 2 * u / 255 - 1.
 
-Features are computed batch by batch in float32 and returned as float64. Different batch sizes
-give the same features up to float32 rounding of the batched conv kernels (~1e-7 relative).
+Features are computed batch by batch in float32, on the extractor's device (``.to(device)``; the
+CPU by default), and returned as float64 on the CPU. Different batch sizes (or devices) give the
+same features up to float32 rounding of the batched conv kernels (~1e-7 relative).
 """
 from __future__ import annotations
 
@@ -103,6 +104,17 @@ class Extractor:
     weights_sha256: str = ""
     dim: int = 0
     max_batch: int = 10_000   # memory cap on one forward batch
+    device: torch.device = torch.device("cpu")
+    input_channels: int | None = None   # the channel count the network takes, if it takes only one
+
+    def to(self, device: str | torch.device) -> "Extractor":
+        """Run the network on ``device`` from now on; features still come back as CPU float64."""
+        self.device = torch.device(device)
+        self._move(self.device)
+        return self
+
+    def _move(self, device: torch.device) -> None:
+        """Move the network's modules to ``device`` (subclasses with modules override this)."""
 
     def check_input(self, images: torch.Tensor) -> None:
         """Raise ZooError if images (already uint8 N,C,H,W) cannot go through this network."""
@@ -123,7 +135,7 @@ class Extractor:
         from tqdm.auto import tqdm
         for s in tqdm(range(0, u.shape[0], bs), desc=f"features {self.name}", unit="batch",
                       disable=not progress, leave=False):
-            out[s:s + bs] = self._embed(u[s:s + bs]).to(torch.float64)
+            out[s:s + bs] = self._embed(u[s:s + bs].to(self.device)).to("cpu", torch.float64)
         return out
 
     def class_probs(self, images, *, batch_size: int = 500) -> torch.Tensor:
@@ -145,7 +157,12 @@ class CNNExtractor(Extractor):
         self.name = "fmnist-cnn"
         self.dim = self.net.cfg.feat_dim
         self.trained_on = self.meta.get("data", "")
+        self.input_channels = self.net.cfg.in_channels
         self._fast = self._fused(self.net)
+
+    def _move(self, device: torch.device) -> None:
+        self.net.to(device)
+        self._fast.to(device)
 
     @staticmethod
     def _fused(net) -> nn.Module:
@@ -178,8 +195,8 @@ class CNNExtractor(Extractor):
     @torch.no_grad()
     def probs_from_features(self, f: torch.Tensor) -> torch.Tensor:
         """Class probabilities (N, classes) from this network's own features (N, feat_dim)."""
-        logits = self.net.head(f.to(torch.float32))                  # (N, classes)
-        return torch.softmax(logits.to(torch.float64), dim=1)
+        logits = self.net.head(f.to(self.device, torch.float32))     # (N, classes)
+        return torch.softmax(logits.to("cpu", torch.float64), dim=1)
 
     def describe(self) -> dict:
         return {**super().describe(), "weights_file": str(self.path), "trained_on": self.trained_on,
@@ -312,6 +329,9 @@ class InceptionExtractor(Extractor):
         self.weights_sha1 = INCEPTION_SHA1 if weights is None else file_sha256(path, "sha1")
         self.weights_sha256 = file_sha256(path)
 
+    def _move(self, device: torch.device) -> None:
+        self.net.to(device)
+
     @staticmethod
     def preprocess(u: torch.Tensor) -> torch.Tensor:
         """uint8 (B, 1|3, H, W) -> float32 (B, 3, 299, 299) in [-1, 1], as pytorch-fid's InceptionV3."""
@@ -349,11 +369,13 @@ def cnn_weights_path(data: str) -> Path:
 _LOADED: dict[tuple, Extractor] = {}
 
 
-def get_extractor(name: str = "fmnist-cnn", *, data: str = "fashion-mnist", weights: str | Path | None = None) -> Extractor:
-    """The feature extractor ``name`` ("fmnist-cnn" or "inception") for dataset ``data``.
+def get_extractor(name: str = "fmnist-cnn", *, data: str = "fashion-mnist", weights: str | Path | None = None,
+                  device: str | torch.device = "cpu") -> Extractor:
+    """The feature extractor ``name`` ("fmnist-cnn" or "inception") for dataset ``data``, on ``device``.
 
     ``weights``: a safetensors file for fmnist-cnn, or a user-supplied Inception weights file.
-    Loaded extractors are kept in memory (keyed by name, data, weights file and its mtime).
+    Loaded extractors are kept in memory (keyed by name, data, weights file and its mtime) and
+    moved to ``device`` on every call.
     """
     if name not in EXTRACTORS:
         raise ZooError(f"unknown feature extractor {name!r}: choose {' or '.join(EXTRACTORS)}")
@@ -362,9 +384,9 @@ def get_extractor(name: str = "fmnist-cnn", *, data: str = "fashion-mnist", weig
         key = (name, str(path.resolve()), path.stat().st_mtime_ns if path.is_file() else 0)
         if key not in _LOADED:
             _LOADED[key] = CNNExtractor(path)
-        return _LOADED[key]
+        return _LOADED[key].to(device)
     env = os.environ.get(INCEPTION_ENV)
     key = (name, str(weights or env or ""))
     if key not in _LOADED:
         _LOADED[key] = InceptionExtractor(weights)
-    return _LOADED[key]
+    return _LOADED[key].to(device)

@@ -17,12 +17,17 @@ from .features import check_features
 
 
 def gaussian_stats(features) -> tuple[np.ndarray, np.ndarray]:
-    """(mean (D,), covariance (D, D)) in float64 of features (N, D), N >= 2."""
-    f = check_features(features).numpy()              # (N, D)
-    mu = f.mean(axis=0)
+    """(mean (D,), covariance (D, D)) in float64 of features (N, D), N >= 2.
+
+    The one place zoo computes them: the samples' statistics, the cached reference statistics
+    (:func:`zoo.metrics.reference.reference_features`) and saved statistics files all come from
+    here, so FID from a saved file equals FID computed directly, to the last bit.
+    """
+    f = check_features(features)                       # (N, D) float64
+    mu = f.mean(dim=0)                                 # (D,)
     xc = f - mu
     sigma = xc.T @ xc / (f.shape[0] - 1)               # (D, D)
-    return mu, sigma
+    return mu.numpy(), sigma.numpy()
 
 
 def _psd_sqrt(s: np.ndarray) -> np.ndarray:

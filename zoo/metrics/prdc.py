@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import torch
 
+from ..errors import ZooError
 from .features import check_features
 
 CHUNK = 1024
@@ -56,7 +57,7 @@ def kth_neighbour_radii(f: torch.Tensor, ks: tuple[int, ...], *, chunk: int = CH
     """{k: (N,) squared distance from each row of f (N, D) to its k-th nearest other row} (self excluded)."""
     n, kmax = f.shape[0], max(ks)
     if n <= kmax:
-        raise ValueError(f"need more than k={kmax} feature rows for the k-NN radius, got {n}")
+        raise ZooError(f"the k-NN radius needs at least k+1 = {kmax + 1} feature rows, got {n}")
     dist = SqDist(f)
     out = {k: torch.empty(n, dtype=torch.float64) for k in ks}
     for s, e in _rows(n, chunk):

@@ -1,9 +1,11 @@
 """Pixel-space diffusion (DDPM, Ho et al. 2020) with DDIM and DPM-Solver++(2M) samplers.
 
 Three parts kept apart: the network (``zoo.nn.unet.UNet``), the noise process and the
-samplers (``zoo.schedules``), and this file, which ties them to the Generator contract.
-Training minimises the simple loss ||target - net(x_t, t)||^2 with t uniform over the T
-training steps and target v (default) or epsilon.
+samplers (``zoo.schedules``), tied to the Generator contract by ``zoo.diffusion_process``
+(shared with latent diffusion). This file adds what is pixel diffusion's own: its config,
+the identity map to pixels and the variational bound. Training minimises the simple loss
+||target - net(x_t, t)||^2 with t uniform over the T training steps and target v (default)
+or epsilon.
 
 Why v by default: with the cosine schedule alpha_bar(T-1) ~ 2e-9, so an epsilon model's x0
 estimate (x_t - sqrt(1 - ab) eps) / sqrt(ab) multiplies its errors by up to ~2e4 near t = T.
@@ -26,39 +28,21 @@ import dataclasses
 import math
 
 import torch
-import torch.nn.functional as F
 
-from .. import rng
 from ..api import Generator, ModelConfig, register_model
+from ..diffusion_process import DiffusionFields, DiffusionMixin
 from ..distributions import discretized_gaussian_logp
 from ..errors import ZooError
-from ..images import to_uint8
-from ..nn.unet import UNet
-from ..schedules import NoiseSchedule, evenly_spaced, resolve_options, sample as run_sampler
 
 
 @dataclasses.dataclass
-class DiffusionConfig(ModelConfig):
-    widths: tuple[int, ...] = (8, 16, 32)   # UNet channels per level (28 -> 14 -> 7); ~22 MFLOP forward
-    blocks: int = 1                         # residual blocks per level, encoder and decoder each
-    mid_blocks: int = 1                     # residual blocks on each side of the lowest-level attention
-    attn_heads: int = 2
-    dropout: float = 0.0
-    timesteps: int = 1000                   # T
-    schedule: str = "cosine"                # "cosine" (Nichol & Dhariwal) | "linear" (Ho et al.)
-    prediction: str = "v"                   # "v" (default: see the module doc) | "epsilon"
-    sampler: str = "dpm++2m"                # default sampler: "ddpm" | "ddim" | "dpm++2m"
-    steps: int = 20                         # default steps of the default sampler (ddpm: T)
-    eta: float = 0.0                        # DDIM eta
-    spacing: str = "linspace"               # timestep spacing: "linspace" | "trailing" | "leading"
-    clip: float = 1.0                       # clamp predicted x0 to [-clip, clip] when sampling (0: off)
-    variance: str = "small"                 # fixed variance of p(x_{t-1}|x_t): "small" (beta tilde) | "large" (beta)
+class DiffusionConfig(DiffusionFields, ModelConfig):
     vlb_terms: int = 0                      # log_prob: 0 = all T terms; K = stratified estimate with K terms
     lr: float = 1e-3
 
 
 @register_model("diffusion")
-class Diffusion(Generator):
+class Diffusion(DiffusionMixin, Generator):
     """Pixel-space DDPM with a UNet noise predictor; likelihood is the variational bound (eq. 5)."""
 
     Config = DiffusionConfig
@@ -68,87 +52,21 @@ class Diffusion(Generator):
     def tiny_config(cls, **fields):
         return cls.Config(**{"widths": (4, 8, 8), "mid_blocks": 0, "timesteps": 50, "steps": 5, **fields})
 
-    def __init__(self, config: DiffusionConfig):
-        super().__init__(config)
-        self.schedule = NoiseSchedule(config.schedule, config.timesteps)
-        c, h = self.latent_shape()[0], self.latent_shape()[1]
-        self.unet = UNet(c, c, tuple(config.widths), config.blocks, config.attn_heads,
-                         num_classes=0, dropout=config.dropout, mid_blocks=config.mid_blocks)
-
-    # ---- hooks that latent diffusion overrides -------------------------------------------
     def latent_shape(self) -> tuple[int, int, int]:
-        """Shape of one sample in the space the diffusion runs in (here: pixels)."""
+        """The diffusion runs on the pixels: (C, H, W)."""
         c = self.config
         return (c.channels, c.image_size, c.image_size)
 
     def to_pixels(self, z: torch.Tensor) -> torch.Tensor:
-        """Map the diffusion space to images in [-1, 1] (here: the identity)."""
+        """The identity: the diffusion space is the image."""
         return z
-
-    # ---- training ------------------------------------------------------------------------
-    def diffusion_loss(self, x0: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The simple loss on x0 (B, *latent_shape): MSE of the epsilon/v prediction, t ~ U{0..T-1}."""
-        B = x0.shape[0]
-        t = torch.randint(0, self.schedule.T, (B,), device=x0.device)
-        noise = torch.randn_like(x0)
-        x_t = self.schedule.add_noise(x0, noise, t)
-        target = self.schedule.target(x0, noise, t, self.config.prediction)
-        mse = F.mse_loss(self.unet(x_t, t), target)
-        return {"loss": mse, "mse": mse.detach()}
 
     def loss(self, x, labels=None, *, phase="main"):
         return self.diffusion_loss(x)
 
-    # ---- sampling ------------------------------------------------------------------------
-    def sampler_options(self, **opts) -> dict:
-        """The sampler options in effect: the config's defaults overridden by ``opts``."""
-        c = self.config
-        defaults = {"sampler": c.sampler, "steps": c.steps, "eta": c.eta, "spacing": c.spacing,
-                    "clip": c.clip, "variance": c.variance}
-        o = resolve_options(defaults, opts, self.schedule.T)
-        o["clip"] = float(o["clip"]) if o["clip"] else None
-        return o
-
-    def denoiser(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """The model function the samplers call: epsilon or v for x_t (B, *latent_shape), t (B,)."""
-        return self.unet(x_t, t)
-
-    def run_sampler(self, gens: list[torch.Generator], keep=(), **opts):
-        """One sampler run in the diffusion space; returns zoo.schedules.SamplerOutput."""
-        o = self.sampler_options(**opts)
-        with rng.device_scope(self.device):
-            return run_sampler(self.denoiser, self.latent_shape(), gens, self.schedule,
-                               prediction=self.config.prediction, keep=keep, **o)
-
-    def generate(self, gens, labels=None, **opts):
-        return self.to_pixels(self.run_sampler(gens, **opts).x).clamp(-1, 1)
-
-    def nfe(self, **opts) -> int:
-        """UNet evaluations per sample: the sampler's steps (every sampler makes one per step)."""
-        return self.sampler_options(**opts)["steps"]
-
-    @torch.no_grad()
-    def trajectory(self, n, *, seed=0, frames=8, **opts):
-        """uint8 (n, frames, C, H, W): predicted x0 at evenly spaced steps; the last frame is the sample."""
-        steps = self.sampler_options(**opts)["steps"]
-        keep = evenly_spaced(steps, frames)
-        was_training = self.training
-        self.eval()
-        try:
-            out = []
-            for s in range(0, n, 256):
-                res = self.run_sampler(rng.generators(seed, s, min(256, n - s)), keep=keep, **opts)
-                strip = torch.stack([self.to_pixels(res.x0[k]).clamp(-1, 1) for k in keep], dim=1)
-                out.append(to_uint8(strip))                       # (b, frames, C, H, W)
-        finally:
-            self.train(was_training)
-        c = self.config
-        return torch.cat(out) if out else torch.empty(0, frames, c.channels, c.image_size, c.image_size,
-                                                      dtype=torch.uint8)
-
     # ---- likelihood ----------------------------------------------------------------------
     def _model_logvar(self, t: torch.Tensor) -> torch.Tensor:
-        """log of the fixed variance of p(x_{t-1} | x_t) for t >= 1, (B,) float64."""
+        """log of the fixed variance of p(x_{t-1} | x_t) for t >= 1, (B,) float64 on the CPU."""
         sch = self.schedule
         if self.config.variance == "large":
             return torch.log(sch.betas[t.cpu()])
@@ -163,6 +81,7 @@ class Diffusion(Generator):
         Uses the global RNG for x_t (and for t when stratified).
         """
         sch, c = self.schedule, self.config
+        x = x.to(self.device)
         T, B = sch.T, x.shape[0]
         if self.config.variance not in ("small", "large"):
             raise ZooError(f"unknown variance {self.config.variance!r}")
@@ -179,7 +98,7 @@ class Diffusion(Generator):
         if terms == 0 or terms >= T - 1:
             plan = [(torch.full((B,), t, dtype=torch.long, device=dev), 1.0) for t in range(1, T)]
         else:
-            edges = torch.linspace(1, T, terms + 1).round().long().tolist()            # strata [a, b)
+            edges = torch.linspace(1, T, terms + 1, device="cpu").round().long().tolist()  # strata [a, b)
             plan = [(torch.randint(a, b, (B,), device=dev), float(b - a)) for a, b in zip(edges, edges[1:])]
         for t, weight in plan:
             total += weight * self._kl_term(x, t, clip)

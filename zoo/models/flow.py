@@ -196,11 +196,11 @@ class Flow(Generator):
         """ActNorm data-dependent init (Glow) on ``init_batch`` random training images."""
         if not self._uninitialized():
             return
-        idx = torch.randperm(images.shape[0])[:self.config.init_batch]
+        idx = torch.randperm(images.shape[0], device="cpu")[:self.config.init_batch]  # global CPU RNG
         was_training = self.training
         self.train()
         with torch.no_grad():
-            self.loss(to_float(images[idx]))
+            self.loss(to_float(images[idx.to(images.device)]).to(self.device))
         self.train(was_training)
 
     @torch.no_grad()
@@ -212,6 +212,7 @@ class Flow(Generator):
         k = k or self.config.iw_samples
         if k < 1:
             raise ZooError(f"k must be >= 1, got {k}")
+        x = x.to(self.device)
         vals = torch.stack([self.elbo(x) for _ in range(k)])          # (k, B)
         return torch.logsumexp(vals, 0) - math.log(k)
 
@@ -246,12 +247,14 @@ class Flow(Generator):
 
     @torch.no_grad()
     def interpolate(self, a, b, *, steps=8):
+        """Decode ``steps`` points on the line between the noise of uint8 images a and b (each taken
+        at its bins' centres): uint8 (steps, C, H, W) on the CPU."""
         was_training = self.training
         self.eval()
         try:
-            k = torch.stack([a, b]).to(torch.float32)                   # (2,C,H,W) levels
+            k = torch.stack([a, b]).to(self.device, torch.float32)     # (2,C,H,W) levels
             e, _ = self.to_noise((k + 0.5) / BINS - 0.5)                # bin centres, no noise
-            w = torch.linspace(0, 1, steps).unsqueeze(1)                 # (steps, 1)
+            w = torch.linspace(0, 1, steps, device=e.device).unsqueeze(1)  # (steps, 1)
             return to_uint8(self.decode((1 - w) * e[0] + w * e[1]))
         finally:
             self.train(was_training)

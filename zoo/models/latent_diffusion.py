@@ -9,7 +9,8 @@ Stage "diffusion": the autoencoder is frozen (the phase's optimizer only holds t
 latents are encoded under no_grad); latents are multiplied by ``latent_scale`` = 1/std,
 computed on training images when the stage begins and stored in the config, so it is
 checkpointed and written to config.json. The same UNet, schedule and samplers as pixel
-diffusion then run on the 4x7x7 latent, and the decoder maps the result to pixels.
+diffusion (``zoo.diffusion_process``, shared by both families) then run on the 4x7x7 latent,
+and the decoder maps the result to pixels.
 
 No likelihood: the L1 decoder defines no normalized p(x|z). With a discretized decoder
 one could bound log p(x) by E_q[log p(x|z)] - KL(q(z|x) || p(z)), with -log p(z) itself
@@ -22,16 +23,16 @@ import dataclasses
 
 import torch
 
-from ..api import Generator, register_model
-from ..distributions import kl_standard_normal
+from ..api import Generator, ModelConfig, register_model
+from ..diffusion_process import DiffusionFields, DiffusionMixin
+from ..distributions import gaussian_sample, kl_standard_normal
 from ..errors import ZooError
 from ..images import to_float, to_uint8
 from ..nn.conv import ConvDecoder, ConvEncoder, latent_side
-from .diffusion import Diffusion, DiffusionConfig
 
 
 @dataclasses.dataclass
-class LatentDiffusionConfig(DiffusionConfig):
+class LatentDiffusionConfig(DiffusionFields, ModelConfig):
     # first stage: autoencoder (shared ConvEncoder/ConvDecoder blocks)
     ae_widths: tuple[int, ...] = (16, 32, 64)   # 28 -> 14 -> 7
     ae_blocks: int = 0
@@ -41,7 +42,7 @@ class LatentDiffusionConfig(DiffusionConfig):
     ae_fraction: float = 0.3                     # share of the training budget for the autoencoder stage
     latent_scale: float = 0.0                    # 1/std of training latents, set when stage "diffusion" begins
     scale_images: int = 10000                    # training images used to compute latent_scale
-    # second stage: the UNet on latents (fields of DiffusionConfig, different defaults)
+    # second stage: the UNet on latents (DiffusionFields, with different defaults)
     widths: tuple[int, ...] = (32, 64)           # 7 -> 4; ~13 MFLOP forward
     mid_blocks: int = 0
     clip: float = 0.0                            # latents are not clipped
@@ -49,7 +50,7 @@ class LatentDiffusionConfig(DiffusionConfig):
 
 
 @register_model("latent_diffusion")
-class LatentDiffusion(Diffusion):
+class LatentDiffusion(DiffusionMixin, Generator):
     """Diffusion in the 4x7x7 latent of a frozen KL autoencoder; no likelihood.
 
     ``nfe()`` counts UNet evaluations (the sampler's steps); the decoder adds one cheaper pass.
@@ -70,11 +71,12 @@ class LatentDiffusion(Diffusion):
         self._h = latent_side(c.image_size, c.ae_widths)
         if not 0 < c.ae_fraction < 1:
             raise ZooError(f"ae_fraction must be in (0, 1), got {c.ae_fraction}")
-        super().__init__(config)
+        super().__init__(config)  # the schedule and the UNet first, then the autoencoder
         self.encoder = ConvEncoder(c.channels, 2 * c.latent_channels, tuple(c.ae_widths), c.ae_blocks)
         self.decoder = ConvDecoder(c.latent_channels, c.channels, tuple(c.ae_widths), c.ae_blocks)
 
     def latent_shape(self) -> tuple[int, int, int]:
+        """The autoencoder's latent: (latent_channels, h, h)."""
         return (self.config.latent_channels, self._h, self._h)
 
     @property
@@ -93,6 +95,7 @@ class LatentDiffusion(Diffusion):
         return self.decoder(z)
 
     def to_pixels(self, z: torch.Tensor) -> torch.Tensor:
+        """Scaled latent (B, zc, h, h) -> images (B,C,H,W) (not clamped)."""
         return self.decode(z / self.scale)
 
     # ---- training ------------------------------------------------------------------------
@@ -113,7 +116,7 @@ class LatentDiffusion(Diffusion):
         if stage != "diffusion":
             return
         n = min(self.config.scale_images, images.shape[0])
-        idx = torch.linspace(0, images.shape[0] - 1, n).round().long()     # an even spread of the set
+        idx = torch.linspace(0, images.shape[0] - 1, n, device=images.device).round().long()  # an even spread
         was_training = self.training
         self.eval()
         zs = [self._posterior_sample(to_float(images[idx[s:s + 512]]).to(self.device)) for s in range(0, n, 512)]
@@ -125,14 +128,14 @@ class LatentDiffusion(Diffusion):
 
     def _posterior_sample(self, x: torch.Tensor) -> torch.Tensor:
         mu, log_var = self.encode(x)
-        return mu + torch.randn_like(mu) * torch.exp(0.5 * log_var)       # (B, zc, h, h)
+        return gaussian_sample(mu, log_var)                                 # (B, zc, h, h)
 
     def loss(self, x, labels=None, *, phase="ae"):
         if phase == "ae":
-            mu, log_var = self.encode(x)
-            z = mu + torch.randn_like(mu) * torch.exp(0.5 * log_var)
-            rec = self.decode(z)
-            l1 = (rec - x).abs().flatten(1).sum(1)                         # (B,)
+            mu, log_var = self.encode(x)                                    # (B, zc, h, h) each
+            z = gaussian_sample(mu, log_var)
+            rec = self.decode(z)                                            # (B, C, H, W)
+            l1 = (rec - x).abs().flatten(1).sum(1)                          # (B,)
             kl = kl_standard_normal(mu, log_var).flatten(1).sum(1)          # (B,)
             dims = x[0].numel()
             loss = (l1 + self.config.ae_kl_weight * kl).mean() / dims
@@ -144,13 +147,10 @@ class LatentDiffusion(Diffusion):
             return self.diffusion_loss(z0)
         raise ZooError(f"unknown phase {phase!r} for latent_diffusion")
 
-    # ---- likelihood and latent -----------------------------------------------------------
-    def log_prob(self, x, labels=None, **kw):
-        return Generator.log_prob(self, x, labels)
-
+    # ---- latent --------------------------------------------------------------------------
     @torch.no_grad()
     def interpolate(self, a, b, *, steps=8):
         """Decode points on the line between the autoencoder posterior means of a and b."""
         mu, _ = self.encode(to_float(torch.stack([a, b])).to(self.device))  # (2, zc, h, h)
-        w = torch.linspace(0, 1, steps).view(-1, 1, 1, 1)
+        w = torch.linspace(0, 1, steps, device=mu.device).view(-1, 1, 1, 1)  # (steps, 1, 1, 1)
         return to_uint8(self.decode((1 - w) * mu[0] + w * mu[1]).clamp(-1, 1))

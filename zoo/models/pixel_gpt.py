@@ -100,7 +100,7 @@ class PixelGPT(Generator):
         c = self.config
         pix = images.permute(0, 2, 3, 1).reshape(-1, 3)                         # (N*H*W, 3) uint8
         g = torch.Generator().manual_seed(0)
-        idx = torch.randperm(pix.shape[0], generator=g)[:c.kmeans_pixels]
+        idx = torch.randperm(pix.shape[0], generator=g, device="cpu")[:c.kmeans_pixels]
         data = pix[idx].double().numpy() / 127.5 - 1.0
         k = min(c.palette_size, len(data))
         centres, _ = kmeans2(data, k, iter=c.kmeans_iters, minit="++", rng=np.random.default_rng(0))
@@ -134,6 +134,7 @@ class PixelGPT(Generator):
     def log_prob(self, x, labels=None):
         """Exact log p(tokens) in nats per image, (B,): the sum over the T tokens of
         log-softmax(logits)[token]. Grayscale: the 8-bit image; RGB: its palette tokens."""
+        x = x.to(self.device)
         out = []
         for s in range(0, x.shape[0], self.config.eval_batch):
             tokens = self.tokenize(x[s:s + self.config.eval_batch])             # (b, T)
@@ -169,7 +170,7 @@ class PixelGPT(Generator):
             raise ZooError(f"frames must be >= 1, got {frames}")
         final = self.sample(n, seed=seed, **sampler)                          # (n, C, H, W) uint8
         T = self.net.seq_len
-        pos = torch.arange(T).view(1, 1, self.config.image_size, self.config.image_size)
+        pos = torch.arange(T, device=final.device).view(1, 1, self.config.image_size, self.config.image_size)
         out = []
         for f in range(frames):
             done = round((f + 1) * T / frames)                                # tokens drawn by this frame

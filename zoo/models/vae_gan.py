@@ -1,9 +1,11 @@
 """VAE-GAN (Larsen et al. 2016): the VAE's decoder is also a GAN generator.
 
 The encoder, decoder, posterior head, sampler, IWAE ``log_prob`` and ``interpolate`` are the
-VAE family's (this class subclasses :class:`zoo.models.vae.VAE`); the discriminator is the
-shared spectrally normalised :class:`zoo.nn.conv.Discriminator`. Two phases per step, D first
-(the GAN's order), then the encoder and decoder against the D just updated:
+Gaussian conv VAE of ``zoo.nn.gaussian_vae`` (shared with the VAE family); the discriminator is
+the shared spectrally normalised :class:`zoo.nn.conv.Discriminator`, and the adversarial losses,
+the discriminator phase and the optimizers are ``zoo.nn.adversarial``'s (shared with the GAN).
+Two phases per step, D first (the GAN's order), then the encoder and decoder against the D just
+updated:
 
   "disc"  D tells a batch of real images from half a batch of reconstructions Dec(z ~ q(z|x))
           and half a batch of prior samples Dec(z ~ N(0, I)), decoded under no_grad (detached).
@@ -49,31 +51,26 @@ import math
 
 import torch
 
-from ..api import register_model
-from ..distributions import discretized_logistic_logp, kl_standard_normal
+from ..api import Generator, ModelConfig, register_model
+from ..distributions import discretized_logistic_logp, gaussian_sample, kl_standard_normal
 from ..errors import ZooError
+from ..nn.adversarial import (AdversarialConfig, adversarial_optimizer, check_adversarial_config,
+                              discriminator_phase, frozen, gen_loss)
 from ..nn.conv import Discriminator
-from .gan import GAN_LOSSES, disc_loss, frozen, gen_loss, r1_penalty
-from .vae import VAE, VAEConfig
+from ..nn.gaussian_vae import TINY_FIELDS, GaussianVAEConfig, GaussianVAEMixin
 
 
 @dataclasses.dataclass
-class VAEGANConfig(VAEConfig):
+class VAEGANConfig(AdversarialConfig, GaussianVAEConfig, ModelConfig):
     d_widths: tuple[int, ...] = (16, 32)   # discriminator channels per stride-2 conv (28 -> 14 -> 7)
     pixel_weight: float = 1.0              # weight of the negative ELBO (nats/dim)
     feature_weight: float = 10.0           # weight of the feature-space reconstruction error (per dim)
     adv_weight: float = 4.0                # weight of the generator loss on reconstructions + prior samples
-    loss: str = "ns"                       # "ns" (non-saturating) | "hinge"
-    r1_gamma: float = 0.0                  # R1 penalty on real images; 0: off (D is spectrally normalised)
-    spectral_norm: bool = True
     lr: float = 5e-4                       # encoder + decoder learning rate
-    lr_d: float = 5e-4                     # discriminator learning rate
-    beta1: float = 0.5                     # Adam betas of both phases
-    beta2: float = 0.99
 
 
 @register_model("vae_gan")
-class VAEGAN(VAE):
+class VAEGAN(GaussianVAEMixin, Generator):
     """VAE-GAN: VAE whose decoder is also trained adversarially and in D's feature space."""
 
     Config = VAEGANConfig
@@ -83,15 +80,14 @@ class VAEGAN(VAE):
 
     @classmethod
     def tiny_config(cls, **fields):
-        return super().tiny_config(**{"d_widths": (8, 16), **fields})
+        return cls.Config(**{**TINY_FIELDS, "d_widths": (8, 16), **fields})
 
     def __init__(self, config: VAEGANConfig):
-        super().__init__(config)
+        super().__init__(config)  # the VAE's networks first, then D
         c = config
-        if c.loss not in GAN_LOSSES:
-            raise ZooError(f"unknown GAN loss {c.loss!r} (choose {' or '.join(GAN_LOSSES)})")
-        if min(c.pixel_weight, c.feature_weight, c.adv_weight, c.r1_gamma) < 0:
-            raise ZooError("pixel_weight, feature_weight, adv_weight and r1_gamma must be >= 0")
+        check_adversarial_config(c)
+        if min(c.pixel_weight, c.feature_weight, c.adv_weight) < 0:
+            raise ZooError("pixel_weight, feature_weight and adv_weight must be >= 0")
         self.disc = Discriminator(c.channels, c.image_size, c.d_widths, spectral_norm=c.spectral_norm)
 
     def param_groups(self):
@@ -100,30 +96,22 @@ class VAEGAN(VAE):
                 "vae": [p for p in self.parameters() if id(p) not in disc]}
 
     def configure_optimizer(self, phase, params):
-        lr = self.config.lr_d if phase == "disc" else self.config.lr
-        return torch.optim.Adam(params, lr=lr, betas=(self.config.beta1, self.config.beta2))
+        return adversarial_optimizer(self.config, phase, params)
 
     def loss(self, x, labels=None, *, phase="disc"):
         c = self.config
         if phase == "disc":
             half = max(1, x.shape[0] // 2)  # fakes: half a batch of reconstructions + half of prior samples
             with torch.no_grad():
-                mu, log_var = self.encode(x[:half])
-                z = torch.cat([mu + torch.randn_like(mu) * torch.exp(0.5 * log_var), torch.randn_like(mu)])
+                mu, log_var = self.encode(x[:half])                           # (half, D) each
+                z = torch.cat([gaussian_sample(mu, log_var), torch.randn_like(mu)])  # (2 half, D)
                 fake = self.decode(z)[0].clamp(-1, 1)                         # (2 half, C, H, W)
-            if c.r1_gamma > 0:
-                d_real, r1 = r1_penalty(self.disc, x)
-            else:
-                d_real, r1 = self.disc(x), torch.zeros(())
-            d_fake = self.disc(fake)                                          # (2 half,)
-            adv = disc_loss(c.loss, d_real, d_fake)
-            return {"loss": adv + 0.5 * c.r1_gamma * r1, "adv": adv.detach(), "r1": r1.detach(),
-                    "d_real": d_real.mean().detach(), "d_fake": d_fake.mean().detach()}
+            return discriminator_phase(self.disc, x, fake, c)
         if phase == "vae":
             b, dims = x.shape[0], x[0].numel()
             half = max(1, b // 2)  # prior samples per step: they only feed the adversarial term
-            mu, log_var = self.encode(x)
-            z = mu + torch.randn_like(mu) * torch.exp(0.5 * log_var)          # (B, D)
+            mu, log_var = self.encode(x)                                      # (B, D) each
+            z = gaussian_sample(mu, log_var)                                  # (B, D)
             mean, log_scale = self.decode(torch.cat([z, torch.randn_like(z[:half])]))  # (B + half, C, H, W)
             rec_mean = mean[:b]
             rec = -discretized_logistic_logp(x, rec_mean, log_scale[:b]).flatten(1).sum(1)  # (B,) nats

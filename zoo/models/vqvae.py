@@ -103,8 +103,8 @@ class VQVAE(Generator):
     def begin_stage(self, stage, images):
         """Stage "ae": seed the codebook with encoder outputs of up to 512 random training images."""
         if stage == "ae":
-            pick = torch.randperm(images.shape[0])[:512]
-            self.quantizer.init_codebook(self.encoder(to_float(images[pick]).to(self.device)))
+            pick = torch.randperm(images.shape[0], device="cpu")[:512]                # global CPU RNG
+            self.quantizer.init_codebook(self.encoder(to_float(images[pick.to(images.device)]).to(self.device)))
 
     # ---- the two halves ------------------------------------------------------------------
     @torch.no_grad()
@@ -120,12 +120,12 @@ class VQVAE(Generator):
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         """Decoder means (B,C,H,W) in [-1, 1] of the quantized codes of x (B,C,H,W) in [-1, 1]."""
-        return self.decode(self.quantizer.lookup(self.codes(x)))[0].clamp(-1, 1)
+        return self.decode(self.quantizer.lookup(self.codes(x.to(self.device))))[0].clamp(-1, 1)
 
     @torch.no_grad()
     def codebook_usage(self, images: torch.Tensor, *, batch_size: int = 500) -> dict[str, float]:
         """Perplexity and live codes (used at least once) of the codes of uint8 images (N,C,H,W)."""
-        counts = torch.zeros(self.config.num_codes, dtype=torch.long)
+        counts = torch.zeros(self.config.num_codes, dtype=torch.long, device="cpu")
         for s in range(0, images.shape[0], batch_size):
             idx = self.codes(to_float(images[s:s + batch_size]).to(self.device))
             counts += torch.bincount(idx.flatten().cpu(), minlength=self.config.num_codes)
@@ -177,6 +177,7 @@ class VQVAE(Generator):
     @torch.no_grad()
     def log_prob_parts(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(log p_prior(z(x)), log p(x | z(x))), each (B,) nats, for x (B,C,H,W) in [-1, 1]."""
+        x = x.to(self.device)
         idx = self.codes(x)                                               # (B, h, w)
         tokens = idx.flatten(1)                                           # (B, T)
         logp_codes = torch.log_softmax(self.prior(tokens).float(), -1)    # (B, T, K)

@@ -26,9 +26,18 @@ stage can both use it. Usage::
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+def _autocast_off(device_type: str) -> contextlib.AbstractContextManager:
+    """Autocast disabled on ``device_type``; a no-op where the device has no autocast (e.g. meta)."""
+    if torch.amp.is_autocast_available(device_type):
+        return torch.autocast(device_type, enabled=False)
+    return contextlib.nullcontext()
 
 
 def usage_stats(counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -75,7 +84,7 @@ class VectorQuantizer(nn.Module):
         e = self.codebook.detach().to(dtype)                         # (K, D)
         e_sq = (e * e).sum(1)                                         # (K,)
         out = [torch.zeros(0, dtype=torch.long, device=flat.device)]
-        with torch.autocast(flat.device.type, enabled=False):
+        with _autocast_off(flat.device.type):
             for s in range(0, flat.shape[0], self.chunk):
                 f = flat[s:s + self.chunk]                            # (n, D)
                 # |f|^2 is the same for every code of a row, so it does not change the argmin
@@ -110,9 +119,9 @@ class VectorQuantizer(nn.Module):
         """n rows of flat (N, D), distinct where N >= n, chosen with the global CPU RNG
         (the one the trainer seeds and checkpoints, whatever the device)."""
         if flat.shape[0] >= n:
-            pick = torch.randperm(flat.shape[0])[:n]
+            pick = torch.randperm(flat.shape[0], device="cpu")[:n]
         else:
-            pick = torch.randint(0, flat.shape[0], (n,))
+            pick = torch.randint(0, flat.shape[0], (n,), device="cpu")
         return flat[pick.to(flat.device)]
 
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:

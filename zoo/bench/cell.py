@@ -1,0 +1,138 @@
+"""One (family, seed) cell: train under the budget (or resume, or reuse the trained run), sample n
+images with fixed seeds, compute every metric, bits/dim, sampling speed in a fresh process, and
+the NFE sweep; returns the cell's record."""
+from __future__ import annotations
+
+import inspect
+import json
+import time
+from pathlib import Path
+from typing import Callable
+
+import click
+import torch
+
+from ..api import load
+from ..errors import ZooError
+from .profiles import SAMPLE_SEED, Profile
+from .rundir import run_dir as run_folder, start_run
+from .settings import cell_settings, train_settings
+from .store import cell_name
+
+METRICS = ("fid", "kid", "pr", "dc", "cs", "mem")
+
+
+def run_cell(family: str, seed: int, profile: Profile, data: str, out: Path, features, train_set, test_set,
+             log: Callable[[str], None] = click.echo, tiny: bool = False) -> dict:
+    """Train (or resume), sample, evaluate and time one (family, seed) cell; returns its record."""
+    from ..images import write_images
+    from ..metrics.evaluate import evaluate
+
+    run_dir = train_cell(family, seed, profile, data, out, features, train_set, log=log, tiny=tiny)
+    summary = _read_summary(run_dir)
+    model = load(run_dir).to(profile.device)
+
+    log(f"  sample {profile.n} images")
+    t0 = time.time()
+    images = model.sample(profile.n, seed=SAMPLE_SEED, progress=True)
+    sample_wall = time.time() - t0
+    write_images(images[:100], run_dir / "samples.png", nrow=10)
+
+    log("  metrics")
+    metrics = evaluate(images, data=data, features=features, metrics=METRICS, split="test", n=profile.n)
+    rec: dict = {"family": family, "seed": seed, "likelihood": model.likelihood, "params": model.num_params(),
+                 "train_tflops": summary["train_tflops"], "steps": summary["steps"], "epochs": summary["epochs"],
+                 "train_wall_s": summary["wall_s"], "sample_wall_s": round(sample_wall, 2)}
+    rec.update({k: v for k, v in metrics.items() if k != "provenance"})
+    rec["metrics_provenance"] = metrics.get("provenance", {})
+    rec.update(bits_per_dim_record(model, profile, test_set, log=log))
+    rec.update(speed_record(run_dir, profile, log=log))
+    rec["sweep"] = nfe_sweep(model, profile, data, features, metrics["fid"], sample_wall, log=log)
+    if model.has_latent:
+        a, b = test_set.images[0], test_set.images[1]
+        write_images(model.interpolate(a, b, steps=10), run_dir / "interpolation.png", nrow=10)
+    return rec
+
+
+def train_cell(family: str, seed: int, profile: Profile, data: str, out: Path, features, train_set, *,
+               log: Callable[[str], None] = click.echo, tiny: bool = False) -> Path:
+    """Train the cell's run folder under the profile's budget, resume it from its checkpoint, or
+    reuse it when already trained with the same settings; returns the run folder."""
+    from ..api import build_model
+    from ..train import TrainConfig, fit
+
+    run_dir = run_folder(out, cell_name(family, seed))
+    settings = train_settings(cell_settings(profile, data=data, features=features, tiny=tiny, seed=seed))
+    state = start_run(run_dir, settings)
+    if state == "trained":
+        return run_dir
+    resume = state == "resume"
+    log(f"  train {family} seed {seed}: {profile.tflops} TFLOP" + (" (resuming)" if resume else ""))
+    torch.manual_seed(seed)
+    model = build_model(family, train_set.shape, {}, tiny=tiny)
+    fit(model, train_set.images, train_set.labels, run_dir, TrainConfig(tflops=profile.tflops, seed=seed),
+        resume=resume, data_spec=data, device=profile.device, amp=profile.amp, compile=profile.compile)
+    return run_dir
+
+
+def _read_summary(run_dir: Path) -> dict:
+    return json.loads((run_dir / "summary.json").read_text())
+
+
+def bits_per_dim_record(model, profile: Profile, test_set, *, log: Callable[[str], None] = click.echo) -> dict:
+    """bits/dim on the first ``profile.bpd_images`` test images (with ``profile.bpd_terms`` for a
+    family whose log_prob takes terms=), or empty values for a family without a likelihood."""
+    from ..metrics.bpd import bits_per_dim
+    if model.likelihood == "none" or not profile.bpd_images:
+        return {"bpd": None, "bpd_sem": None, "bpd_images": 0}
+    log(f"  bits/dim on {profile.bpd_images} test images")
+    kw = {"terms": profile.bpd_terms} if takes_terms(model) else {}
+    r = bits_per_dim(model, test_set.images[:profile.bpd_images], batch_size=100, progress=True, **kw)
+    return {"bpd": r["bpd"], "bpd_sem": r["bpd_sem"], "bpd_images": r["n"], "bpd_terms": kw.get("terms")}
+
+
+def speed_record(run_dir: Path, profile: Profile, *, log: Callable[[str], None] = click.echo) -> dict:
+    """Images/s at batch 256, batch-1 latency, NFE, peak memory and FLOPs per image, measured in a
+    fresh process (zoo.perf.probe_run)."""
+    from ..perf import probe_run
+    log("  sampling speed")
+    probe = probe_run(str(run_dir), batch=256, min_time=profile.probe_seconds, device=profile.device)
+    return {"images_per_s": probe["images_per_s"], "latency_s": probe["latency_s"], "nfe": probe["nfe"],
+            "peak_mem_mb": probe["peak_mem_mb"], "sample_flops_per_image": probe["flops_per_image"]}
+
+
+def nfe_sweep(model, profile: Profile, data: str, features, main_fid: float, sample_wall: float, *,
+              log: Callable[[str], None] = click.echo) -> list[dict]:
+    """FID and images/s at each of the profile's sampler step counts, for families whose sampler has
+    one; a step count equal to the default reuses the main sample's FID."""
+    from ..metrics.evaluate import evaluate
+    sweep: list[dict] = []
+    if not (profile.sweep_steps and takes_steps(model)):
+        return sweep
+    for steps in profile.sweep_steps:
+        if model.nfe(steps=steps) == model.nfe() and profile.sweep_n == profile.n:
+            # the default sampler at this step count made the main sample: reuse it
+            sweep.append({"steps": steps, "nfe": model.nfe(), "fid": main_fid, "n": profile.n,
+                          "images_per_s": profile.n / sample_wall})
+            continue
+        log(f"  sweep: {steps} steps, {profile.sweep_n} images")
+        t0 = time.time()
+        imgs = model.sample(profile.sweep_n, seed=SAMPLE_SEED, steps=steps, progress=True)
+        wall = time.time() - t0
+        m = evaluate(imgs, data=data, features=features, metrics=("fid",), split="test", n=profile.sweep_n)
+        sweep.append({"steps": steps, "nfe": model.nfe(steps=steps), "fid": m["fid"], "n": profile.sweep_n,
+                      "images_per_s": profile.sweep_n / wall})
+    return sweep
+
+
+def takes_terms(model) -> bool:
+    """Whether the family's log_prob takes terms= (a stratified estimate of a many-term bound)."""
+    return "terms" in inspect.signature(model.log_prob).parameters
+
+
+def takes_steps(model) -> bool:
+    """Whether the family's sampler has a step count that sets its network evaluations (the NFE sweep)."""
+    try:
+        return model.nfe(steps=10) != model.nfe(steps=20)
+    except (TypeError, ValueError, ZooError):  # families without steps= reject it or ignore it
+        return False

@@ -1,0 +1,110 @@
+"""What a bench folder shows: results.json, results.csv and RESULTS.md, rebuilt from the cell files
+(every one of them made with the same settings: the runner checks that first)."""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+from pathlib import Path
+
+from ..api import atomic_write_text
+from ..provenance import describe_machine
+from .figures import make_figures
+from .profiles import Profile
+from .store import cell_name, read_cells, read_reference
+from .tables import aggregate, results_table, sweep_table, winners, winners_table
+
+
+def write_outputs(out: Path, profile: Profile, data: str, command: str, prov: dict) -> None:
+    """Rebuild results.json/.csv, RESULTS.md and figures from the finished cells, atomically."""
+    cells = read_cells(out)
+    floor, ceiling = read_reference(out, "_floor"), read_reference(out, "_ceiling")
+    rows = aggregate(cells)
+    ws = winners(rows)
+    doc = {"provenance": prov, "command": command, "profile": dataclasses.asdict(profile), "cells": cells,
+           "families": rows, "winners": ws, "floor": floor, "ceiling": ceiling}
+    atomic_write_text(out / "results.json", json.dumps(doc, indent=2, default=str))
+    atomic_write_text(out / "results.csv", results_csv(cells, prov))
+    figs = make_figures(out, cells, rows)
+    md = results_markdown(profile, data, command, prov, cells, rows, ws, floor, ceiling, figs)
+    atomic_write_text(out / "RESULTS.md", md)
+
+
+def results_csv(cells: list[dict], prov: dict) -> str:
+    """One CSV row per cell: its scalar fields and the provenance of the invocation that made it."""
+    buf = io.StringIO()
+    keys = sorted({k for c in cells for k, v in c.items() if not isinstance(v, (dict, list))})
+    keys = ["family", "seed"] + [k for k in keys if k not in ("family", "seed")] + sorted(prov)
+    w = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore")
+    w.writeheader()
+    for c in cells:
+        w.writerow({**{k: v for k, v in c.items() if not isinstance(v, (dict, list))}, **c.get("provenance", prov)})
+    return buf.getvalue()
+
+
+def machine_of(cell: dict) -> tuple[str, str]:
+    """The machine a cell ran on, from its own provenance: ('CPU + GPU, N threads', torch version)."""
+    p = cell.get("provenance", {})
+    return describe_machine(p), str(p.get("torch", "?"))
+
+
+def machines_phrase(cells: list[dict]) -> str:
+    """Where the cells ran: '(zoo V, torch T) on CPU, N threads' for one machine, else '(zoo V) on
+    several machines: cells vae-s0, gan-s0 on CPU A, 2 threads (torch T); cell diffusion-s0 on ...'."""
+    versions = ", ".join(sorted({str(c.get("provenance", {}).get("zoo_version", "?")) for c in cells}))
+    by: dict[tuple[str, str], list[str]] = {}
+    for c in cells:
+        by.setdefault(machine_of(c), []).append(cell_name(c["family"], c["seed"]))
+    if len(by) == 1:
+        (desc, torch_version), = by
+        return f"(zoo {versions}, torch {torch_version}) on {desc}"
+    return f"(zoo {versions}) on several machines: " + "; ".join(
+        f"cell{'s' if len(names) > 1 else ''} {', '.join(names)} on {desc} (torch {tv})"
+        for (desc, tv), names in by.items())
+
+
+def provenance_sentence(command: str, prov: dict, cells: list[dict]) -> str:
+    """Which command, commits, zoo versions and machines produced the cells, and their wall-clock."""
+    commits = sorted({c.get("provenance", {}).get("git_commit", "unknown") for c in cells}) or [prov["git_commit"]]
+    machines = machines_phrase(cells or [{"provenance": prov}])
+    cell_wall = sum(c.get("cell_wall_s", 0.0) for c in cells)
+    return (f"Produced by `{command}`; cells trained and evaluated at commit{'s' if len(commits) > 1 else ''}"
+            f" {', '.join(f'`{c}`' for c in commits)} {machines}; {len(cells)} cells took"
+            f" {cell_wall / 60:.0f} min of wall-clock in all (tables written {prov['date']}).")
+
+
+def method_paragraph(profile: Profile, data: str, cells: list[dict]) -> str:
+    """How every cell was made: data, budget, seeds, n, features, bits/dim, speed, floor and ceiling."""
+    ext = cells[0]["metrics_provenance"] if cells else {}
+    seeds = sorted({c["seed"] for c in cells}) or list(profile.seeds)
+    return (f"Every family trained on `{data}` for {profile.tflops:g} TFLOP of training compute (forward + backward,"
+            f" counted with `torch.utils.flop_counter`), seeds {', '.join(map(str, seeds))}; then {profile.n:,}"
+            f" images sampled with the same per-image seeds (0, i) in every cell and compared with the first"
+            f" {profile.n:,} images of the test split using `{ext.get('extractor', '?')}` features"
+            f" (weights sha256 `{str(ext.get('weights_sha256', '?'))[:16]}…`). Values are mean ± sample std over seeds."
+            f" bits/dim are on the first {profile.bpd_images:,} test images, exact or a bound as marked"
+            + (f" (the diffusion bound as a {profile.bpd_terms}-term stratified unbiased estimate of its sum over t)"
+               if profile.bpd_terms else "") + "."
+            f" Sampling speed is measured at batch 256 in a fresh process; latency is one image at batch 1."
+            f" The floor row is {profile.n:,} real training images against the test split; the ceiling row is"
+            f" uniform noise.")
+
+
+def results_markdown(profile: Profile, data: str, command: str, prov: dict, cells: list[dict], rows: list[dict],
+                     ws: list[dict], floor: dict | None, ceiling: dict | None, figs: list[str]) -> str:
+    """RESULTS.md: method, provenance, the main table, best family per column, sweep, figures."""
+    md = [f"# zoo bench — profile `{profile.name}`", "",
+          method_paragraph(profile, data, cells), "",
+          provenance_sentence(command, prov, cells), "",
+          results_table(rows, floor, ceiling), "",
+          "## Best family per column", "",
+          "Ranked by the seed mean. \"Inside seed std\" means the gap to the runner-up is smaller than the"
+          " larger of their two seed standard deviations: not a resolved difference. bits/dim mixes exact"
+          " values and bounds (a bound can only overstate a model's bits/dim).", "",
+          winners_table(ws), ""]
+    sweep = sweep_table(cells)
+    if sweep:
+        md += ["## Quality against network evaluations", "", sweep, ""]
+    md += ["## Figures", ""] + [f"![{name}]({name})" for name in figs]
+    return "\n".join(md) + "\n"

@@ -1,0 +1,214 @@
+"""The driver behind `zoo bench`: check everything, then run every (family, seed) cell.
+
+Before anything is written, the folder is read: a cell is reused only when the settings it
+records (profile, budget, n, data, features, tiny, seed, bits/dim and sweep settings, device)
+are those of this run; a run folder is resumed or reused only when its recorded training settings
+match. Any difference stops the run with one line, unless ``force``: then the old cell files and
+run folders are renamed aside (never deleted) and redone. Unreadable cell or reference files are
+renamed aside with a warning and redone. A cell that fails is recorded, the others still run,
+and the run ends with RunFailed naming the failed cells.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+import traceback
+from pathlib import Path
+from typing import Callable
+
+import click
+import torch
+
+from ..api import atomic_write_text
+from ..errors import RunFailed, ZooError
+from ..train import StopRequested
+from . import cell as cell_module
+from .outputs import write_outputs
+from .profiles import Profile, check_profile
+from .rundir import RUNS_DIR, has_training, recorded_settings, refuse_symlink, run_dir
+from .settings import cell_settings, difference, provenance, reference_settings, train_settings
+from .store import (CELLS_DIR, REFERENCE_ROWS, CorruptFile, cell_files, cell_name, cell_path, read_record,
+                    reference_path, set_aside, write_record)
+
+
+def _warn(msg: str) -> None:
+    click.echo(f"warning: {msg}", err=True)
+
+
+@dataclasses.dataclass
+class Plan:
+    """What a run will do to an existing bench folder, found without changing anything."""
+    corrupt: list[tuple[Path, str]] = dataclasses.field(default_factory=list)   # (file, why): set aside, redone
+    stale: list[tuple[Path, str]] = dataclasses.field(default_factory=list)     # (file, difference)
+    stale_runs: list[tuple[Path, str]] = dataclasses.field(default_factory=list)  # (run folder, difference)
+    done: set[str] = dataclasses.field(default_factory=set)                     # cells reused as they are
+
+
+def _wanted_for(path: Path, profile: Profile, data: str, features, tiny: bool, rec: dict) -> dict:
+    if path.name.startswith("_"):
+        return reference_settings(profile, data=data, features=features)
+    return cell_settings(profile, data=data, features=features, tiny=tiny, seed=rec["seed"])
+
+
+def plan_run(out: Path, profile: Profile, todo: list[tuple[str, int]], data: str, features,
+             tiny: bool) -> Plan:
+    """Compare every cell, reference row and to-be-run run folder in ``out`` with this run's settings
+    (read-only)."""
+    plan = Plan()
+    for fam, seed in todo:
+        refuse_symlink(run_dir(out, cell_name(fam, seed)))
+    if not (out / CELLS_DIR).is_dir():
+        return plan
+    files = cell_files(out) + [p for p in (reference_path(out, r) for r in REFERENCE_ROWS) if p.exists()]
+    for p in files:
+        try:
+            rec = read_record(p, cell=not p.name.startswith("_"))
+        except CorruptFile as e:
+            plan.corrupt.append((p, str(e)))
+            continue
+        diff = difference(rec.get("settings"), _wanted_for(p, profile, data, features, tiny, rec))
+        if diff:
+            plan.stale.append((p, diff))
+        elif not p.name.startswith("_"):
+            plan.done.add(p.stem)
+    for fam, seed in todo:
+        name = cell_name(fam, seed)
+        rd = run_dir(out, name)
+        if name in plan.done or not has_training(rd):
+            continue
+        want = train_settings(cell_settings(profile, data=data, features=features, tiny=tiny, seed=seed))
+        diff = difference(recorded_settings(rd), want)
+        if diff:
+            plan.stale_runs.append((rd, diff))
+    return plan
+
+
+def _names(items: list[tuple[Path, str]]) -> str:
+    names = [p.name.removesuffix(".json") for p, _ in items]
+    return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+
+
+def refuse_stale(out: Path, plan: Plan) -> None:
+    """One-line ZooError naming the cells (or run folders) made with other settings, and the first difference."""
+    if plan.stale:
+        many = len(plan.stale) > 1
+        raise ZooError(f"cell{'s' if many else ''} {_names(plan.stale)} in {out} {'were' if many else 'was'} made "
+                       f"with {plan.stale[0][1]}: use another --out, or --force to redo "
+                       f"{'them' if many else 'it'}")
+    if plan.stale_runs:
+        many = len(plan.stale_runs) > 1
+        raise ZooError(f"run folder{'s' if many else ''} {_names(plan.stale_runs)} in {out / RUNS_DIR} "
+                       f"{'were' if many else 'was'} trained with {plan.stale_runs[0][1]}: use another --out, "
+                       f"or --force to retrain {'them' if many else 'it'}")
+
+
+def apply_plan(plan: Plan, log: Callable[[str], None], warn: Callable[[str], None]) -> None:
+    """Rename aside the corrupt files (with a warning) and, under --force, the stale cells and run folders."""
+    for p, why in plan.corrupt:
+        new = set_aside(p, "corrupt")
+        warn(f"{p} is corrupt ({why}): set aside as {new.name}; it is redone")
+    for p, diff in plan.stale:
+        new = set_aside(p, "replaced")
+        log(f"--force: {p.name} was made with {diff}: set aside as {new.name}")
+    for p, diff in plan.stale_runs:
+        new = set_aside(p, "replaced")
+        log(f"--force: run folder {p.name} was trained with {diff}: set aside as {new.name}")
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
+
+
+def check_request(profile: Profile, families: list[str], data: str):
+    """Every check on a bench request that needs no bench folder: the profile, the device, the
+    families, the dataset and its test split size. Returns (train split, test split)."""
+    from ..data import load_dataset
+    check_profile(profile)
+    if profile.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ZooError(f"profile {profile.name!r} needs a CUDA device; none is available here")
+    if not families:
+        raise ZooError("no families to run")
+    train_set, test_set = load_dataset(data, "train"), load_dataset(data, "test")
+    check_profile(profile, len(test_set))
+    return train_set, test_set
+
+
+def write_reference_rows(out: Path, profile: Profile, data: str, features,
+                         log: Callable[[str], None] = click.echo) -> None:
+    """The floor (real vs real) and ceiling (uniform noise) rows, unless already there."""
+    from ..metrics.evaluate import noise_ceiling, real_vs_real
+    ref_settings = reference_settings(profile, data=data, features=features)
+    for name, fn in (("_floor", real_vs_real), ("_ceiling", noise_ceiling)):
+        p = reference_path(out, name)
+        if not p.exists():
+            log(f"reference row {name[1:]}: n={profile.n}")
+            write_record(p, {**fn(data, profile.n, features=features), "settings": ref_settings})
+
+
+def run_bench(profile: Profile, families: list[str], data: str, out: Path, features, command: str,
+              log: Callable[[str], None] = click.echo, tiny: bool = False, force: bool = False,
+              warn: Callable[[str], None] = _warn) -> Path:
+    """Run every (family, seed) cell of ``profile`` into ``out`` and rebuild its tables and figures.
+
+    Every check (profile, device, dataset, test split size, the settings of what ``out`` already
+    holds) comes before anything is created. Raises ZooError (a mistake: nothing changed) or
+    RunFailed (some cells failed; the others finished)."""
+    train_set, test_set = check_request(profile, families, data)
+    todo = [(f, s) for f in families for s in profile.seeds]
+    plan = plan_run(out, profile, todo, data, features, tiny)
+    if not force:
+        refuse_stale(out, plan)
+
+    (out / CELLS_DIR).mkdir(parents=True, exist_ok=True)
+    apply_plan(plan, log, warn)
+    prov = provenance(profile, data)
+    atomic_write_text(out / "bench.json", json.dumps({"command": command, "profile": dataclasses.asdict(profile),
+                                                      "families": families, "tiny": tiny, "provenance": prov},
+                                                     indent=2))
+    write_reference_rows(out, profile, data, features, log)
+    failures: list[str] = []
+    t_start = time.time()
+    for i, (fam, seed) in enumerate(todo, 1):
+        tag = f"[{i}/{len(todo)}] {fam} seed {seed}"
+        if cell_path(out, fam, seed).exists():
+            log(f"{tag}: done already, skipped")
+            continue
+        log(tag)
+        rec = _run_one(fam, seed, profile, data, out, features, train_set, test_set, prov, log=log, tiny=tiny)
+        if isinstance(rec, str):
+            failures.append(f"{fam} seed {seed}: {rec}")
+            continue
+        write_outputs(out, profile, data, command, prov)
+        log(f"{tag}: FID {rec.get('fid', float('nan')):.2f}, {rec['images_per_s']:.1f} images/s, "
+            f"cell {rec['cell_wall_s']:.0f} s")
+    write_outputs(out, profile, data, command, prov)
+    log(f"bench {profile.name}: {len(todo)} cells, {time.time() - t_start:.0f} s this invocation -> {out / 'RESULTS.md'}")
+    if failures:
+        raise RunFailed(f"{len(failures)} of {len(todo)} cells failed (tracebacks in {out / CELLS_DIR}/*.failed.txt;"
+                        f" re-run the same command to retry them): " + "; ".join(failures))
+    return out
+
+
+def _run_one(fam: str, seed: int, profile: Profile, data: str, out: Path, features, train_set, test_set,
+             prov: dict, *, log: Callable[[str], None], tiny: bool) -> dict | str:
+    """Run one cell and write its record with its settings and provenance; on failure write its
+    traceback beside it and return the error's first line."""
+    t0 = time.time()
+    failed = out / CELLS_DIR / f"{cell_name(fam, seed)}.failed.txt"
+    try:
+        rec = cell_module.run_cell(fam, seed, profile, data, out, features, train_set, test_set, log=log, tiny=tiny)
+    except StopRequested:
+        raise
+    except Exception as e:  # one broken cell must not cost the others: record it, go on, fail at the end
+        atomic_write_text(failed, traceback.format_exc())
+        log(f"  {fam} seed {seed}: FAILED ({_first_line(e)}); traceback in {failed}")
+        return _first_line(e)
+    failed.unlink(missing_ok=True)
+    rec["tiny"] = tiny
+    rec["settings"] = cell_settings(profile, data=data, features=features, tiny=tiny, seed=seed)
+    rec["cell_wall_s"] = round(time.time() - t0, 1)
+    rec["provenance"] = prov
+    write_record(cell_path(out, fam, seed), rec)
+    return rec

@@ -1,0 +1,71 @@
+"""What made a cell: the settings each cell file records, the machine it ran on, and the comparison
+that lets a rerun reuse a cell only when it would have made the same one."""
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+
+from .. import __version__
+from ..provenance import git_commit, machine
+from .profiles import SAMPLE_SEED, Profile
+
+# the settings the trained run folder depends on; the rest (n, features, bits/dim, sweep) only
+# change what is measured on it, so a run folder is reused when these match
+TRAIN_KEYS = ("tflops", "data", "tiny", "seed", "device", "amp", "compile")
+
+
+def features_name(features) -> str:
+    """The name of a feature extractor given by name or as an extractor object."""
+    return features if isinstance(features, str) else str(getattr(features, "name", type(features).__name__))
+
+
+def _plain(d: dict) -> dict:
+    return json.loads(json.dumps(d))  # tuples -> lists, as they read back from a cell file
+
+
+def cell_settings(profile: Profile, *, data: str, features, tiny: bool, seed: int) -> dict:
+    """Everything that decides a (family, seed) cell's numbers, in the order a difference is reported."""
+    return _plain({"profile": profile.name, "tflops": profile.tflops, "n": profile.n, "data": data,
+                   "features": features_name(features), "tiny": bool(tiny), "seed": seed,
+                   "sample_seed": SAMPLE_SEED, "bpd_images": profile.bpd_images, "bpd_terms": profile.bpd_terms,
+                   "sweep_steps": list(profile.sweep_steps), "sweep_n": profile.sweep_n,
+                   "device": profile.device, "amp": profile.amp, "compile": profile.compile})
+
+
+def train_settings(settings: dict) -> dict:
+    """The part of a cell's settings that its trained run folder depends on."""
+    return {k: settings[k] for k in TRAIN_KEYS}
+
+
+def reference_settings(profile: Profile, *, data: str, features) -> dict:
+    """What decides the floor and ceiling rows."""
+    return {"n": profile.n, "data": data, "features": features_name(features)}
+
+
+def _show(v) -> str:
+    if isinstance(v, float):
+        return f"{v:g}"
+    if isinstance(v, str):
+        return v
+    return json.dumps(v)
+
+
+def difference(recorded, wanted: dict) -> str | None:
+    """None when ``recorded`` holds ``wanted``; else the first difference, worded 'tflops=1, not 2'."""
+    if not isinstance(recorded, dict):
+        return "no recorded settings (an older zoo, or not made by zoo bench)"
+    for key, want in wanted.items():
+        if key not in recorded:
+            return f"no recorded {key}, not {key}={_show(want)}"
+        if recorded[key] != want:
+            return f"{key}={_show(recorded[key])}, not {_show(want)}"
+    return None
+
+
+def provenance(profile: Profile, data: str) -> dict:
+    """Where this invocation's cells came from: zoo version, git commit, machine (CPU, GPU, threads,
+    torch, python), profile, budget, n, data, and the date."""
+    return {"zoo_version": __version__, "git_commit": git_commit() or "unknown", **machine(),
+            "profile": profile.name, "budget_tflops": profile.tflops, "n": profile.n, "data": data,
+            "reference_split": "test", "sample_seed": SAMPLE_SEED,
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}

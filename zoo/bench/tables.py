@@ -1,0 +1,197 @@
+"""Aggregation and markdown tables: mean and sample std over seeds, number formatting, the main
+results table, the best family per column, the NFE sweep, and per-seed rows of chosen families."""
+from __future__ import annotations
+
+import math
+
+METRIC_COLS = ["fid", "kid_mean", "precision", "recall", "density", "coverage", "classifier_score", "memorization"]
+ROW_COLS = METRIC_COLS + ["bpd", "params", "train_tflops", "steps", "epochs", "train_wall_s", "images_per_s",
+                          "latency_s", "nfe", "peak_mem_mb"]
+
+# (column, label, direction): +1 higher is better, -1 lower is better. Memorization has no better side.
+WINNER_COLS = [("fid", "FID", -1), ("kid_mean", "KID", -1), ("precision", "precision", 1), ("recall", "recall", 1),
+               ("density", "density", 1), ("coverage", "coverage", 1), ("classifier_score", "classifier score", 1),
+               ("bpd", "bits/dim", -1), ("images_per_s", "images/s @256", 1), ("latency_s", "latency b=1 (s)", -1),
+               ("nfe", "NFE", -1), ("peak_mem_mb", "peak sampling memory (MB)", -1)]
+
+# per-seed table of `zoo bench table`: (key, header, format spec; "k" = KID x 1e3)
+SEED_COLS = [("fid", "FID", ".2f"), ("kid_mean", "KID×1e3", "k"), ("precision", "precision", ".3f"),
+             ("recall", "recall", ".3f"), ("density", "density", ".3f"), ("coverage", "coverage", ".3f"),
+             ("classifier_score", "class. score", ".2f"), ("bpd", "bits/dim", ".3f"), ("steps", "steps", ".0f"),
+             ("epochs", "epochs", ".2f"), ("train_wall_s", "train wall (s)", ".0f"),
+             ("images_per_s", "images/s @256", ".0f")]
+
+
+# ---- numbers ------------------------------------------------------------------------------
+def mean_std(vals: list[float | None]) -> tuple[float | None, float | None]:
+    """Mean and sample std of the values that are not None or NaN; std is None for a single value
+    (no spread from one seed: shown without '±'), both None for none."""
+    vals = [v for v in vals if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    if not vals:
+        return None, None
+    m = sum(vals) / len(vals)
+    s = math.sqrt(sum((v - m) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else None
+    return m, s
+
+
+def fmt(m: float | None, s: float | None, digits: int = 2) -> str:
+    """'m ± s' with ``digits`` decimals, 'm' without a spread, '—' without a value."""
+    if m is None:
+        return "—"
+    if s is None or len(str(s)) == 0:
+        return f"{m:.{digits}f}"
+    return f"{m:.{digits}f} ± {s:.{digits}f}"
+
+
+def fmt_sig(v: float | None, sig: int = 3) -> str:
+    """``v`` to ``sig`` significant digits, '—' without a value."""
+    return "—" if v is None else f"{v:.{sig}g}"
+
+
+def fmt_spec(v, spec: str) -> str:
+    """``v`` with a format spec ('k': KID shown x 1e3 with 2 decimals), '—' for None or NaN."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "—"
+    return f"{v * 1e3:.2f}" if spec == "k" else format(v, spec)
+
+
+def fmt_mean_std(vals: list[float | None]) -> str:
+    """The bench's own aggregate of a list of per-seed values, formatted: 'm ± s' or 'm'."""
+    return fmt(*mean_std(vals))
+
+
+# ---- aggregation --------------------------------------------------------------------------
+def aggregate(cells: list[dict]) -> list[dict]:
+    """One row per family: mean and sample std over seeds of every numeric column."""
+    by: dict[str, list[dict]] = {}
+    for c in cells:
+        by.setdefault(c["family"], []).append(c)
+    rows = []
+    for fam, cs in sorted(by.items()):
+        row = {"family": fam, "seeds": sorted(c["seed"] for c in cs), "likelihood": cs[0]["likelihood"]}
+        for k in ROW_COLS:
+            row[k], row[k + "_std"] = mean_std([c.get(k) for c in cs])
+        rows.append(row)
+    return rows
+
+
+def winners(rows: list[dict]) -> list[dict]:
+    """Per column: the best family by its seed mean (all of them on a tie), the runner-up (the best
+    value behind it), the margin, and whether the margin is inside the seed spread (smaller than the
+    larger of the two seed stds)."""
+    out = []
+    for key, label, sign in WINNER_COLS:
+        ranked = sorted((r for r in rows if r.get(key) is not None), key=lambda r: -sign * r[key])
+        if len(ranked) < 2:
+            continue
+        best = [r for r in ranked if r[key] == ranked[0][key]]
+        rest = ranked[len(best):]
+        a = best[0]
+        rec = {"column": label, "key": key, "winner": ", ".join(r["family"] for r in best), "value": a[key],
+               "tie": len(best) > 1, "runner_up": None, "runner_up_value": None, "margin": None,
+               "margin_rel": None, "within_seed_spread": None}
+        if rest:
+            b = rest[0]
+            gap = abs(a[key] - b[key])
+            spread = max(max((r.get(key + "_std") or 0.0) for r in best), b.get(key + "_std") or 0.0)
+            rec.update(runner_up=b["family"], runner_up_value=b[key], margin=gap,
+                       margin_rel=gap / abs(b[key]) if b[key] else None, within_seed_spread=gap < spread)
+        out.append(rec)
+    return out
+
+
+# ---- markdown -----------------------------------------------------------------------------
+def _line(cells: list[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def results_row(r: dict) -> list[str]:
+    """The main table's cells for one aggregated family row."""
+    bpd = "—" if r["bpd"] is None else f"{fmt(r['bpd'], r['bpd_std'], 3)} ({r['likelihood']})"
+    kid_std = r["kid_mean_std"] * 1e3 if r["kid_mean_std"] is not None else None
+    kid = fmt(r["kid_mean"] * 1e3, kid_std, 2) if r["kid_mean"] is not None else "—"
+    return [r["family"], ",".join(map(str, r["seeds"])), fmt(r["fid"], r["fid_std"]), kid,
+            fmt(r["precision"], r["precision_std"], 3), fmt(r["recall"], r["recall_std"], 3),
+            fmt(r["density"], r["density_std"], 3), fmt(r["coverage"], r["coverage_std"], 3),
+            fmt(r["classifier_score"], r["classifier_score_std"]),
+            fmt(r["memorization"], r["memorization_std"], 3), bpd, f"{int(r['params']):,}",
+            f"{r['train_tflops']:.2f}", f"{r['steps']:.0f}", f"{r['epochs']:.2f}",
+            fmt(r["train_wall_s"], r["train_wall_s_std"], 0), fmt(r["images_per_s"], r["images_per_s_std"], 1),
+            fmt_sig(r["latency_s"]), f"{r['nfe']:.0f}", f"{r['peak_mem_mb']:.0f}"]
+
+
+def reference_row(label: str, ref: dict) -> list[str]:
+    """The main table's cells for the floor or ceiling row (metrics only)."""
+    kid = f"{ref['kid_mean'] * 1e3:.2f}" if ref.get("kid_mean") is not None else "—"
+    return [label, "—", fmt(ref.get("fid"), None), kid] + [
+        fmt(ref.get(k), None, 3) for k in ("precision", "recall", "density", "coverage")] + [
+        fmt(ref.get("classifier_score"), None), fmt(ref.get("memorization"), None, 3)] + ["—"] * 10
+
+
+def results_table(rows: list[dict], floor: dict | None, ceiling: dict | None) -> str:
+    """The main markdown table: one row per family (mean ± std over seeds), then floor and ceiling."""
+    head = ["family", "seeds", "FID ↓", "KID×1e3 ↓", "precision ↑", "recall ↑", "density ↑", "coverage ↑",
+            "class. score ↑", "memorization", "bits/dim ↓", "params", "train TFLOP", "steps", "epochs",
+            "train wall (s)", "images/s @256 ↑", "latency b=1 (s) ↓", "NFE", "peak mem (MB)"]
+    lines = [_line(head), "|" + "---|" * len(head)]
+    lines += [_line(results_row(r)) for r in rows]
+    for label, ref in (("floor: real vs real", floor), ("ceiling: uniform noise", ceiling)):
+        if ref:
+            lines.append(_line(reference_row(label, ref)))
+    return "\n".join(lines)
+
+
+def winners_table(ws: list[dict]) -> str:
+    """Markdown table of :func:`winners`."""
+    lines = ["| column | winner | value | runner-up | value | margin | margin inside seed std? |",
+             "|---|---|---|---|---|---|---|"]
+    for w in ws:
+        win = w["winner"] + (" (tie)" if w["tie"] else "")
+        if w["runner_up"] is None:
+            lines.append(f"| {w['column']} | {win} | {w['value']:.4g} | — | — | — | — |")
+            continue
+        rel = f" ({100 * w['margin_rel']:.0f}%)" if w["margin_rel"] is not None else ""
+        lines.append(f"| {w['column']} | {win} | {w['value']:.4g} | {w['runner_up']} | "
+                     f"{w['runner_up_value']:.4g} | {w['margin']:.3g}{rel} | {'yes' if w['within_seed_spread'] else 'no'} |")
+    return "\n".join(lines)
+
+
+def sweep_table(cells: list[dict]) -> str | None:
+    """Markdown table of every cell's NFE sweep (steps, NFE, FID, images/s); None without sweeps."""
+    sweeps = [(c["family"], c["seed"], s) for c in cells for s in c.get("sweep", [])]
+    if not sweeps:
+        return None
+    lines = ["| family | seed | steps | NFE | FID | images/s |", "|---|---|---|---|---|---|"]
+    lines += [f"| {f} | {sd} | {s['steps']} | {s['nfe']} | {s['fid']:.2f} | {s['images_per_s']:.1f} |"
+              for f, sd, s in sweeps]
+    return "\n".join(lines)
+
+
+def seed_table(doc: dict, families: list[str], source: str, *, sweep: bool = False) -> str:
+    """Per-seed rows of ``families`` from a results.json document ``doc`` (read from ``source``),
+    the FID mean ± std per family, and with ``sweep`` the FID-against-NFE rows: `zoo bench table`."""
+    cells = [c for c in doc["cells"] if c["family"] in families]
+    cells.sort(key=lambda c: (families.index(c["family"]), c["seed"]))
+    prof = doc["profile"]
+    out = [f"From `{source}` (profile {prof['name']}, {prof['tflops']:g} TFLOP per cell, n={prof['n']:,}).", "",
+           "| family | seed | " + " | ".join(h for _, h, _ in SEED_COLS) + " |",
+           "|---|---|" + "---|" * len(SEED_COLS)]
+    out += [f"| {c['family']} | {c['seed']} | " + " | ".join(fmt_spec(c.get(k), f) for k, _, f in SEED_COLS) + " |"
+            for c in cells]
+    for fam in families:
+        fids = [c["fid"] for c in cells if c["family"] == fam]
+        if fids:
+            out += ["", f"{fam}: FID mean ± std over {len(fids)} seeds = {fmt_mean_std(fids)}"]
+    if sweep:
+        out += ["", "| family | seed | NFE | FID | images/s (whole sample, incl. batching) | n |",
+                "|---|---|---|---|---|---|"]
+        out += [f"| {c['family']} | {c['seed']} | {s['nfe']} | {s['fid']:.2f} | {s['images_per_s']:.1f} | {s['n']} |"
+                for c in cells for s in c.get("sweep", [])]
+        for fam in families:
+            by: dict[int, list[float]] = {}
+            for c in cells:
+                if c["family"] == fam:
+                    for s in c.get("sweep", []):
+                        by.setdefault(s["nfe"], []).append(s["fid"])
+            out += [f"{fam}: NFE {nfe}: FID {fmt_mean_std(v)}" for nfe, v in sorted(by.items())]
+    return "\n".join(out)

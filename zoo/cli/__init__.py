@@ -1,0 +1,99 @@
+"""The `zoo` command line: one module per command group, registered explicitly below.
+
+Exit status: 0 on success; 2 for a user's mistake (one line on stderr, nothing half-made left
+behind); 1 when the work itself failed (a non-finite training loss, a failed benchmark cell: one
+line naming it); 130 when interrupted (Ctrl-C or SIGTERM: the current step is finished and
+checkpointed first). Anything else is a bug in zoo and keeps its traceback.
+"""
+from __future__ import annotations
+
+import errno
+import sys
+
+import click
+
+from .. import __version__
+from ..errors import RunFailed, ZooError
+from .bench import bench_group
+from .common import CONTEXT, import_option
+from .eval import eval_cmd, features_group
+from .info import data_cmd, list_cmd
+from .sample import sample_cmd
+from .train import train_cmd
+
+
+class ZooGroup(click.Group):
+    """Turns a ZooError (exit 2) or RunFailed (exit 1) raised by any command into one line on stderr,
+    the same whether the command line runs from the `zoo` entry point or in-process (CliRunner)."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except ZooError as e:
+            click.echo(f"error: {e}", err=True)
+            ctx.exit(2)
+        except RunFailed as e:
+            click.echo(f"failed: {e}", err=True)
+            ctx.exit(1)
+
+
+@click.group(cls=ZooGroup, context_settings=CONTEXT)
+@click.version_option(__version__, prog_name="zoo")
+@import_option
+def cli():
+    """zoo: one Generator interface, eight generative families, one honest benchmark.
+
+    Typical use: `zoo train vae --out runs/vae --tflops 1`, then `zoo sample runs/vae --out grid.png`.
+    Exit status: 0 done, 1 the run failed, 2 a mistake in the command, 130 interrupted.
+    """
+    from ..plugins import load_plugins
+    load_plugins()
+
+
+for _cmd in (list_cmd, data_cmd, train_cmd, sample_cmd, eval_cmd, features_group, bench_group):
+    cli.add_command(_cmd)
+
+# errno values that mean the user named a path that cannot be used, rather than a failing machine
+_PATH_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.EEXIST}
+
+
+def run(args: list[str] | None = None) -> int:
+    """Run the command line on ``args`` (default: sys.argv[1:]) and return the exit status; every
+    error that is not a bug in zoo is printed as one line on stderr."""
+    from ..train import StopRequested
+    try:
+        rv = cli.main(args=args, prog_name="zoo", standalone_mode=False)
+        return rv if isinstance(rv, int) and not isinstance(rv, bool) else 0
+    except click.exceptions.Exit as e:          # --help, --version
+        return e.exit_code
+    except ZooError as e:
+        click.echo(f"error: {e}", err=True)
+        return 2
+    except RunFailed as e:
+        click.echo(f"failed: {e}", err=True)
+        return 1
+    except click.UsageError as e:               # bad option or argument, as click words it
+        hint = f" (see '{e.ctx.command_path} --help')" if e.ctx is not None else ""
+        click.echo(f"error: {e.format_message()}{hint}", err=True)
+        return 2
+    except click.ClickException as e:
+        click.echo(f"error: {e.format_message()}", err=True)
+        return e.exit_code
+    except click.exceptions.Abort as e:         # click turns KeyboardInterrupt and EOFError into Abort
+        if isinstance(e.__context__, EOFError):
+            click.echo("error: unexpected end of input", err=True)
+            return 1
+        click.echo("interrupted", err=True)
+        return 130
+    except (KeyboardInterrupt, StopRequested) as e:
+        click.echo(str(e) or "interrupted", err=True)
+        return 130
+    except OSError as e:
+        where = f": {e.filename}" if e.filename else ""
+        click.echo(f"error: {e.strerror or e}{where}", err=True)
+        return 2 if e.errno in _PATH_ERRNOS else 1
+
+
+def main() -> None:
+    """Console entry point (`zoo`, `python -m zoo`)."""
+    sys.exit(run())

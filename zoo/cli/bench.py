@@ -1,0 +1,122 @@
+"""`zoo bench`: every family on the same data under the same training FLOPs, then tables and figures;
+`zoo bench table` (per-seed rows of a results folder) and `zoo bench collapse` (the mode-collapse check)."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from ..errors import ZooError
+from .common import CONTEXT, check_writable, command_line
+
+
+def _families(text: str, known: list[str]) -> list[str]:
+    """'all' or a comma-separated list of registered families; a one-line ZooError otherwise."""
+    from ..api import get_model_class
+    fams = list(known) if text == "all" else [f.strip() for f in text.split(",") if f.strip()]
+    if not fams:
+        raise ZooError(f"--families {text!r}: name one or more families, or all")
+    for f in fams:
+        get_model_class(f)  # one-line error for an unknown family
+    return list(dict.fromkeys(fams))
+
+
+@click.group("bench", context_settings=CONTEXT, invoke_without_command=True)
+@click.pass_context
+@click.option("--profile", "profile_name", type=click.Choice(["gpu", "quick", "standard"]), default="quick",
+              help="quick: ~30 s training per family, n=2000, 1 seed; standard: 10 TFLOP, n=5000, 3 seeds; "
+                   "gpu: CUDA, 200 TFLOP, n=10000.")
+@click.option("--families", default="all", help="Comma-separated families, or all.")
+@click.option("--seeds", default=None, help="Seeds, e.g. 0,1,2 or 0-2 [default: the profile's].")
+@click.option("--data", default="fashion-mnist", help="Dataset spec (see `zoo data --help`).")
+@click.option("--features", default="fmnist-cnn", help="Feature extractor for the metrics.")
+@click.option("--tflops", type=float, default=None, help="Override the profile's training budget per cell.")
+@click.option("--n", "n", type=int, default=None, help="Override the profile's number of generated images.")
+@click.option("--out", default=None, type=click.Path(file_okay=False),
+              help="Output folder [default: runs/bench-<profile>].")
+@click.option("--tiny", is_flag=True, help="Use each family's tiny test config (a smoke test, not a benchmark).")
+@click.option("--force", is_flag=True,
+              help="Redo the cells (and retrain the run folders) that --out holds from other settings; "
+                   "the old files are renamed aside, not deleted.")
+def bench_group(ctx, profile_name, families, seeds, data, features, tflops, n, out, tiny, force):
+    """Train every family under the same FLOP budget, evaluate, and write tables and figures.
+
+    Re-running the same command resumes: finished cells are reused and an interrupted cell
+    continues from its checkpoint. Cells made with other settings (budget, n, data, --tiny, ...)
+    are never mixed in: the run stops, or with --force redoes them.
+    """
+    from ..api import list_models
+    from ..bench import PROFILES, run_bench, with_overrides
+    if ctx.invoked_subcommand is not None:
+        return
+    profile = with_overrides(PROFILES[profile_name], seeds=seeds, tflops=tflops, n=n)
+    fams = _families(families, list_models())
+    out_dir = Path(out or f"runs/bench-{profile.name}")
+    check_writable(out_dir)
+    command = command_line() if sys.argv and sys.argv[0].endswith("zoo") else \
+        f"zoo bench --profile {profile_name} --families {families} --out {out_dir}"
+    run_bench(profile, fams, data, out_dir, features, command, tiny=tiny, force=force)
+
+
+def _results_doc(results: str) -> tuple[dict, Path]:
+    """The results.json document of a bench folder (or the file itself), or a one-line ZooError."""
+    p = Path(results)
+    path = p / "results.json" if p.is_dir() else p
+    try:
+        doc = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ZooError(f"{path}: no such file (give a `zoo bench` output folder or its results.json)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ZooError(f"{path}: not valid JSON") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("cells"), list) or "profile" not in doc:
+        raise ZooError(f"{path}: not a `zoo bench` results.json")
+    return doc, path
+
+
+@bench_group.command("table", context_settings=CONTEXT)
+@click.argument("results", type=click.Path(exists=True))
+@click.option("--families", default="all", help="Comma-separated families, in the order of the rows, or all.")
+@click.option("--sweep", is_flag=True, help="Also the FID-against-NFE sweep rows.")
+def table_cmd(results, families, sweep):
+    """Per-seed rows of chosen families from RESULTS (a bench folder or its results.json), as markdown.
+
+    Every value is read from the file: this only selects and formats.
+    Example: zoo bench table results/standard --families gan,vae_gan,vae
+    """
+    from ..bench import seed_table
+    doc, path = _results_doc(results)
+    have = list(dict.fromkeys(sorted(c["family"] for c in doc["cells"])))
+    fams = have if families == "all" else list(dict.fromkeys(f.strip() for f in families.split(",") if f.strip()))
+    missing = [f for f in fams if f not in have]
+    if missing or not fams:
+        raise ZooError(f"{path} has no cells of {', '.join(missing) or 'those families'} "
+                       f"(it has {', '.join(have) or 'none'})")
+    click.echo(seed_table(doc, fams, str(path), sweep=sweep))
+
+
+@bench_group.command("collapse", context_settings=CONTEXT)
+@click.argument("results", type=click.Path(exists=True, file_okay=False))
+@click.option("--families", default="all", help="Comma-separated families, or all.")
+@click.option("--seeds", default=None, help="Seeds, e.g. 0,1,2 or 0-2 [default: every seed there].")
+@click.option("--n", "n", type=int, default=1000, help="Samples per run (seed 0) and test images.")
+@click.option("--data", default=None, help="Dataset to compare with [default: the cells' own].")
+@click.option("--json", "json_out", default=None, type=click.Path(dir_okay=False),
+              help="Also write the reports to this JSON file.")
+def collapse_cmd(results, families, seeds, n, data, json_out):
+    """Mode-collapse check of the trained runs of RESULTS (a bench folder): pixel-std ratio against
+    test images and the fmnist-cnn class histogram of n samples per run.
+
+    Example: zoo bench collapse results/standard --families gan,vae_gan --n 5000 --json collapse.json
+    """
+    from ..api import atomic_write_text
+    from ..bench import parse_seeds
+    from ..bench.collapse import collapse_check, collapse_runs
+    fams = None if families == "all" else [f.strip() for f in families.split(",") if f.strip()]
+    if json_out:
+        check_writable(Path(json_out).parent, "--json")
+    runs, data = collapse_runs(Path(results), fams, parse_seeds(seeds) if seeds else None, n=n, data=data)
+    doc = collapse_check(runs, data, n=n)
+    if json_out:
+        atomic_write_text(json_out, json.dumps(doc, indent=2) + "\n")

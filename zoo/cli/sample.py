@@ -1,0 +1,74 @@
+"""`zoo sample`: images from a trained run, as a PNG grid, a .npz, or a folder of PNGs."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from ..errors import ZooError
+from .common import CONTEXT, check_device, check_positive, check_writable, device_option, import_option
+
+
+def _run_data(run: Path) -> str:
+    """The dataset spec a run was trained on (from train.json), default fashion-mnist."""
+    try:
+        return json.loads((run / "train.json").read_text()).get("data") or "fashion-mnist"
+    except (OSError, ValueError, AttributeError):
+        return "fashion-mnist"
+
+
+@click.command("sample", context_settings=CONTEXT)
+@click.argument("run", type=click.Path())
+@click.option("--n", "n", default=100, type=int, help="Number of images (or of strips, with --interpolate/--trajectory).")
+@click.option("--seed", default=0, type=int, help="Image i depends only on (seed, i).")
+@click.option("--out", required=True,
+              help="Output: .png grid, .npz of uint8 images (key 'images', NCHW), or a folder ending in / "
+                   "(one PNG per image, for other tools).")
+@click.option("--batch-size", default=256, type=int, help="Images per forward batch.")
+@click.option("--opt", "opts", multiple=True, metavar="KEY=VALUE",
+              help="Sampler option, e.g. steps=50, temperature=0.9, sampler=ddim. Repeatable.")
+@click.option("--interpolate", is_flag=True, help="Write latent interpolation strips between test images.")
+@click.option("--trajectory", is_flag=True, help="Write strips of the running x0 prediction (diffusion).")
+@click.option("--frames", default=8, type=int, help="Images per strip for --interpolate/--trajectory.")
+@device_option
+@import_option
+def sample_cmd(run, n, seed, out, batch_size, opts, interpolate, trajectory, frames, device):
+    """Sample N images from a trained RUN directory.
+
+    Examples: zoo sample runs/vae --n 64 --out grid.png; zoo sample runs/vae --n 2000 --out samples/
+    """
+    import torch
+    from ..api import load
+    from ..config import parse_opts
+    from ..images import is_folder_target, write_images
+    check_positive(n=n, batch_size=batch_size, frames=frames)
+    if seed < 0:
+        raise ZooError(f"--seed must be >= 0, got {seed}")
+    if interpolate and trajectory:
+        raise ZooError("choose one of --interpolate and --trajectory")
+    if not is_folder_target(out) and Path(out).suffix not in (".png", ".npz"):
+        raise ZooError(f"--out must end in .png (a grid), .npz, or / (a folder of PNGs), got {Path(out).name!r}")
+    check_writable(out)
+    sampler = parse_opts(opts)
+    device = check_device(device)
+    model = load(run).to(device)
+    if interpolate:
+        from ..data import load_dataset
+        test = load_dataset(_run_data(Path(run)), "test")
+        g = torch.Generator().manual_seed(seed)
+        pairs = torch.randint(0, len(test), (n, 2), generator=g)
+        images = torch.cat([model.interpolate(test.images[i], test.images[j], steps=frames) for i, j in pairs.tolist()])
+        nrow = frames
+    elif trajectory:
+        images = model.trajectory(n, seed=seed, frames=frames, **sampler).flatten(0, 1)
+        nrow = frames
+    else:
+        try:
+            images = model.sample(n, seed=seed, batch_size=batch_size, progress=True, **sampler)
+        except TypeError as e:
+            raise ZooError(f"bad sampler option for {model.name}: {e}") from None
+        nrow = None
+    where = write_images(images, out, nrow=nrow)
+    kind = "one PNG per image in" if is_folder_target(out) else "wrote"
+    click.echo(f"{kind} {where} ({images.shape[0]} images)")

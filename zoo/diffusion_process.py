@@ -1,0 +1,137 @@
+"""The diffusion process behind a Generator, shared by pixel and latent diffusion.
+
+Three parts live apart: the network (``zoo.nn.unet.UNet``), the noise schedule and samplers
+(``zoo.schedules``), and the families that say what space the process runs in. This module is
+what the two diffusion families share in between, written once:
+
+  :class:`DiffusionFields`  config fields of the UNet, the process and the default sampler
+                            (a dataclass mixin for a family's config);
+  :class:`DiffusionMixin`   a mixin for a :class:`zoo.api.Generator`: it builds ``schedule`` and
+                            ``unet`` over ``latent_shape()``, and gives the simple training loss
+                            (``diffusion_loss``), sampler options, ``generate``, ``nfe`` and
+                            ``trajectory``.
+
+A family puts the mixin before ``Generator`` in its bases (``class Diffusion(DiffusionMixin,
+Generator)``) and adds what is its own: its config, registration, loss, and the two hooks
+``latent_shape`` (the shape of one sample in the diffusion space) and ``to_pixels`` (that
+space -> images in [-1, 1]). Pixel diffusion adds its variational bound; latent diffusion its
+autoencoder. Not a family module: it registers nothing and no family imports another.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+import torch.nn.functional as F
+
+from . import rng
+from .images import to_uint8
+from .nn.unet import UNet
+from .schedules import NoiseSchedule, SamplerOutput, evenly_spaced, resolve_options, sample as run_sampler
+
+TRAJECTORY_BATCH = 256  # samples per sampler run in trajectory()
+
+
+@dataclasses.dataclass
+class DiffusionFields:
+    """Config fields of a diffusion family (defaults: pixel diffusion's)."""
+    widths: tuple[int, ...] = (8, 16, 32)   # UNet channels per level (28 -> 14 -> 7); ~22 MFLOP forward
+    blocks: int = 1                         # residual blocks per level, encoder and decoder each
+    mid_blocks: int = 1                     # residual blocks on each side of the lowest-level attention
+    attn_heads: int = 2
+    dropout: float = 0.0
+    timesteps: int = 1000                   # T
+    schedule: str = "cosine"                # "cosine" (Nichol & Dhariwal) | "linear" (Ho et al.)
+    prediction: str = "v"                   # "v" (see zoo.models.diffusion) | "epsilon"
+    sampler: str = "dpm++2m"                # default sampler: "ddpm" | "ddim" | "dpm++2m"
+    steps: int = 20                         # default steps of the default sampler (ddpm: T)
+    eta: float = 0.0                        # DDIM eta
+    spacing: str = "linspace"               # timestep spacing: "linspace" | "trailing" | "leading"
+    clip: float = 1.0                       # clamp predicted x0 to [-clip, clip] when sampling (0: off)
+    variance: str = "small"                 # fixed variance of p(x_{t-1}|x_t): "small" (beta tilde) | "large" (beta)
+
+
+class DiffusionMixin:
+    """Diffusion process + UNet for a Generator whose config has the DiffusionFields fields.
+
+    Hooks for the family: ``latent_shape()`` (called in ``__init__``, before the UNet exists)
+    and ``to_pixels(z)``.
+    """
+
+    config: DiffusionFields
+
+    def __init__(self, config) -> None:
+        super().__init__(config)  # the Generator
+        self.schedule = NoiseSchedule(config.schedule, config.timesteps)
+        ch = self.latent_shape()[0]
+        self.unet = UNet(ch, ch, tuple(config.widths), config.blocks, config.attn_heads,
+                         num_classes=0, dropout=config.dropout, mid_blocks=config.mid_blocks)
+
+    # ---- hooks ---------------------------------------------------------------------------
+    def latent_shape(self) -> tuple[int, int, int]:
+        """Shape (C, H, W) of one sample in the space the diffusion runs in."""
+        raise NotImplementedError
+
+    def to_pixels(self, z: torch.Tensor) -> torch.Tensor:
+        """Map a batch in the diffusion space (B, *latent_shape) to images (B, C, H, W) in [-1, 1]."""
+        raise NotImplementedError
+
+    # ---- training ------------------------------------------------------------------------
+    def diffusion_loss(self, x0: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The simple loss on x0 (B, *latent_shape): MSE of the epsilon/v prediction, t ~ U{0..T-1}.
+        Draws t and the noise from the global RNG (seeded by the trainer), on x0's device."""
+        B = x0.shape[0]
+        t = torch.randint(0, self.schedule.T, (B,), device=x0.device)     # (B,)
+        noise = torch.randn_like(x0)
+        x_t = self.schedule.add_noise(x0, noise, t)
+        target = self.schedule.target(x0, noise, t, self.config.prediction)
+        mse = F.mse_loss(self.unet(x_t, t), target)
+        return {"loss": mse, "mse": mse.detach()}
+
+    # ---- sampling ------------------------------------------------------------------------
+    def sampler_options(self, **opts) -> dict:
+        """The sampler options in effect: the config's defaults overridden by ``opts``."""
+        c = self.config
+        defaults = {"sampler": c.sampler, "steps": c.steps, "eta": c.eta, "spacing": c.spacing,
+                    "clip": c.clip, "variance": c.variance}
+        o = resolve_options(defaults, opts, self.schedule.T)
+        o["clip"] = float(o["clip"]) if o["clip"] else None
+        return o
+
+    def denoiser(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The model function the samplers call: epsilon or v for x_t (B, *latent_shape), t (B,)."""
+        return self.unet(x_t, t)
+
+    def run_sampler(self, gens: list[torch.Generator], keep=(), **opts) -> SamplerOutput:
+        """One sampler run in the diffusion space, its draws on the model's device."""
+        o = self.sampler_options(**opts)
+        with rng.device_scope(self.device):
+            return run_sampler(self.denoiser, self.latent_shape(), gens, self.schedule,
+                               prediction=self.config.prediction, keep=keep, **o)
+
+    def generate(self, gens: list[torch.Generator], labels: torch.Tensor | None = None, **opts) -> torch.Tensor:
+        """Images (B, C, H, W) in [-1, 1]: a sampler run, mapped to pixels."""
+        return self.to_pixels(self.run_sampler(gens, **opts).x).clamp(-1, 1)
+
+    def nfe(self, **opts) -> int:
+        """UNet evaluations per sample: the sampler's steps (every sampler makes one per step)."""
+        return self.sampler_options(**opts)["steps"]
+
+    @torch.no_grad()
+    def trajectory(self, n: int, *, seed: int = 0, frames: int = 8, **opts) -> torch.Tensor:
+        """uint8 (n, frames, C, H, W) on the CPU: predicted x0 at evenly spaced steps; the last
+        frame is the sample (image i uses only the generator of (seed, i), as in ``sample``)."""
+        keep = evenly_spaced(self.sampler_options(**opts)["steps"], frames)
+        out = []
+        was_training = self.training
+        self.eval()
+        try:
+            for _, gens in rng.batches(seed, n, TRAJECTORY_BATCH):
+                res = self.run_sampler(gens, keep=keep, **opts)
+                strip = torch.stack([self.to_pixels(res.x0[k]).clamp(-1, 1) for k in keep], dim=1)
+                out.append(to_uint8(strip))                                   # (b, frames, C, H, W)
+        finally:
+            self.train(was_training)
+        c = self.config
+        return torch.cat(out) if out else torch.empty(0, frames, c.channels, c.image_size, c.image_size,
+                                                      dtype=torch.uint8, device="cpu")

@@ -1,0 +1,53 @@
+"""Where a number came from: the code's git commit and the machine that computed it.
+
+Every benchmark cell and every ``zoo eval`` record carries this, so a cited figure names the
+commit, the CPU (and GPU), the torch version and the thread count behind it.
+"""
+from __future__ import annotations
+
+import platform
+import subprocess
+from pathlib import Path
+
+# what counts as the code that makes numbers: results/ and docs do not, so moving an old results
+# folder aside before re-running a benchmark does not taint its provenance
+CODE_PATHS = ("zoo", "benchmarks", "setup.cfg", "setup.sh")
+_ROOT = Path(__file__).resolve().parent.parent   # zoo/provenance.py -> the checkout
+
+
+def git_commit() -> str | None:
+    """The git commit of the zoo checkout, '+dirty' when zoo/, benchmarks/ or the setup files have
+    uncommitted changes; None outside a git checkout (an installed wheel)."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=_ROOT, capture_output=True, text=True, timeout=10)
+        if head.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", *CODE_PATHS],
+                               cwd=_ROOT, capture_output=True, text=True, timeout=10)
+        return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (Linux), else what platform reports."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine() -> dict:
+    """The machine and software behind a measurement: CPU, GPU (or None), threads, torch, python."""
+    import torch
+    return {"cpu": cpu_model(), "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version()}
+
+
+def describe_machine(m: dict) -> str:
+    """One phrase for a machine record: 'CPU + GPU, N threads'."""
+    gpu = f" + {m['gpu']}" if m.get("gpu") else ""
+    return f"{m.get('cpu', '?')}{gpu}, {m.get('threads', '?')} threads"

@@ -1,0 +1,39 @@
+"""The run directory: its records written before training, its results after, and cleanup."""
+from __future__ import annotations
+
+import copy
+import json
+import os
+from pathlib import Path
+
+from ..api import CONFIG_FILE, WEIGHTS_FILE, Generator, atomic_write_text, config_record, save
+from ..errors import ZooError
+from .log import LOG_FILE
+
+TRAIN_FILE = "train.json"
+SUMMARY_FILE = "summary.json"
+
+
+def create_run(out: Path, model: Generator, record: dict) -> bool:
+    """Refuse a folder that holds a run; else write config.json and train.json. True if it made ``out``."""
+    if (out / CONFIG_FILE).exists():
+        raise ZooError(f"{out} already holds a run: use --resume, or another --out")
+    made = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / CONFIG_FILE, json.dumps(config_record(model), indent=2))
+    atomic_write_text(out / TRAIN_FILE, json.dumps(record, indent=2))
+    return made
+
+
+def discard_run(out: Path, made: bool) -> None:
+    """Remove what :func:`create_run` and the log wrote (and ``out`` itself if it made it and it is empty)."""
+    for name in (CONFIG_FILE, TRAIN_FILE, LOG_FILE):
+        (out / name).unlink(missing_ok=True)
+    if made and not any(out.iterdir()):
+        out.rmdir()
+
+
+def write_results(out: Path, ema_model: Generator, summary: dict) -> None:
+    """The sampling weights (model.safetensors, with config.json) and summary.json."""
+    save(copy.deepcopy(ema_model).cpu(), out, weights_name=WEIGHTS_FILE)
+    atomic_write_text(out / SUMMARY_FILE, json.dumps(summary, indent=2))
