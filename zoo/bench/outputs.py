@@ -97,7 +97,8 @@ def results_markdown(profile: Profile, data: str, command: str, prov: dict, cell
     md = [f"# zoo bench — profile `{profile.name}`", "",
           method_paragraph(profile, data, cells), "",
           provenance_sentence(command, prov, cells), "",
-          results_table(rows, floor, ceiling), "",
+          results_table(rows, floor, ceiling, (cells[0].get("metrics_provenance") or {}).get("extractor", "?")
+                        if cells else "?"), "",
           "## Best family per column", "",
           "Ranked by the seed mean. \"Inside seed std\" means the gap to the runner-up is smaller than the"
           " larger of their two seed standard deviations: not a resolved difference. bits/dim mixes exact"

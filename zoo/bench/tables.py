@@ -128,9 +128,11 @@ def reference_row(label: str, ref: dict) -> list[str]:
         fmt(ref.get("classifier_score"), None), fmt(ref.get("memorization"), None, 3)] + ["—"] * 10
 
 
-def results_table(rows: list[dict], floor: dict | None, ceiling: dict | None) -> str:
-    """The main markdown table: one row per family (mean ± std over seeds), then floor and ceiling."""
-    head = ["family", "seeds", "FID ↓", "KID×1e3 ↓", "precision ↑", "recall ↑", "density ↑", "coverage ↑",
+def results_table(rows: list[dict], floor: dict | None, ceiling: dict | None, features: str = "fmnist-cnn") -> str:
+    """The main markdown table: one row per family (mean ± std over seeds), then floor and ceiling.
+    The feature-space columns name their ``features`` (these are not Inception FIDs by default)."""
+    f = f" ({features})"
+    head = ["family", "seeds", f"FID{f} ↓", f"KID×1e3{f} ↓", "precision ↑", "recall ↑", "density ↑", "coverage ↑",
             "class. score ↑", "memorization", "bits/dim ↓", "params", "train TFLOP", "steps", "epochs",
             "train wall (s)", "images/s @256 ↑", "latency b=1 (s) ↓", "NFE", "peak mem (MB)"]
     lines = [_line(head), "|" + "---|" * len(head)]
