@@ -90,6 +90,7 @@ def test_cli_rejects_unknown_family_and_missing_cuda():
         assert r.exit_code == 2 and "needs a CUDA device" in r.output
 
 
+@pytest.mark.slow   # a whole diffusion cell: ~45 s; the sweep and bound helpers have fast unit tests
 def test_diffusion_sweep_and_stratified_bound(tmp_path, extractor):
     """The NFE sweep reuses the main sample at the default step count, and the VLB honours bpd_terms."""
     prof = dataclasses.replace(tiny_quick(), sweep_steps=(2, 5), sweep_n=100, bpd_terms=3)  # tiny default: 5 steps

@@ -30,19 +30,26 @@ class ToyMean(zoo.Generator):
     def __init__(self, config: ToyConfig):
         super().__init__(config)
         c = config
-        self.image = nn.Parameter(torch.zeros(c.channels, c.image_size, c.image_size))
+        # the image is the output of a linear layer on a constant input: a matmul, so a step counts FLOPs
+        self.image = nn.Linear(1, c.channels * c.image_size * c.image_size)
+        self.register_buffer("one", torch.ones(1, 1))
         self.register_buffer("calls", torch.zeros((), dtype=torch.long))
+
+    def mean_image(self) -> torch.Tensor:
+        c = self.config
+        return self.image(self.one).view(1, c.channels, c.image_size, c.image_size)
 
     def loss(self, x, labels=None, *, phase="main"):
         self.calls += 1
-        loss = (x - self.image).pow(2).mean()
+        loss = (x - self.mean_image()).pow(2).mean()
         if self.config.nan_at and int(self.calls) >= self.config.nan_at:
             loss = loss * float("nan")
         return {"loss": loss}
 
     def generate(self, gens, labels=None):
         c = self.config
-        return (self.image + c.noise * rng.randn(gens, c.channels, c.image_size, c.image_size)).clamp(-1, 1)
+        mean = self.mean_image()                                           # (1, C, H, W)
+        return (mean + c.noise * rng.randn(gens, c.channels, c.image_size, c.image_size)).clamp(-1, 1)
 
 
 @zoo.register_model("toy_nan")

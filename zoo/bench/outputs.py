@@ -55,7 +55,8 @@ def machines_phrase(cells: list[dict]) -> str:
     versions = ", ".join(sorted({str(c.get("provenance", {}).get("zoo_version", "?")) for c in cells}))
     by: dict[tuple[str, str], list[str]] = {}
     for c in cells:
-        by.setdefault(machine_of(c), []).append(cell_name(c["family"], c["seed"]))
+        name = cell_name(c["family"], c["seed"]) if "family" in c else "(no cell yet)"
+        by.setdefault(machine_of(c), []).append(name)
     if len(by) == 1:
         (desc, torch_version), = by
         return f"(zoo {versions}, torch {torch_version}) on {desc}"

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from ..errors import ZooError
-from .common import CONTEXT, check_writable, command_line
+from .common import CONTEXT, check_writable, command_line, import_option
 
 
 def _families(text: str, known: list[str]) -> list[str]:
@@ -40,6 +40,7 @@ def _families(text: str, known: list[str]) -> list[str]:
 @click.option("--force", is_flag=True,
               help="Redo the cells (and retrain the run folders) that --out holds from other settings; "
                    "the old files are renamed aside, not deleted.")
+@import_option
 def bench_group(ctx, profile_name, families, seeds, data, features, tflops, n, out, tiny, force):
     """Train every family under the same FLOP budget, evaluate, and write tables and figures.
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 
 from ..api import Generator
+from ..errors import ZooError
 from .config import TrainConfig
 from .state import RunState
 
@@ -20,8 +21,13 @@ def stage_steps(model: Generator, tcfg: TrainConfig) -> dict[str, int | None]:
 
 
 def steps_for_flops(fraction: float, tflops: float, step_flops: int) -> int:
-    """Steps that spend a stage's share of a FLOP budget: ceil(share / FLOPs per step), at least 1."""
-    return max(1, math.ceil(fraction * tflops * 1e12 / max(1, step_flops)))
+    """Steps that spend a stage's share of a FLOP budget: ceil(share / FLOPs per step), at least 1.
+    A step that FlopCounterMode counts as 0 FLOPs (no matmul or convolution) cannot spend a FLOP
+    budget: that is a ZooError rather than a run of billions of steps."""
+    if step_flops <= 0:
+        raise ZooError("one training step counts 0 FLOPs (torch.utils.flop_counter sees no matmul or "
+                       "convolution in this model's loss): give the budget in --steps instead of --tflops")
+    return max(1, math.ceil(fraction * tflops * 1e12 / step_flops))
 
 
 def resume_stage_steps(model: Generator, tcfg: TrainConfig, state: RunState, saved_tflops: float | None) -> None:
