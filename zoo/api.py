@@ -113,18 +113,22 @@ class Generator(nn.Module):
         out = torch.empty(n, c.channels, c.image_size, c.image_size, dtype=torch.uint8)
         was_training = self.training
         self.eval()
-        batches = rng.batches(seed, n, batch_size)
-        if progress:
-            from tqdm.auto import tqdm
-            batches = tqdm(batches, total=-(-n // batch_size), desc=f"sample {self.name}", unit="batch", leave=False)
+        bar = None
         try:
             with rng.device_scope(self.device):
-                for s, gens in batches:
+                for s, gens in rng.batches(seed, n, batch_size):
                     b = len(gens)
                     lab = labels[s:s + b].to(self.device) if labels is not None else None
                     x = self.generate(gens, labels=lab, **sampler)  # (b, C, H, W)
                     out[s:s + b] = to_uint8(x)
+                    if progress and bar is None:  # shown once a batch has worked: a bad option prints one line
+                        from tqdm.auto import tqdm
+                        bar = tqdm(total=-(-n // batch_size), desc=f"sample {self.name}", unit="batch", leave=False)
+                    if bar is not None:
+                        bar.update(1)
         finally:
+            if bar is not None:
+                bar.close()
             self.train(was_training)
         return out
 
