@@ -141,6 +141,12 @@ def is_folder_target(out: str) -> bool:
     return out.endswith(("/", os.sep)) or Path(out).is_dir()
 
 
+def check_image_target(out: str) -> None:
+    """A one-line ZooError unless ``out`` names something write_images can write."""
+    if not is_folder_target(out) and Path(out).suffix not in (".npz", ".png"):
+        raise ZooError(f"--out must end in .png (a grid), .npz, or / (a folder of PNGs), got {Path(out).name!r}")
+
+
 def write_images(images: torch.Tensor, out: str | os.PathLike, *, nrow: int | None = None) -> Path:
     """Save uint8 (N, C, H, W): a ``.png`` grid (torchvision's make_grid), a ``.npz`` ('images',
     NCHW), or, for a folder (``out`` ending in '/'), one PNG per image named 000000.png, 000001.png, ...
@@ -159,9 +165,8 @@ def write_images(images: torch.Tensor, out: str | os.PathLike, *, nrow: int | No
             save_image(im.float() / 255.0, str(tmp))
             os.replace(tmp, path)
         return folder
+    check_image_target(out)
     p = Path(out)
-    if p.suffix not in (".npz", ".png"):
-        raise ZooError(f"--out must end in .png (a grid), .npz, or / (a folder of PNGs), got {p.name!r}")
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_name(f".{p.name}.tmp{p.suffix}")
     if p.suffix == ".npz":

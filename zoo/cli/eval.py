@@ -152,14 +152,6 @@ def _first(images, n: int | None, text: str):
     return images if n is None else images[:n]
 
 
-def _refuse_npy(path: str) -> None:
-    """A one-line ZooError for a plain .npy array saved under a .npz name (numpy would hand back an
-    array where an archive is expected, which zoo.images.read_npz does not catch)."""
-    with open(path, "rb") as fh:
-        if fh.read(6) == b"\x93NUMPY":
-            raise ZooError(f"{path}: not a .npz archive but a plain .npy array; save it with numpy.savez")
-
-
 def open_side(o: "EvalOptions", text: str, kind: str, n: int | None) -> Side:
     """Read a .npz, an image folder or a dataset split (first n images), or load a run's model to
     sample n images from later (default 10,000)."""
@@ -177,8 +169,6 @@ def open_side(o: "EvalOptions", text: str, kind: str, n: int | None) -> Side:
         return Side(text, kind, n, f"first {n} images of the {text} {o.split} split", images=ds.images[:n],
                     record={"samples": f"{text} ({o.split} split)"})
     from ..images import read_images
-    if kind == "npz":
-        _refuse_npy(text)
     images = read_images(text)
     images = _first(images, n, text)
     what = f"first {n} images of {text}" if n is not None else f"{images.shape[0]} images of {text}"

@@ -41,14 +41,13 @@ def sample_cmd(run, n, seed, out, batch_size, opts, interpolate, trajectory, fra
     import torch
     from ..api import load
     from ..config import parse_opts
-    from ..images import is_folder_target, write_images
+    from ..images import check_image_target, is_folder_target, write_images
     check_positive(n=n, batch_size=batch_size, frames=frames)
     if seed < 0:
         raise ZooError(f"--seed must be >= 0, got {seed}")
     if interpolate and trajectory:
         raise ZooError("choose one of --interpolate and --trajectory")
-    if not is_folder_target(out) and Path(out).suffix not in (".png", ".npz"):
-        raise ZooError(f"--out must end in .png (a grid), .npz, or / (a folder of PNGs), got {Path(out).name!r}")
+    check_image_target(out)
     check_writable(out)
     sampler = parse_opts(opts)
     device = check_device(device)
