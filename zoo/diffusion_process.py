@@ -51,6 +51,17 @@ class DiffusionFields:
     variance: str = "small"                 # fixed variance of p(x_{t-1}|x_t): "small" (beta tilde) | "large" (beta)
 
 
+def sampler_options(config: DiffusionFields, schedule: NoiseSchedule, opts: dict) -> dict:
+    """The sampler options in effect for a config with the DiffusionFields fields: its defaults
+    overridden by ``opts`` (unknown keys and bad values are a one-line ZooError)."""
+    c = config
+    defaults = {"sampler": c.sampler, "steps": c.steps, "eta": c.eta, "spacing": c.spacing,
+                "clip": c.clip, "variance": c.variance}
+    o = resolve_options(defaults, opts, schedule.T)
+    o["clip"] = float(o["clip"]) if o["clip"] else None
+    return o
+
+
 class DiffusionMixin:
     """Diffusion process + UNet for a Generator whose config has the DiffusionFields fields.
 
@@ -91,12 +102,7 @@ class DiffusionMixin:
     # ---- sampling ------------------------------------------------------------------------
     def sampler_options(self, **opts) -> dict:
         """The sampler options in effect: the config's defaults overridden by ``opts``."""
-        c = self.config
-        defaults = {"sampler": c.sampler, "steps": c.steps, "eta": c.eta, "spacing": c.spacing,
-                    "clip": c.clip, "variance": c.variance}
-        o = resolve_options(defaults, opts, self.schedule.T)
-        o["clip"] = float(o["clip"]) if o["clip"] else None
-        return o
+        return sampler_options(self.config, self.schedule, opts)
 
     def denoiser(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """The model function the samplers call: epsilon or v for x_t (B, *latent_shape), t (B,)."""

@@ -15,12 +15,30 @@ from .common import CONTEXT, check_writable, command_line, import_option
 def _families(text: str, known: list[str]) -> list[str]:
     """'all' or a comma-separated list of registered families; a one-line ZooError otherwise."""
     from ..api import get_model_class
-    fams = list(known) if text == "all" else [f.strip() for f in text.split(",") if f.strip()]
+    # "all" leaves out the families that ask to be named explicitly (class attribute
+    # in_default_bench = False, e.g. the cascade rows, which would slow the quick job down)
+    if text == "all":
+        fams = [f for f in known if getattr(get_model_class(f), "in_default_bench", True)]
+    else:
+        fams = [f.strip() for f in text.split(",") if f.strip()]
     if not fams:
         raise ZooError(f"--families {text!r}: name one or more families, or all")
     for f in fams:
         get_model_class(f)  # one-line error for an unknown family
     return list(dict.fromkeys(fams))
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """'K/N' (1 <= K <= N) -> (K, N); a one-line ZooError for anything else."""
+    if text is None:
+        return None
+    try:
+        k, n = (int(p) for p in text.split("/"))
+    except ValueError:
+        raise ZooError(f"bad --shard {text!r}: use K/N, e.g. 1/8 for the first of 8 shards") from None
+    if not 1 <= k <= n:
+        raise ZooError(f"bad --shard {text!r}: K/N needs 1 <= K <= N")
+    return k, n
 
 
 @click.group("bench", context_settings=CONTEXT, invoke_without_command=True)
@@ -40,25 +58,40 @@ def _families(text: str, known: list[str]) -> list[str]:
 @click.option("--force", is_flag=True,
               help="Redo the cells (and retrain the run folders) that --out holds from other settings; "
                    "the old files are renamed aside, not deleted.")
+@click.option("--shard", default=None, metavar="K/N",
+              help="Run only shard K of N of the cells (every N-th cell from the K-th), e.g. one per job of a "
+                   "Slurm array over a shared --out; the tables are rebuilt from every cell there.")
+@click.option("--merge", is_flag=True, help="Run no cell: only rebuild the tables and figures from the cells in --out.")
 @import_option
-def bench_group(ctx, profile_name, families, seeds, data, features, tflops, n, out, tiny, force):
+def bench_group(ctx, profile_name, families, seeds, data, features, tflops, n, out, tiny, force, shard, merge):
     """Train every family under the same FLOP budget, evaluate, and write tables and figures.
 
     Re-running the same command resumes: finished cells are reused and an interrupted cell
     continues from its checkpoint. Cells made with other settings (budget, n, data, --tiny, ...)
     are never mixed in: the run stops, or with --force redoes them.
+
+    \b
+    Over many machines sharing one folder (a job array; each job one process):
+      zoo bench --profile standard --out /shared/bench --shard $K/8     # K = 1..8
+      zoo bench --profile standard --out /shared/bench --merge          # the tables, at any time
     """
+    from .. import dist
     from ..api import list_models
     from ..bench import PROFILES, run_bench, with_overrides
     if ctx.invoked_subcommand is not None:
         return
+    if dist.launched():
+        raise ZooError("zoo bench is not a torchrun job: start one process per shard with --shard K/N")
+    if merge and shard:
+        raise ZooError("--merge runs no cells: drop --shard")
+    shard_spec = parse_shard(shard)
     profile = with_overrides(PROFILES[profile_name], seeds=seeds, tflops=tflops, n=n)
     fams = _families(families, list_models())
     out_dir = Path(out or f"runs/bench-{profile.name}")
     check_writable(out_dir)
     command = command_line() if sys.argv and sys.argv[0].endswith("zoo") else \
         f"zoo bench --profile {profile_name} --families {families} --out {out_dir}"
-    run_bench(profile, fams, data, out_dir, features, command, tiny=tiny, force=force)
+    run_bench(profile, fams, data, out_dir, features, command, tiny=tiny, force=force, shard=shard_spec, merge=merge)
 
 
 def _results_doc(results: str) -> tuple[dict, Path]:

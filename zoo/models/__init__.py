@@ -6,4 +6,4 @@ imports this package, so ``import zoo`` (or importing any family module, which i
 No family module imports another: what two families share lives in ``zoo.nn`` or
 ``zoo.distributions``.
 """
-from . import diffusion, flow, gan, latent_diffusion, pixel_gpt, vae, vae_gan, vqvae  # noqa: F401
+from . import cascade, diffusion, flow, gan, latent_diffusion, pixel_gpt, vae, vae_gan, vqvae  # noqa: F401

@@ -7,6 +7,13 @@ output of every level is concatenated into the decoder at the same level, and th
 level holds self-attention (torch's scaled_dot_product_attention), with ``mid_blocks``
 extra residual blocks on either side (0: the lowest level's encoder and decoder blocks
 flank it). Odd sizes are fine: the decoder upsamples to the skip's exact size.
+
+Conditioning for super-resolution (the cascade's decoder, ``zoo.models.cascade``): the
+low-resolution image, upsampled, is concatenated to x_t as extra input channels (so
+``in_ch`` = 2C there), and ``noise_cond=True`` adds an embedding of the noise-augmentation
+level of that image (a float in [0, 1] per sample: the same sinusoidal embedding and MLP as
+the timestep, on level * 1000) to the timestep embedding, so the network knows how corrupted
+its conditioning is (Ho et al. 2021; Saharia et al. 2022).
 """
 from __future__ import annotations
 
@@ -84,7 +91,7 @@ class UNet(nn.Module):
 
     def __init__(self, in_ch: int, out_ch: int | None = None, widths: tuple[int, ...] = (16, 32, 64),
                  blocks: int = 1, attn_heads: int = 4, num_classes: int = 0, dropout: float = 0.0,
-                 mid_blocks: int = 1):
+                 mid_blocks: int = 1, noise_cond: bool = False):
         super().__init__()
         if not widths or blocks < 1:
             raise ValueError(f"need at least one level and one block, got widths={widths}, blocks={blocks}")
@@ -95,6 +102,8 @@ class UNet(nn.Module):
         self.time_dim = w0
         self.time_mlp = nn.Sequential(nn.Linear(w0, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         self.label_emb = nn.Embedding(num_classes + 1, emb_dim) if num_classes > 0 else None
+        self.aug_mlp = (nn.Sequential(nn.Linear(w0, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+                        if noise_cond else None)
         self.conv_in = nn.Conv2d(in_ch, w0, 3, padding=1)
         L = len(widths)
         self.enc = nn.ModuleList()
@@ -120,8 +129,13 @@ class UNet(nn.Module):
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None,
+                aug_level: torch.Tensor | None = None) -> torch.Tensor:
         emb = self.time_mlp(timestep_embedding(t, self.time_dim))              # (B, E)
+        if self.aug_mlp is not None:  # noise-augmentation level of the conditioning, (B,) in [0, 1]
+            if aug_level is None:
+                raise ValueError("this UNet is noise-conditioned: give aug_level (B,)")
+            emb = emb + self.aug_mlp(timestep_embedding(aug_level * 1000.0, self.time_dim))
         if self.label_emb is not None:
             if labels is None:
                 labels = torch.full((x.shape[0],), self.num_classes, dtype=torch.long, device=x.device)
