@@ -7,6 +7,10 @@ match. Any difference stops the run with one line, unless ``force``: then the ol
 run folders are renamed aside (never deleted) and redone. Unreadable cell or reference files are
 renamed aside with a warning and redone. A cell that fails is recorded, the others still run,
 and the run ends with RunFailed naming the failed cells.
+
+A grid can be spread over processes or machines that share the folder: ``shard=(k, n)`` runs only
+every n-th cell starting with the k-th (1-based), a cell already locked by another process is
+skipped, and the tables are rebuilt under a lock from whatever cells exist (``merge``: only that).
 """
 from __future__ import annotations
 
@@ -28,8 +32,8 @@ from .outputs import write_outputs
 from .profiles import Profile, check_profile
 from .rundir import RUNS_DIR, has_training, recorded_settings, refuse_symlink, run_dir
 from .settings import cell_settings, difference, provenance, reference_settings, train_settings
-from .store import (CELLS_DIR, REFERENCE_ROWS, CorruptFile, cell_files, cell_name, cell_path, read_record,
-                    reference_path, set_aside, write_record)
+from .store import (CELLS_DIR, REFERENCE_ROWS, CorruptFile, cell_files, cell_lock, cell_name, cell_path,
+                    read_record, reference_path, set_aside, tables_lock, write_record)
 
 
 def _warn(msg: str) -> None:
@@ -147,16 +151,27 @@ def write_reference_rows(out: Path, profile: Profile, data: str, features,
             write_record(p, {**fn(data, profile.n, features=features), "settings": ref_settings})
 
 
+def shard_cells(cells: list, shard: tuple[int, int] | None) -> list:
+    """Shard k of n (1-based) of the grid: every n-th cell from the k-th, so each shard gets a mix of
+    families; the n shards together are the grid, each cell once."""
+    if shard is None:
+        return list(cells)
+    k, n = shard
+    return list(cells)[k - 1::n]
+
+
 def run_bench(profile: Profile, families: list[str], data: str, out: Path, features, command: str,
               log: Callable[[str], None] = click.echo, tiny: bool = False, force: bool = False,
-              warn: Callable[[str], None] = _warn) -> Path:
-    """Run every (family, seed) cell of ``profile`` into ``out`` and rebuild its tables and figures.
+              warn: Callable[[str], None] = _warn, shard: tuple[int, int] | None = None,
+              merge: bool = False) -> Path:
+    """Run every (family, seed) cell of ``profile`` into ``out`` (or shard ``(k, n)`` of them, or
+    none with ``merge``) and rebuild its tables and figures from every cell the folder holds.
 
     Every check (profile, device, dataset, test split size, the settings of what ``out`` already
     holds) comes before anything is created. Raises ZooError (a mistake: nothing changed) or
     RunFailed (some cells failed; the others finished)."""
     train_set, test_set = check_request(profile, families, data)
-    todo = [(f, s) for f in families for s in profile.seeds]
+    todo = [] if merge else shard_cells([(f, s) for f in families for s in profile.seeds], shard)
     plan = plan_run(out, profile, todo, data, features, tiny)
     if not force:
         refuse_stale(out, plan)
@@ -167,24 +182,32 @@ def run_bench(profile: Profile, families: list[str], data: str, out: Path, featu
     atomic_write_text(out / "bench.json", json.dumps({"command": command, "profile": dataclasses.asdict(profile),
                                                       "families": families, "tiny": tiny, "provenance": prov},
                                                      indent=2))
-    write_reference_rows(out, profile, data, features, log)
+    with tables_lock(out):   # one shard computes the rows, the others then find them
+        write_reference_rows(out, profile, data, features, log)
     failures: list[str] = []
     t_start = time.time()
     for i, (fam, seed) in enumerate(todo, 1):
         tag = f"[{i}/{len(todo)}] {fam} seed {seed}"
-        if cell_path(out, fam, seed).exists():
-            log(f"{tag}: done already, skipped")
-            continue
-        log(tag)
-        rec = _run_one(fam, seed, profile, data, out, features, train_set, test_set, prov, log=log, tiny=tiny)
+        with cell_lock(out, fam, seed) as mine:
+            if not mine:
+                log(f"{tag}: running in another process, skipped")
+                continue
+            if cell_path(out, fam, seed).exists():
+                log(f"{tag}: done already, skipped")
+                continue
+            log(tag)
+            rec = _run_one(fam, seed, profile, data, out, features, train_set, test_set, prov, log=log, tiny=tiny)
         if isinstance(rec, str):
             failures.append(f"{fam} seed {seed}: {rec}")
             continue
-        write_outputs(out, profile, data, command, prov)
+        with tables_lock(out):
+            write_outputs(out, profile, data, command, prov)
         log(f"{tag}: FID {rec.get('fid', float('nan')):.2f}, {rec['images_per_s']:.1f} images/s, "
             f"cell {rec['cell_wall_s']:.0f} s")
-    write_outputs(out, profile, data, command, prov)
-    log(f"bench {profile.name}: {len(todo)} cells, {time.time() - t_start:.0f} s this invocation -> {out / 'RESULTS.md'}")
+    with tables_lock(out):
+        write_outputs(out, profile, data, command, prov)
+    what = "merged" if merge else f"{len(todo)} cells" + (f" (shard {shard[0]}/{shard[1]})" if shard else "")
+    log(f"bench {profile.name}: {what}, {time.time() - t_start:.0f} s this invocation -> {out / 'RESULTS.md'}")
     if failures:
         raise RunFailed(f"{len(failures)} of {len(todo)} cells failed (tracebacks in {out / CELLS_DIR}/*.failed.txt;"
                         f" re-run the same command to retry them): " + "; ".join(failures))

@@ -2,13 +2,20 @@
 
 Files are written atomically. A file that cannot be read back, or one made with other settings, is
 never deleted: it is renamed aside (``vae-s0.json.corrupt-<time>``, ``vae-s0.json.replaced-<time>``).
+
+Several ``zoo bench --shard K/N`` processes may share one folder (on one machine, or on a shared
+filesystem whose locks work): a cell is run by the process holding its lock
+(``cells/<cell>.lock``), and the tables are rebuilt under the folder's lock (``cells/.tables.lock``).
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Iterator
 
 from ..api import atomic_write_text
 
@@ -79,6 +86,33 @@ def read_reference(out: Path, name: str) -> dict | None:
 def write_record(path: Path, rec: dict) -> None:
     """Write a cell or reference record atomically."""
     atomic_write_text(path, json.dumps(rec, indent=2, default=str))
+
+
+@contextlib.contextmanager
+def cell_lock(out: Path, family: str, seed: int) -> Iterator[bool]:
+    """Try to take the lock of cell (family, seed) without waiting: yields True when this process
+    holds it (until the block ends), False when another process is running the cell."""
+    with open(out / CELLS_DIR / f"{cell_name(family, seed)}.lock", "a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def tables_lock(out: Path) -> Iterator[None]:
+    """Hold the folder's lock for reading the cells and writing the tables (waits for another shard)."""
+    with open(out / CELLS_DIR / ".tables.lock", "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def set_aside(path: Path, why: str) -> Path:
