@@ -18,6 +18,7 @@ from zoo import rng
 class ToyConfig(zoo.ModelConfig):
     noise: float = 0.1      # std of the per-sample noise added when sampling
     nan_at: int = 0         # toy_nan: the loss is NaN from this training step on (0: never)
+    train_noise: float = 0.0  # std of noise (global RNG) added to the training target: a loss that draws randomness
     lr: float = 1e-2
 
 
@@ -41,7 +42,8 @@ class ToyMean(zoo.Generator):
 
     def loss(self, x, labels=None, *, phase="main"):
         self.calls += 1
-        loss = (x - self.mean_image()).pow(2).mean()
+        target = x + self.config.train_noise * torch.randn_like(x) if self.config.train_noise else x
+        loss = (target - self.mean_image()).pow(2).mean()
         if self.config.nan_at and int(self.calls) >= self.config.nan_at:
             loss = loss * float("nan")
         return {"loss": loss}

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from . import rng
+from . import dist, rng
 from .config import from_dict, to_dict, apply_overrides
 from .errors import ZooError
 from .images import to_uint8
@@ -110,27 +110,32 @@ class Generator(nn.Module):
             if labels.shape != (n,):
                 raise ZooError(f"labels must have shape ({n},), got {tuple(labels.shape)}")
         c = self.config
-        out = torch.empty(n, c.channels, c.image_size, c.image_size, dtype=torch.uint8)
+        # inside zoo.dist.sharded() under torchrun, this rank draws a contiguous block of the same
+        # batches and the blocks are gathered: identical images, 1/world of the work per rank
+        mine = dist.block(-(-n // batch_size)) if dist.sharding() else range(-(-n // batch_size))
+        first = mine.start * batch_size
+        out = torch.empty(min(mine.stop * batch_size, n) - first, c.channels, c.image_size, c.image_size,
+                          dtype=torch.uint8)
         was_training = self.training
         self.eval()
         bar = None
         try:
             with rng.device_scope(self.device):
-                for s, gens in rng.batches(seed, n, batch_size):
+                for s, gens in rng.batches(seed, n, batch_size, only=mine):
                     b = len(gens)
                     lab = labels[s:s + b].to(self.device) if labels is not None else None
                     x = self.generate(gens, labels=lab, **sampler)  # (b, C, H, W)
-                    out[s:s + b] = to_uint8(x)
-                    if progress and bar is None:  # shown once a batch has worked: a bad option prints one line
-                        from tqdm.auto import tqdm
-                        bar = tqdm(total=-(-n // batch_size), desc=f"sample {self.name}", unit="batch", leave=False)
+                    out[s - first:s - first + b] = to_uint8(x)
+                    if progress and bar is None and dist.is_main():  # shown once a batch has worked:
+                        from tqdm.auto import tqdm                   # a bad option prints one line
+                        bar = tqdm(total=len(mine), desc=f"sample {self.name}", unit="batch", leave=False)
                     if bar is not None:
                         bar.update(1)
         finally:
             if bar is not None:
                 bar.close()
             self.train(was_training)
-        return out
+        return dist.all_gather_rows(out) if dist.sharding() else out
 
     def log_prob(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """log p(x) in nats per image for 8-bit images x in [-1, 1]: exact or a lower bound."""
@@ -229,9 +234,10 @@ def _version_tuple(v: str) -> tuple[int, ...]:
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write text to path via a temp file and rename, so readers never see half a file."""
+    """Write text to path via a temp file and rename, so readers never see half a file. The temp
+    name holds the process id, so two processes writing the same file (bench shards) never share it."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
 

@@ -8,6 +8,7 @@ checkpointed first). Anything else is a bug in zoo and keeps its traceback.
 from __future__ import annotations
 
 import errno
+import os
 import sys
 
 import click
@@ -61,6 +62,10 @@ def run(args: list[str] | None = None) -> int:
     """Run the command line on ``args`` (default: sys.argv[1:]) and return the exit status; every
     error that is not a bug in zoo is printed as one line on stderr."""
     from ..train import StopRequested
+    from .. import dist
+    if dist.launched() and os.environ.get("RANK", "0") != "0":   # torchrun: rank 0 alone prints
+        sys.stdout = open(os.devnull, "w")
+        os.environ["TQDM_DISABLE"] = "1"
     try:
         rv = cli.main(args=args, prog_name="zoo", standalone_mode=False)
         return rv if isinstance(rv, int) and not isinstance(rv, bool) else 0
@@ -92,6 +97,8 @@ def run(args: list[str] | None = None) -> int:
         where = f": {e.filename}" if e.filename else ""
         click.echo(f"error: {e.strerror or e}{where}", err=True)
         return 2 if e.errno in _PATH_ERRNOS else 1
+    finally:
+        dist.shutdown()
 
 
 def main() -> None:

@@ -251,7 +251,8 @@ class EvalOptions:
                            "(or --real-vs-real, or --save-stats)")
         if self.json_out:
             check_writable(self.json_out, "--json")
-        self.device = check_device(self.device)
+        from .. import dist
+        self.device = dist.init(check_device(self.device))   # under torchrun: sampling and features are split
 
 
 def _extractor(o: EvalOptions, data: str) -> Extractor:
@@ -468,19 +469,24 @@ def eval_cmd(source, ref, data_spec, features, n, metrics, split, seed, batch_si
     zoo eval [SOURCE] --save-stats S.npz summarise once (default: the --split images of --data) ...
     zoo eval SOURCE --ref S.npz          ... and reuse: FID equals the direct computation's
     zoo eval --real-vs-real              the floor (train images) and ceiling (noise) of each metric
+    torchrun --nproc_per_node 2 -m zoo eval SOURCE   sampling and features split over 2 processes
 
     Examples: zoo eval runs/vae --n 10000 --json vae-eval.json;
     zoo eval samples/ --ref fmnist-test.npz --device cuda
     """
     o = EvalOptions(source, ref, data_spec, features, n, metrics, split, seed, batch_size, opts, weights,
                     inception_weights, real_vs_real, save_stats, json_out, quiet, device)
+    from .. import dist
     o.check()
-    if o.real_vs_real:
-        record, columns = floor_and_ceiling(o)
-    elif o.save_stats:
-        record, columns = save_reference_stats(o), None
-    else:
-        record, columns = score(o)
+    with dist.sharded():
+        if o.real_vs_real:
+            record, columns = floor_and_ceiling(o)
+        elif o.save_stats:
+            record, columns = save_reference_stats(o), None
+        else:
+            record, columns = score(o)
+    if not dist.is_main():
+        return
     if columns:
         print_table(columns)
     write_record(o.json_out, record)

@@ -37,8 +37,12 @@ def sample_cmd(run, n, seed, out, batch_size, opts, interpolate, trajectory, fra
     """Sample N images from a trained RUN directory.
 
     Examples: zoo sample runs/vae --n 64 --out grid.png; zoo sample runs/vae --n 2000 --out samples/
+
+    Under torchrun each process draws a block of whole batches and rank 0 writes them all: the same
+    images as one process with the same --batch-size.
     """
     import torch
+    from .. import dist
     from ..api import load
     from ..config import parse_opts
     from ..images import check_image_target, is_folder_target, write_images
@@ -50,7 +54,7 @@ def sample_cmd(run, n, seed, out, batch_size, opts, interpolate, trajectory, fra
     check_image_target(out)
     check_writable(out)
     sampler = parse_opts(opts)
-    device = check_device(device)
+    device = dist.init(check_device(device))   # under torchrun: the batches are split over the processes
     model = load(run).to(device)
     if interpolate:
         from ..data import load_dataset
@@ -64,10 +68,13 @@ def sample_cmd(run, n, seed, out, batch_size, opts, interpolate, trajectory, fra
         nrow = frames
     else:
         try:
-            images = model.sample(n, seed=seed, batch_size=batch_size, progress=True, **sampler)
+            with dist.sharded():
+                images = model.sample(n, seed=seed, batch_size=batch_size, progress=True, **sampler)
         except TypeError as e:
             raise ZooError(f"bad sampler option for {model.name}: {e}") from None
         nrow = None
+    if not dist.is_main():
+        return
     where = write_images(images, out, nrow=nrow)
     kind = "one PNG per image in" if is_folder_target(out) else "wrote"
     click.echo(f"{kind} {where} ({images.shape[0]} images)")

@@ -115,13 +115,18 @@ def train_cmd(family, data_spec, seed, out, steps, tflops, batch_size, resume, s
     """Train FAMILY on a dataset under a step or FLOP budget, writing a run directory.
 
     Example: zoo train vae --tflops 10 --out runs/vae-s0 --seed 0
+
+    Under torchrun (torchrun --nproc_per_node 2 -m zoo train vae ...) it trains with
+    DistributedDataParallel: each step's --batch-size images are split over the processes, so
+    budget, steps and learning rate mean the same at any number of processes.
     """
+    from .. import dist
     from ..api import build_model, get_model_class, read_config
     from ..config import split_sets
     from ..data import load_dataset
     from ..train import fit
     _check_numbers(steps, tflops, batch_size, eval_bpd, seed)
-    device = check_device(device)
+    device = dist.init(check_device(device))   # under torchrun: join the process group (DDP training)
     cls = get_model_class(family)
     out_dir = Path(out)
     model_sets, train_sets = split_sets(sets)
@@ -142,7 +147,7 @@ def train_cmd(family, data_spec, seed, out, steps, tflops, batch_size, resume, s
                   data_spec=data_spec, compile=compile_, device=device)
     click.echo(f"trained {family}: {summary['steps']} steps, {summary['train_tflops']:.3f} TFLOP, "
                f"{summary['epochs']:.2f} epochs, {summary['wall_s']:.1f} s -> {out}")
-    if eval_bpd > 0:
+    if eval_bpd > 0 and dist.is_main():
         _report_bpd(out_dir, family, data_spec, eval_bpd, download, device, quiet)
 
 

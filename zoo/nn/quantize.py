@@ -32,6 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import dist
+
 
 def _autocast_off(device_type: str) -> contextlib.AbstractContextManager:
     """Autocast disabled on ``device_type``; a no-op where the device has no autocast (e.g. meta)."""
@@ -153,9 +155,13 @@ class VectorQuantizer(nn.Module):
     @torch.no_grad()
     def _update(self, flat: torch.Tensor, idx: torch.Tensor, counts: torch.Tensor) -> None:
         """EMA codebook step (if ema) and dead-code restarts, from one batch's assignments."""
+        if dist.active():  # under DDP: the counts of the whole batch, every rank's share
+            counts = dist.all_reduce(counts)
         if self.ema:
             flat = flat.to(self.codebook.dtype)
             sums = torch.zeros_like(self.ema_sum).index_add_(0, idx, flat)     # (K, D)
+            if dist.active():
+                sums = dist.all_reduce(sums)
             self.ema_count.mul_(self.decay).add_(counts.to(self.ema_count.dtype), alpha=1 - self.decay)
             self.ema_sum.mul_(self.decay).add_(sums, alpha=1 - self.decay)
             n = self.ema_count.sum()
@@ -165,7 +171,8 @@ class VectorQuantizer(nn.Module):
         if self.dead_after > 0:
             dead = (self.unused_steps >= self.dead_after).nonzero().squeeze(1)   # (n_dead,)
             if dead.numel():
-                new = self._random_rows(flat, dead.numel()).to(self.codebook.dtype)
+                # under DDP every rank takes rank 0's draw (from rank 0's share of the batch)
+                new = dist.broadcast_(self._random_rows(flat, dead.numel()).to(self.codebook.dtype))
                 self.codebook.data[dead] = new
                 if self.ema:
                     self.ema_sum[dead] = new

@@ -1,7 +1,8 @@
 """Checkpoints: the full training state as safetensors tensors plus JSON metadata (no pickle).
 
 Tensors: ``model.*`` and ``ema.*`` (state dicts), ``opt.<phase>.state.<pid>.<key>`` (optimizer
-tensors), ``rng.torch``, ``rng.data`` (RNG states), ``data.perm`` (the epoch's order).
+tensors), ``rng.torch``, ``rng.data`` (RNG states), ``data.perm`` (the epoch's order); under
+torchrun also ``rng.torch.<rank>`` for ranks >= 1 (rank 0's is ``rng.torch``).
 Metadata ``zoo`` (JSON): optimizer param groups and scalars, the lr schedulers' state (``sched``),
 the sampler position, the :class:`RunState`, the model config record and the TrainConfig.
 Files are written to a temp name and renamed, with the mode ``open()`` would give (the umask).
@@ -15,6 +16,7 @@ from pathlib import Path
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
+from .. import dist
 from ..api import Generator, config_record, file_mode
 from ..config import from_dict, to_dict
 from ..errors import ZooError
@@ -67,7 +69,13 @@ def _unflatten_optimizer(opt: torch.optim.Optimizer, prefix: str, tensors: dict,
 def save_checkpoint(path: Path, *, model: Generator, ema: EMA, optims: dict[str, torch.optim.Optimizer],
                     scheds: dict[str, LambdaLR], sampler: BatchSampler, state: RunState,
                     tcfg: TrainConfig) -> None:
-    """Write everything needed to continue the run bitwise identically to ``path``."""
+    """Write everything needed to continue the run bitwise identically to ``path``.
+
+    Under torchrun every rank must call this (their RNG states are gathered); only rank 0 writes.
+    """
+    rng_states = dist.all_gather_rows(torch.get_rng_state().unsqueeze(0))   # (world, state bytes)
+    if not dist.is_main():
+        return
     tensors = {f"model.{k}": _cpu(v) for k, v in model.state_dict().items()}
     tensors.update({f"ema.{k}": _cpu(v) for k, v in ema.model.state_dict().items()})
     meta: dict = {}
@@ -75,10 +83,12 @@ def save_checkpoint(path: Path, *, model: Generator, ema: EMA, optims: dict[str,
         _flatten_optimizer(opt, f"opt.{p}", tensors, meta)
     if scheds:
         meta["sched"] = {p: scheduler_state(s) for p, s in scheds.items()}
-    tensors["rng.torch"] = torch.get_rng_state().clone()
+    tensors["rng.torch"] = rng_states[0].clone()
+    tensors.update({f"rng.torch.{r}": rng_states[r].clone() for r in range(1, rng_states.shape[0])})
     tensors["rng.data"] = sampler.gen.get_state().clone()
     tensors["data.perm"] = sampler.perm.clone()
-    meta.update({"data": {"pos": sampler.pos, "epoch": sampler.epoch}, "state": state.to_json(),
+    meta.update({"world_size": int(rng_states.shape[0]),
+                 "data": {"pos": sampler.pos, "epoch": sampler.epoch}, "state": state.to_json(),
                  "config": config_record(model), "train": to_dict(tcfg)})
     write_safetensors(path, tensors, {"zoo": json.dumps(meta)})
 
@@ -115,9 +125,23 @@ def load_checkpoint(path: Path, *, model: Generator, optims: dict[str, torch.opt
             load_scheduler_state(sched, meta["sched"][p])
     except (RuntimeError, KeyError, ValueError) as e:
         raise ZooError(f"checkpoint {path} does not match this model ({str(e).splitlines()[0][:160]})") from None
-    torch.set_rng_state(tensors["rng.torch"])
+    _restore_rank_rng(tensors, meta, tcfg)
     sampler.gen.set_state(tensors["rng.data"])
     sampler.perm = tensors["data.perm"]
     sampler.pos, sampler.epoch = meta["data"]["pos"], meta["data"]["epoch"]
     state.load_json(meta["state"])
     return ema, saved
+
+
+def _restore_rank_rng(tensors: dict, meta: dict, tcfg: TrainConfig) -> None:
+    """This rank's global RNG state: its own saved one when the run resumes at the world size it
+    was saved at (exact resume); otherwise rank 0 takes the saved rank 0 state and every other
+    rank a fresh stream seeded from (seed, rank, step), so the run goes on at another size with
+    independent noise per rank (statistically the same run, no longer bitwise)."""
+    r, saved_world = dist.rank(), int(meta.get("world_size", 1))
+    if r == 0:
+        torch.set_rng_state(tensors["rng.torch"])
+    elif saved_world == dist.world():
+        torch.set_rng_state(tensors[f"rng.torch.{r}"])
+    else:
+        torch.manual_seed(dist.rank_seed(tcfg.seed) ^ (int(meta["state"]["step"]) + 1))
