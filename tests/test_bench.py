@@ -50,6 +50,7 @@ def test_outputs_parse(finished):
     assert len(rows) == 2 and {r["family"] for r in rows} == set(FAMILIES)
     md = (finished / "RESULTS.md").read_text()
     assert "test-command" in md and "| vae |" in md and "floor: real vs real" in md
+    assert f"{vae['bpd']:.3f} (bound, SE {vae['bpd_sem']:.3f})" in md and vae["bpd_sem"] > 0  # the estimate's error
     assert doc["cells"][0]["provenance"]["cpu"] in md
     ws = {w["key"]: w for w in doc["winners"]}
     assert ws["fid"]["value"] == min(r["fid"] for r in doc["families"])

@@ -86,7 +86,8 @@ def method_paragraph(profile: Profile, data: str, cells: list[dict]) -> str:
             f" (weights sha256 `{str(ext.get('weights_sha256', '?'))[:16]}…`). Values are mean ± sample std over seeds."
             f" bits/dim are on the first {profile.bpd_images:,} test images, exact or a bound as marked"
             + (f" (the diffusion bound as a {profile.bpd_terms}-term stratified unbiased estimate of its sum over t)"
-               if profile.bpd_terms else "") + "."
+               if profile.bpd_terms else "") + "; SE is the standard error of one cell's estimate (over the test"
+            " images and, for a stratified estimate, its random timesteps), averaged over seeds."
             f" Sampling speed is measured at batch 256 in a fresh process; latency is one image at batch 1."
             f" The floor row is {profile.n:,} real training images against the test split; the ceiling row is"
             f" uniform noise.")

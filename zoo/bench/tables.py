@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 METRIC_COLS = ["fid", "kid_mean", "precision", "recall", "density", "coverage", "classifier_score", "memorization"]
-ROW_COLS = METRIC_COLS + ["bpd", "params", "train_tflops", "steps", "epochs", "train_wall_s", "images_per_s",
+ROW_COLS = METRIC_COLS + ["bpd", "bpd_sem", "params", "train_tflops", "steps", "epochs", "train_wall_s", "images_per_s",
                           "latency_s", "nfe", "peak_mem_mb"]
 
 # (column, label, direction): +1 higher is better, -1 lower is better. Memorization has no better side.
@@ -107,7 +107,8 @@ def _line(cells: list[str]) -> str:
 
 def results_row(r: dict) -> list[str]:
     """The main table's cells for one aggregated family row."""
-    bpd = "—" if r["bpd"] is None else f"{fmt(r['bpd'], r['bpd_std'], 3)} ({r['likelihood']})"
+    se = f", SE {r['bpd_sem']:.3f}" if r.get("bpd_sem") is not None else ""
+    bpd = "—" if r["bpd"] is None else f"{fmt(r['bpd'], r['bpd_std'], 3)} ({r['likelihood']}{se})"
     kid_std = r["kid_mean_std"] * 1e3 if r["kid_mean_std"] is not None else None
     kid = fmt(r["kid_mean"] * 1e3, kid_std, 2) if r["kid_mean"] is not None else "—"
     return [r["family"], ",".join(map(str, r["seeds"])), fmt(r["fid"], r["fid_std"]), kid,
