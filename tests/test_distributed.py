@@ -134,6 +134,9 @@ def test_two_process_run_killed_midway_resumes_exactly(tmp_path):
     for key in a:
         if key.startswith(("model.", "ema.", "opt.", "rng.")):
             assert torch.equal(a[key], b[key]), key
+    # at another world size --resume works too (fresh noise streams: no longer bitwise)
+    ok(zoo(*TOY, "--steps", k + 45, "--out", cut, "--resume"))
+    assert json.loads((cut / "summary.json").read_text())["steps"] == k + 45
 
 
 def load_file_meta(path):
