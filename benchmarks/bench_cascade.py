@@ -11,6 +11,8 @@ Two subcommands, both reading trained cascade run folders (``zoo train cascade .
            reconstruction FID bounds latent diffusion. Paired: the reference images are the
            originals of the upscaled ones (as an autoencoder's reconstruction FID is), so it
            is lower than a score against other real images would be.
+  cascade-aug  The whole cascade (the base of one run) sampled at several augmentation levels, with
+           its own decoder or one swapped in from another run (e.g. trained without augmentation).
   figure   Small samples of a cascade's base (shown enlarged, nearest neighbour), their
            upscalings by the decoder (same images, one column each), and one-stage samples of the
            same family at full size (cropped from the standard benchmark's seed-0 sample grid,
@@ -22,6 +24,10 @@ Commands behind results/cascade/README.md (OMP_NUM_THREADS=1, one core):
       --run 14,aug=results/cascade/standard/runs/cascade_vae_gan-s0 \
       --run 14,no-aug=runs/cascade-dec14-noaug --run 7,aug=runs/cascade-dec7-aug \
       --run 7,no-aug=runs/cascade-dec7-noaug --json results/cascade/decoder_fid.json
+  .venv/bin/python benchmarks/bench_cascade.py cascade-aug --n 5000 --aug 0,0.1 \
+      --run results/cascade/standard/runs/cascade_vae_gan-s0 \
+      --decoder aug=results/cascade/standard/runs/cascade_vae_gan-s0 --decoder no-aug=runs/cascade-dec14-noaug \
+      --json results/cascade/cascade_aug.json
   .venv/bin/python benchmarks/bench_cascade.py figure --run results/cascade/standard/runs/cascade_vae_gan-s0 \
       --run results/cascade/standard/runs/cascade_diffusion-s0 --out results/cascade/stages.png
 """
@@ -85,6 +91,41 @@ def decoder_fid(args) -> None:
         Path(args.json).write_text(json.dumps(doc, indent=2) + "\n")
 
 
+def cascade_aug(args) -> None:
+    """The whole cascade (its own base) at several sampling augmentation levels, optionally with the
+    decoder of another run swapped in (same decoder architecture): does augmentation help the
+    decoder cope with the base's images?"""
+    rows = []
+    base_run = Path(args.run[0])
+    for label, dec_run in _runs(args.decoder):
+        model = zoo.load(base_run)
+        if dec_run != base_run:
+            other = zoo.load(dec_run)
+            model.decoder.load_state_dict(other.decoder.state_dict())
+            model.config.aug_max = other.config.aug_max
+        levels = [float(a) for a in args.aug.split(",")]
+        if model.config.aug_max == 0:
+            levels = [0.0]  # a decoder trained without augmentation only ever saw clean conditioning
+        for aug in levels:
+            imgs = model.sample(args.n, seed=0, aug=aug)
+            m = evaluate(imgs, data=args.data, features=args.features, metrics=("fid", "kid", "dc"), split="test",
+                         n=args.n)
+            rows.append({"base_run": str(base_run), "decoder": label, "decoder_dir": str(dec_run),
+                         "aug_max": model.config.aug_max, "sample_aug": aug, "n": args.n, "fid": m["fid"],
+                         "kid": m["kid_mean"], "coverage": m["coverage"]})
+            print(f"{label} aug {aug}: FID {m['fid']:.2f}", file=sys.stderr, flush=True)
+    print(f"| base run | decoder | trained aug_max | sampling aug | n | FID ↓ | KID×1e3 ↓ | coverage ↑ |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {Path(r['base_run']).name} | {r['decoder']} | {r['aug_max']:g} | {r['sample_aug']:g} | {r['n']} | "
+              f"{r['fid']:.2f} | {1e3 * r['kid']:.2f} | {r['coverage']:.3f} |")
+    if args.json:
+        doc = {"command": " ".join(sys.argv), "commit": git_commit(), "cpu": cpu_model(),
+               "threads": torch.get_num_threads(), "torch": torch.__version__, "features": args.features,
+               "rows": rows}
+        Path(args.json).write_text(json.dumps(doc, indent=2) + "\n")
+
+
 def _grid_cells(png: Path, k: int) -> torch.Tensor:
     """The first k images of a make_grid PNG of 28x28 images (padding 2), as uint8 (k, 1, 28, 28)."""
     import numpy as np
@@ -134,8 +175,16 @@ def main() -> None:
     f.add_argument("--k", type=int, default=10)
     f.add_argument("--standard", default="results/standard")
     f.add_argument("--out", default="results/cascade/stages.png")
+    a = sub.add_parser("cascade-aug", help="the cascade at several sampling augmentation levels / decoders")
+    a.add_argument("--run", action="append", required=True, help="the cascade run whose base is used")
+    a.add_argument("--decoder", action="append", required=True, help="LABEL=RUN_DIR whose decoder is used (repeat)")
+    a.add_argument("--aug", default="0,0.1")
+    a.add_argument("--n", type=int, default=5000)
+    a.add_argument("--data", default="fashion-mnist")
+    a.add_argument("--features", default="fmnist-cnn")
+    a.add_argument("--json", default="")
     args = p.parse_args()
-    decoder_fid(args) if args.cmd == "decoder" else figure(args)
+    {"decoder": decoder_fid, "figure": figure, "cascade-aug": cascade_aug}[args.cmd](args)
 
 
 if __name__ == "__main__":
