@@ -59,7 +59,14 @@ def decoder_fid(args) -> None:
     test = load_dataset(args.data, "test")
     real = test.images[:args.n]
     rows = []
-    for label, run in _runs(args.run):
+    for low in [int(v) for v in args.bilinear.split(",") if v]:   # no decoder: the conditioning image itself
+        from zoo.images import to_float, to_uint8
+        from zoo.models.cascade import downsample, upsample
+        up = to_uint8(upsample(downsample(to_float(real), low), real.shape[-1]).clamp(-1, 1))
+        m = evaluate(up, data=args.data, features=args.features, metrics=("fid", "kid"), split="test", n=args.n)
+        rows.append({"run": "bilinear (no decoder)", "dir": "", "low": low, "aug_max": 0.0, "sample_aug": 0.0,
+                     "steps": 0, "n": args.n, "fid": m["fid"], "kid": m["kid_mean"], "upscale_images_per_s": 0.0})
+    for label, run in _runs(args.run or []):
         model = zoo.load(run)
         small = model.downsample_images(real)
         levels = [float(a) for a in args.aug.split(",")] if args.aug else [model.config.sample_aug]
@@ -163,7 +170,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     d = sub.add_parser("decoder", help="decoder FID on real downsampled test images")
-    d.add_argument("--run", action="append", required=True, help="LABEL=RUN_DIR of a trained cascade (repeat)")
+    d.add_argument("--run", action="append", help="LABEL=RUN_DIR of a trained cascade (repeat)")
+    d.add_argument("--bilinear", default="", help="also score plain bilinear upsampling from these sizes, e.g. 14,7")
     d.add_argument("--n", type=int, default=2000)
     d.add_argument("--steps", default="10,20,50")
     d.add_argument("--aug", default="", help="sampling augmentation levels, e.g. 0,0.1 [default: the run's]")
