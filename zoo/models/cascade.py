@@ -36,8 +36,9 @@ how much to trust its conditioning. At sampling the level is ``sample_aug`` (sam
 ``aug_max = 0`` trains without augmentation (a sampling level above ``aug_max`` is then outside
 what the decoder saw). The defaults (aug_max 0.5, sample_aug 0.1) were set before measuring;
 results/cascade/README.md measures them: training with augmentation costs the decoder FID on
-clean real inputs but helps it on a base's images, and sampling at level 0 did better than 0.1
-for both bench bases (the default is left as set, not tuned on the evaluation FID).
+clean real inputs, helped with the vae_gan base's images but not with the diffusion base's
+(one seed each, ~1 FID either way), and sampling at level 0 did better than 0.1 for both bench
+bases (the defaults are left as set, not tuned on the evaluation FID).
 
 The decoder reuses the diffusion process of pixel diffusion (``zoo.schedules``: the cosine
 schedule, v prediction, DDIM / DPM-Solver++(2M) samplers, defaults ``dpm++2m`` 20 steps) through
