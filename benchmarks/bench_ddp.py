@@ -11,7 +11,9 @@ one process with 1 thread on half the batch (the work of one rank of two, alone)
 `torchrun --nproc_per_node 2` (1 thread each). images/s counts the global batch over the
 trainer's own step time (summary.json ``wall_s``, the first, FLOP-counting step included).
 ``eval`` trains nothing when --run is given; otherwise it trains a run of --family for --tflops
-first, then times `zoo eval RUN --n N --metrics fid` with 1 process and with 2.
+first, then times `zoo eval RUN --n N --metrics fid` with 1 process (2 threads, then 1) and with 2
+(1 thread each). The FID is identical between equal thread counts; float kernels may round
+differently with 2 threads than with 1.
 ``paper`` reads the per-cell wall-clock of a bench results folder and gives the makespan of the
 cells dealt out by `--shard K/N` (every N-th cell), beside the best possible split.
 """
@@ -30,41 +32,49 @@ ZOO = str(Path(sys.executable).parent / "zoo")
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "--", "zoo"]
 
 
-def run(cmd: list[str], threads: int) -> float:
-    """Run cmd with ``threads`` OpenMP threads; returns its wall-clock seconds (fails loudly)."""
+def run(cmd: list[str], threads: int, copies: int = 1) -> float:
+    """Run ``copies`` of cmd at once (``{i}`` in an argument becomes the copy's index), each with
+    ``threads`` OpenMP threads; returns the wall-clock seconds until all are done (fails loudly)."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     t0 = time.time()
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if r.returncode != 0:
-        sys.exit(f"failed: {' '.join(cmd)}\n{r.stderr[-2000:]}")
+    procs = [subprocess.Popen([a.replace("{i}", str(i)) for a in cmd], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=env) for i in range(copies)]
+    for p in procs:
+        _, err = p.communicate()
+        if p.returncode != 0:
+            sys.exit(f"failed: {' '.join(cmd)}\n{err[-2000:]}")
     return time.time() - t0
 
 
 def train(args) -> None:
-    ways = [("1 process, 2 threads", [ZOO], 2, args.batch_size),
-            ("1 process, 1 thread", [ZOO], 1, args.batch_size),
-            ("1 process, 1 thread, half batch", [ZOO], 1, args.batch_size // 2),
-            ("torchrun, 2 processes x 1 thread", TORCHRUN, 1, args.batch_size)]
+    half = args.batch_size // 2
+    # (name, launcher, threads, batch per process, copies run at once, images per step of one copy)
+    ways = [("1 process, 2 threads", [ZOO], 2, args.batch_size, 1),
+            ("1 process, 1 thread", [ZOO], 1, args.batch_size, 1),
+            ("1 process, 1 thread, half batch (one rank's work, alone)", [ZOO], 1, half, 1),
+            ("2 independent processes at once, 1 thread, half batch each (no communication)", [ZOO], 1, half, 2),
+            ("torchrun, 2 processes x 1 thread (DDP)", TORCHRUN, 1, half, 1)]
     print(f"zoo train {args.family} --steps {args.steps} --batch-size {args.batch_size} --data {args.data}\n")
-    print("| how | batch per process | step time (s) | images/s (global batch) | command wall (s) |")
+    print("| how | batch per process | step time (s) | images/s | command wall (s) |")
     print("|---|---:|---:|---:|---:|")
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for i, (name, launcher, threads, batch) in enumerate(ways):
-            out = Path(tmp) / f"run{i}"
+        for i, (name, launcher, threads, batch, copies) in enumerate(ways):
+            out = Path(tmp) / f"run{i}-{{i}}"
+            global_batch = args.batch_size if launcher is TORCHRUN else batch
             wall = run(launcher + ["train", args.family, "--data", args.data, "--steps", str(args.steps),
-                                   "--batch-size", str(batch), "--quiet", "--out", str(out)], threads)
-            s = json.loads((out / "summary.json").read_text())
-            per_step = s["wall_s"] / s["steps"]
-            rows[name] = per_step
-            print(f"| {name} | {batch if launcher is ZOO else batch // 2} | {per_step:.4f} | "
-                  f"{args.batch_size / per_step:.1f} | {wall:.1f} |")
-    two, alone = rows["torchrun, 2 processes x 1 thread"], rows["1 process, 1 thread, half batch"]
-    print(f"\nspeed-up of 2 processes over 1 process with 2 threads: {rows['1 process, 2 threads'] / two:.2f}x; "
-          f"over 1 process with 1 thread: {rows['1 process, 1 thread'] / two:.2f}x")
-    print(f"a rank's step is {two / alone:.2f}x the same work alone in one process: "
-          f"{two - alone:.4f} s per step go to gradient all-reduce, the per-step agreement and the two "
-          f"processes sharing memory bandwidth")
+                                   "--batch-size", str(global_batch), "--quiet", "--out", str(out)], threads, copies)
+            steps = [json.loads((Path(tmp) / f"run{i}-{c}" / "summary.json").read_text()) for c in range(copies)]
+            per_step = max(s["wall_s"] / s["steps"] for s in steps)
+            rows[i] = per_step
+            print(f"| {name} | {batch} | {per_step:.4f} | {copies * global_batch / per_step:.1f} | {wall:.1f} |")
+    two, alone, side_by_side = rows[4], rows[2], rows[3]
+    print(f"\nspeed-up of 2 DDP processes over 1 process with 2 threads: {rows[0] / two:.2f}x; "
+          f"over 1 process with 1 thread: {rows[1] / two:.2f}x")
+    print(f"a DDP rank's step takes {two:.4f} s against {alone:.4f} s for the same work alone: "
+          f"{side_by_side - alone:.4f} s of it is two processes sharing the machine (the same work side by side, "
+          f"no communication), {two - side_by_side:.4f} s is DDP (gradient all-reduce, buffer broadcast, "
+          f"the per-step agreement on stopping)")
 
 
 def evaluate(args) -> None:
@@ -76,9 +86,9 @@ def evaluate(args) -> None:
         print(f"zoo eval {args.run or args.family + f' ({args.tflops} TFLOP run)'} --n {args.n} --metrics fid\n")
         print("| how | wall-clock (s) | FID (fmnist-cnn) |")
         print("|---|---:|---:|")
-        for name, launcher, threads in (("1 process, 2 threads", [ZOO], 2),
+        for name, launcher, threads in (("1 process, 2 threads", [ZOO], 2), ("1 process, 1 thread", [ZOO], 1),
                                         ("torchrun, 2 processes x 1 thread", TORCHRUN, 1)):
-            js = Path(tmp) / f"{threads}.json"
+            js = Path(tmp) / f"{name}.json"
             wall = run(launcher + ["eval", rundir, "--n", str(args.n), "--metrics", "fid", "--quiet",
                                    "--json", str(js)], threads)
             print(f"| {name} | {wall:.1f} | {json.loads(js.read_text())['fid']!r} |")
