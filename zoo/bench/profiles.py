@@ -28,8 +28,12 @@ class Profile:
 
 
 PROFILES = {
+    # bits/dim of the diffusion bound: the 50-term stratified estimate of the standard profile, with
+    # its standard error in the table; the full 1000-term bound over 500 images took most of the
+    # quick run (44 s a batch of 100 on a quiet machine, 6-7 min on a loaded one)
     "quick": Profile("quick", tflops=1.0, n=2000, seeds=(0,), bpd_images=500, sweep_steps=(), sweep_n=0,
-                     probe_seconds=1.0, description="the README's main job: ~30 s of training per family"),
+                     probe_seconds=1.0, bpd_terms=50,
+                     description="the README's main job: ~30 s of training per family"),
     # 10 TFLOP: the top of the issue's 5-10 range, so that the standard cells double as the families'
     # 10 TFLOP runs; 8 families x 3 seeds took 71-74 min of cell wall-clock on the 2-core CPU
     # (results/standard, against the issue's 150). The full diffusion VLB costs T=1000 network
