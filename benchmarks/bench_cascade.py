@@ -91,6 +91,11 @@ def decoder_fid(args) -> None:
     for r in rows:
         print(f"| {r['run']} | {r['low']} | {r['aug_max']:g} | {r['sample_aug']:g} | {r['steps']} | {r['n']} | "
               f"{r['fid']:.2f} | {1e3 * r['kid']:.2f} | {r['upscale_images_per_s']:.0f} |")
+    _write_json(args, rows)
+
+
+def _write_json(args, rows: list[dict]) -> None:
+    """The rows with their provenance (command, commit, CPU, threads, torch, features) to --json, if given."""
     if args.json:
         doc = {"command": " ".join(sys.argv), "commit": git_commit(), "cpu": cpu_model(),
                "threads": torch.get_num_threads(), "torch": torch.__version__, "features": args.features,
@@ -126,11 +131,7 @@ def cascade_aug(args) -> None:
     for r in rows:
         print(f"| {Path(r['base_run']).name} | {r['decoder']} | {r['aug_max']:g} | {r['sample_aug']:g} | {r['n']} | "
               f"{r['fid']:.2f} | {1e3 * r['kid']:.2f} | {r['coverage']:.3f} |")
-    if args.json:
-        doc = {"command": " ".join(sys.argv), "commit": git_commit(), "cpu": cpu_model(),
-               "threads": torch.get_num_threads(), "torch": torch.__version__, "features": args.features,
-               "rows": rows}
-        Path(args.json).write_text(json.dumps(doc, indent=2) + "\n")
+    _write_json(args, rows)
 
 
 def _grid_cells(png: Path, k: int) -> torch.Tensor:
