@@ -47,6 +47,7 @@ class Generator(nn.Module):
     likelihood: ClassVar[str] = "none"             # "exact" | "bound" | "none"
     conditional: ClassVar[bool] = False            # accepts labels in sample()
     has_latent: ClassVar[bool] = False             # supports interpolate()
+    in_default_bench: ClassVar[bool] = True        # run by `zoo bench --families all` (False: only when named)
 
     def __init__(self, config: ModelConfig):
         super().__init__()

@@ -18,7 +18,7 @@ def _families(text: str, known: list[str]) -> list[str]:
     # "all" leaves out the families that ask to be named explicitly (class attribute
     # in_default_bench = False, e.g. the cascade rows, which would slow the quick job down)
     if text == "all":
-        fams = [f for f in known if getattr(get_model_class(f), "in_default_bench", True)]
+        fams = [f for f in known if get_model_class(f).in_default_bench]
     else:
         fams = [f.strip() for f in text.split(",") if f.strip()]
     if not fams:
