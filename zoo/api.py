@@ -10,11 +10,12 @@ Image range: ``loss`` and ``log_prob`` take float images in [-1, 1] (see ``zoo.i
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Iterator
 
 import torch
 from torch import nn
@@ -113,15 +114,11 @@ class Generator(nn.Module):
         c = self.config
         # inside zoo.dist.sharded() under torchrun, this rank draws a contiguous block of the same
         # batches and the blocks are gathered: identical images, 1/world of the work per rank
-        mine = dist.block(-(-n // batch_size)) if dist.sharding() else range(-(-n // batch_size))
-        first = mine.start * batch_size
-        out = torch.empty(min(mine.stop * batch_size, n) - first, c.channels, c.image_size, c.image_size,
-                          dtype=torch.uint8)
-        was_training = self.training
-        self.eval()
+        mine, first, end = dist.my_batches(n, batch_size)
+        out = torch.empty(end - first, c.channels, c.image_size, c.image_size, dtype=torch.uint8)
         bar = None
         try:
-            with rng.device_scope(self.device):
+            with self.sampling_mode():
                 for s, gens in rng.batches(seed, n, batch_size, only=mine):
                     b = len(gens)
                     lab = labels[s:s + b].to(self.device) if labels is not None else None
@@ -135,8 +132,19 @@ class Generator(nn.Module):
         finally:
             if bar is not None:
                 bar.close()
+        return dist.gather_shard(out)
+
+    @contextlib.contextmanager
+    def sampling_mode(self) -> Iterator[None]:
+        """Eval mode, with per-sample draws (``zoo.rng``) made on the model's device; the previous
+        train/eval mode comes back at the end. Every batched sampler of a family runs inside it."""
+        was_training = self.training
+        self.eval()
+        try:
+            with rng.device_scope(self.device):
+                yield
+        finally:
             self.train(was_training)
-        return dist.all_gather_rows(out) if dist.sharding() else out
 
     def log_prob(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """log p(x) in nats per image for 8-bit images x in [-1, 1]: exact or a lower bound."""

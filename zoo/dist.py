@@ -169,6 +169,20 @@ def sharding() -> bool:
     return _SHARDED.get() and active()
 
 
+def my_batches(n: int, batch_size: int) -> tuple[range, int, int]:
+    """(batch indices, first row, end row) that this rank computes of ``n`` rows taken
+    ``batch_size`` at a time: a contiguous block of whole batches inside :func:`sharded`, every
+    batch otherwise. Rows [first, end) of the result are this rank's; :func:`gather_shard` joins them."""
+    count = -(-n // batch_size)
+    mine = block(count) if sharding() else range(count)
+    return mine, mine.start * batch_size, min(mine.stop * batch_size, n)
+
+
+def gather_shard(rows: torch.Tensor) -> torch.Tensor:
+    """Inside :func:`sharded`, every rank's rows from :func:`my_batches` in order; else ``rows``."""
+    return all_gather_rows(rows) if sharding() else rows
+
+
 def rank_seed(seed: int) -> int:
     """The global-RNG seed of this rank in training: ``seed`` itself on rank 0 (so one process is
     unchanged), a SeedSequence mix of (seed, rank) elsewhere (independent noise per rank)."""

@@ -44,7 +44,7 @@ def generators(seed: int, start: int, count: int) -> list[torch.Generator]:
 def batches(seed: int, n: int, batch_size: int, *, only: range | None = None) -> Iterator[tuple[int, list[torch.Generator]]]:
     """(start, generators) for samples 0..n-1 of ``seed``, ``batch_size`` at a time: the one
     batched loop behind every sampler, so image i depends only on (seed, i) at any batch size.
-    ``only``: the indices of the batches to yield (a rank's share, see ``zoo.dist.block``)."""
+    ``only``: the indices of the batches to yield (a rank's share, see ``zoo.dist.my_batches``)."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     for k in (only if only is not None else range(-(-n // batch_size))):

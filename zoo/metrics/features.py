@@ -132,17 +132,15 @@ class Extractor:
         if batch_size < 1:
             raise ZooError(f"batch_size must be >= 1, got {batch_size}")
         bs = min(batch_size, self.max_batch)
-        nb = -(-u.shape[0] // bs)
         # inside zoo.dist.sharded() under torchrun: this rank's block of the batches, then gathered
-        mine = dist.block(nb) if dist.sharding() else range(nb)
-        first = mine.start * bs
-        out = torch.empty(min(mine.stop * bs, u.shape[0]) - first, self.dim, dtype=torch.float64)
+        mine, first, end = dist.my_batches(u.shape[0], bs)
+        out = torch.empty(end - first, self.dim, dtype=torch.float64)
         from tqdm.auto import tqdm
         for k in tqdm(mine, desc=f"features {self.name}", unit="batch", disable=not (progress and dist.is_main()),
                       leave=False):
             s = k * bs
             out[s - first:s - first + bs] = self._embed(u[s:s + bs].to(self.device)).to("cpu", torch.float64)
-        return dist.all_gather_rows(out) if dist.sharding() else out
+        return dist.gather_shard(out)
 
     def class_probs(self, images, *, batch_size: int = 500) -> torch.Tensor:
         raise ZooError(f"extractor {self.name!r} has no classifier head: class probabilities need fmnist-cnn")

@@ -356,16 +356,11 @@ class Cascade(Generator):
         images as ``sample(n, seed=seed, **opts)`` (image i depends only on (seed, i))."""
         c = self.config
         smalls, fulls = [], []
-        was_training = self.training
-        self.eval()
-        try:
-            with rng.device_scope(self.device):
-                for _, gens in rng.batches(seed, n, batch_size):
-                    s, f = self.generate_stages(gens, **opts)
-                    smalls.append(to_uint8(s))
-                    fulls.append(to_uint8(f))
-        finally:
-            self.train(was_training)
+        with self.sampling_mode():
+            for _, gens in rng.batches(seed, n, batch_size):
+                s, f = self.generate_stages(gens, **opts)
+                smalls.append(to_uint8(s))
+                fulls.append(to_uint8(f))
         if not fulls:
             return (torch.empty(0, c.channels, c.low, c.low, dtype=torch.uint8),
                     torch.empty(0, c.channels, c.image_size, c.image_size, dtype=torch.uint8))
@@ -381,15 +376,10 @@ class Cascade(Generator):
                            f"got {small.dtype} {tuple(small.shape)}")
         _, dec_opts = self._split(opts)
         out = []
-        was_training = self.training
-        self.eval()
-        try:
-            with rng.device_scope(self.device):
-                for s, gens in rng.batches(seed, small.shape[0], batch_size):
-                    x = to_float(small[s:s + len(gens)]).to(self.device)
-                    out.append(to_uint8(self.decoder.upscale(x, gens, **dec_opts)))
-        finally:
-            self.train(was_training)
+        with self.sampling_mode():
+            for s, gens in rng.batches(seed, small.shape[0], batch_size):
+                x = to_float(small[s:s + len(gens)]).to(self.device)
+                out.append(to_uint8(self.decoder.upscale(x, gens, **dec_opts)))
         return torch.cat(out) if out else torch.empty(0, c.channels, c.image_size, c.image_size, dtype=torch.uint8)
 
     def downsample_images(self, images: torch.Tensor) -> torch.Tensor:
