@@ -1,4 +1,6 @@
 """Test helpers shared across test modules."""
+import time
+
 import torch
 
 import zoo
@@ -40,3 +42,14 @@ def assert_same_images(a: torch.Tensor, b: torch.Tensor, max_frac: float = 2e-3)
     assert a.shape == b.shape and a.dtype == b.dtype == torch.uint8
     frac = (a != b).float().mean().item()
     assert frac <= max_frac, f"{frac:.4%} of pixels differ"
+
+
+def signal_once_logging(proc, run_dir, sig, *, timeout: float, poll: float = 0.1, settle: float = 0.3):
+    """Wait (up to ``timeout`` s) until the training run in ``run_dir`` has written its first log
+    line, let it run ``settle`` s more, send ``sig`` to ``proc`` and return its (stdout, stderr)."""
+    deadline = time.time() + timeout
+    while not (run_dir / "log.jsonl").exists() and time.time() < deadline:
+        time.sleep(poll)
+    time.sleep(settle)
+    proc.send_signal(sig)
+    return proc.communicate(timeout=timeout)

@@ -9,12 +9,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
+
+from helpers import signal_once_logging
 
 ZOO = str(Path(sys.executable).parent / "zoo")
 TESTS = Path(__file__).resolve().parent
@@ -124,12 +125,7 @@ def test_two_process_run_killed_midway_resumes_exactly(tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "--",
            "zoo", *TOY, "--steps", "1000000", "--out", str(cut)]
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
-    deadline = time.time() + 120
-    while not (cut / "log.jsonl").exists() and time.time() < deadline:
-        time.sleep(0.1)
-    time.sleep(0.3)
-    p.send_signal(signal.SIGTERM)
-    _, err = p.communicate(timeout=120)
+    _, err = signal_once_logging(p, cut, signal.SIGTERM, timeout=120)
     state = json.loads(load_file_meta(cut / "checkpoint.safetensors"))["state"]
     k = state["step"]
     assert 1 <= k < 1000000, err[-2000:]

@@ -8,10 +8,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+
+from helpers import signal_once_logging
 
 ZOO = str(Path(sys.executable).parent / "zoo")
 TESTS = Path(__file__).resolve().parent
@@ -128,12 +129,7 @@ def test_ctrl_c_exits_130_and_resumes(tmp_path):
     p = subprocess.Popen([ZOO, "train", "toy_mean", "--data", "synthetic", "--steps", "200000", "--batch-size", "8",
                           "--out", str(out), "--quiet", "--import", "zoo_test_family"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    deadline = time.time() + 60
-    while not (out / "log.jsonl").exists() and time.time() < deadline:
-        time.sleep(0.2)
-    time.sleep(0.5)
-    p.send_signal(signal.SIGINT)
-    _, err = p.communicate(timeout=60)
+    _, err = signal_once_logging(p, out, signal.SIGINT, timeout=60, poll=0.2, settle=0.5)
     assert p.returncode == 130, err
     assert "resume" in err and (out / "checkpoint.safetensors").exists()
     step = json.loads((out / "log.jsonl").read_text().splitlines()[-1])["step"]
