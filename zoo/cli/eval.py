@@ -469,7 +469,7 @@ def eval_cmd(source, ref, data_spec, features, n, metrics, split, seed, batch_si
     zoo eval [SOURCE] --save-stats S.npz summarise once (default: the --split images of --data) ...
     zoo eval SOURCE --ref S.npz          ... and reuse: FID equals the direct computation's
     zoo eval --real-vs-real              the floor (train images) and ceiling (noise) of each metric
-    torchrun --nproc_per_node 2 -m zoo eval SOURCE   sampling and features split over 2 processes
+    torchrun --nproc_per_node 2 -m -- zoo eval SOURCE   sampling and features split over 2 processes
 
     Examples: zoo eval runs/vae --n 10000 --json vae-eval.json;
     zoo eval samples/ --ref fmnist-test.npz --device cuda

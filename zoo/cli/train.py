@@ -116,7 +116,7 @@ def train_cmd(family, data_spec, seed, out, steps, tflops, batch_size, resume, s
 
     Example: zoo train vae --tflops 10 --out runs/vae-s0 --seed 0
 
-    Under torchrun (torchrun --nproc_per_node 2 -m zoo train vae ...) it trains with
+    Under torchrun (torchrun --nproc_per_node 2 -m -- zoo train vae ...) it trains with
     DistributedDataParallel: each step's --batch-size images are split over the processes, so
     budget, steps and learning rate mean the same at any number of processes.
     """
