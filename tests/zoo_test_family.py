@@ -66,3 +66,12 @@ class ToyNaN(ToyMean):
         if not config.nan_at:
             config = dataclasses.replace(config, nan_at=3)
         super().__init__(config)
+
+
+@zoo.register_model("toy_recipe")
+class ToyRecipe(ToyMean):
+    """toy_mean with a budget rule: below 1 TFLOP a smaller batch and less sampling noise."""
+
+    @classmethod
+    def recipe(cls, tflops):
+        return {"noise": 0.05, "train.batch_size": 16} if tflops < 1 else {"noise": 0.2}

@@ -70,6 +70,14 @@ class Generator(nn.Module):
         plan = self.stage_plan()
         return {s: 1.0 / len(plan) for s in plan}
 
+    @classmethod
+    def recipe(cls, tflops: float) -> dict[str, Any]:
+        """How this family's config follows a training budget of ``tflops`` TFLOP: ``--set``-style
+        overrides, a model field as ``KEY`` and a trainer field as ``train.KEY`` (batch size, schedule).
+        The trainer never reads it: ``zoo train --tflops`` and ``zoo bench`` apply it, and a user's own
+        ``--set``/``--batch-size`` win over it. Default: none (the config's defaults at every budget)."""
+        return {}
+
     def begin_stage(self, stage: str, images: torch.Tensor) -> None:
         """Hook called once when a stage starts (not again on resume). ``images``: uint8 train set."""
 
@@ -212,6 +220,26 @@ def get_model(name: str, config: ModelConfig | dict | None = None, **overrides: 
     if overrides:
         config = dataclasses.replace(config, **overrides)
     return cls(config)
+
+
+def recipe_sets(cls: type[Generator], tflops: float | None) -> tuple[dict[str, str], dict[str, str]]:
+    """The family's recipe for a budget of ``tflops`` (none for a step budget) as (model fields,
+    trainer fields) of ``--set`` strings; a recipe naming an unknown field is a one-line ZooError."""
+    if tflops is None:
+        return {}, {}
+    rec = cls.recipe(float(tflops))
+    if not isinstance(rec, dict):
+        raise ZooError(f"{cls.__name__}.recipe must return a dict, got {type(rec).__name__}")
+    model = {k: _set_string(v) for k, v in rec.items() if not k.startswith("train.")}
+    train = {k[6:]: _set_string(v) for k, v in rec.items() if k.startswith("train.")}
+    return model, train
+
+
+def _set_string(v: Any) -> str:
+    """A recipe value as the ``--set`` string it stands for (tuples as 'a,b,c')."""
+    if isinstance(v, (tuple, list)):
+        return ",".join(str(x) for x in v)
+    return str(v)
 
 
 def build_model(family: str, shape: tuple[int, int, int], overrides: dict[str, str] | None = None, *,

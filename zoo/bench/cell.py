@@ -58,19 +58,23 @@ def train_cell(family: str, seed: int, profile: Profile, data: str, out: Path, f
                log: Callable[[str], None] = click.echo, tiny: bool = False) -> Path:
     """Train the cell's run folder under the profile's budget, resume it from its checkpoint, or
     reuse it when already trained with the same settings; returns the run folder."""
-    from ..api import build_model
+    from ..api import build_model, get_model_class, recipe_sets
+    from ..config import apply_overrides
     from ..train import TrainConfig, fit
 
     run_dir = run_folder(out, cell_name(family, seed))
-    settings = train_settings(cell_settings(profile, data=data, features=features, tiny=tiny, seed=seed))
+    settings = train_settings(cell_settings(profile, family=family, data=data, features=features, tiny=tiny,
+                                            seed=seed))
     state = start_run(run_dir, settings)
     if state == "trained":
         return run_dir
     resume = state == "resume"
     log(f"  train {family} seed {seed}: {profile.tflops} TFLOP" + (" (resuming)" if resume else ""))
+    model_sets, train_sets = ({}, {}) if tiny else recipe_sets(get_model_class(family), profile.tflops)
+    tcfg = apply_overrides(TrainConfig(tflops=profile.tflops, seed=seed), train_sets)
     torch.manual_seed(seed)
-    model = build_model(family, train_set.shape, {}, tiny=tiny)
-    fit(model, train_set.images, train_set.labels, run_dir, TrainConfig(tflops=profile.tflops, seed=seed),
+    model = build_model(family, train_set.shape, model_sets, tiny=tiny)
+    fit(model, train_set.images, train_set.labels, run_dir, tcfg,
         resume=resume, data_spec=data, device=profile.device, amp=profile.amp, compile=profile.compile)
     return run_dir
 

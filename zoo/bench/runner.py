@@ -52,7 +52,7 @@ class Plan:
 def _wanted_for(path: Path, profile: Profile, data: str, features, tiny: bool, rec: dict) -> dict:
     if path.name.startswith("_"):
         return reference_settings(profile, data=data, features=features)
-    return cell_settings(profile, data=data, features=features, tiny=tiny, seed=rec["seed"])
+    return cell_settings(profile, family=rec["family"], data=data, features=features, tiny=tiny, seed=rec["seed"])
 
 
 def plan_run(out: Path, profile: Profile, todo: list[tuple[str, int]], data: str, features,
@@ -81,7 +81,8 @@ def plan_run(out: Path, profile: Profile, todo: list[tuple[str, int]], data: str
         rd = run_dir(out, name)
         if name in plan.done or not has_training(rd):
             continue
-        want = train_settings(cell_settings(profile, data=data, features=features, tiny=tiny, seed=seed))
+        want = train_settings(cell_settings(profile, family=fam, data=data, features=features, tiny=tiny,
+                                            seed=seed))
         diff = difference(recorded_settings(rd), want)
         if diff:
             plan.stale_runs.append((rd, diff))
@@ -230,7 +231,7 @@ def _run_one(fam: str, seed: int, profile: Profile, data: str, out: Path, featur
         return _first_line(e)
     failed.unlink(missing_ok=True)
     rec["tiny"] = tiny
-    rec["settings"] = cell_settings(profile, data=data, features=features, tiny=tiny, seed=seed)
+    rec["settings"] = cell_settings(profile, family=fam, data=data, features=features, tiny=tiny, seed=seed)
     rec["cell_wall_s"] = round(time.time() - t0, 1)
     rec["provenance"] = prov
     write_record(cell_path(out, fam, seed), rec)

@@ -11,7 +11,7 @@ from .profiles import SAMPLE_SEED, Profile
 
 # the settings the trained run folder depends on; the rest (n, features, bits/dim, sweep) only
 # change what is measured on it, so a run folder is reused when these match
-TRAIN_KEYS = ("tflops", "data", "tiny", "seed", "device", "amp", "compile")
+TRAIN_KEYS = ("tflops", "recipe", "data", "tiny", "seed", "device", "amp", "compile")
 
 
 def features_name(features) -> str:
@@ -23,9 +23,17 @@ def _plain(d: dict) -> dict:
     return json.loads(json.dumps(d))  # tuples -> lists, as they read back from a cell file
 
 
-def cell_settings(profile: Profile, *, data: str, features, tiny: bool, seed: int) -> dict:
+def recipe(family: str, tflops: float, tiny: bool) -> dict:
+    """The family's recipe for the budget (``Generator.recipe``) that a cell trains with: none for
+    the tiny test configs, which keep their own sizes."""
+    from ..api import get_model_class
+    return {} if tiny else dict(get_model_class(family).recipe(float(tflops)))
+
+
+def cell_settings(profile: Profile, *, family: str, data: str, features, tiny: bool, seed: int) -> dict:
     """Everything that decides a (family, seed) cell's numbers, in the order a difference is reported."""
-    return _plain({"profile": profile.name, "tflops": profile.tflops, "n": profile.n, "data": data,
+    return _plain({"profile": profile.name, "tflops": profile.tflops,
+                   "recipe": recipe(family, profile.tflops, tiny), "n": profile.n, "data": data,
                    "features": features_name(features), "tiny": bool(tiny), "seed": seed,
                    "sample_seed": SAMPLE_SEED, "bpd_images": profile.bpd_images, "bpd_terms": profile.bpd_terms,
                    "sweep_steps": list(profile.sweep_steps), "sweep_n": profile.sweep_n,

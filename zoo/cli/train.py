@@ -102,6 +102,9 @@ def _new_settings(out_dir: Path, data_spec, steps, tflops, batch_size, seed, tra
               help="Continue the run in --out from its last checkpoint; a larger --steps/--tflops extends it.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Override a model config field, or a trainer field as train.KEY=VALUE. Repeatable.")
+@click.option("--no-recipe", is_flag=True,
+              help="Ignore the family's recipe for the --tflops budget (its config and batch size as they "
+                   "are, unless --set says otherwise).")
 @click.option("--download", is_flag=True, help="Allow downloading the dataset (needs internet).")
 @click.option("--eval-bpd", default=0, type=int, metavar="N",
               help="After training, report test bits/dim on the first N test images (0: skip).")
@@ -110,8 +113,8 @@ def _new_settings(out_dir: Path, data_spec, steps, tflops, batch_size, seed, tra
 @device_option
 @import_option
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def train_cmd(family, data_spec, seed, out, steps, tflops, batch_size, resume, sets, download, eval_bpd, compile_,
-              device, quiet):
+def train_cmd(family, data_spec, seed, out, steps, tflops, batch_size, resume, sets, no_recipe, download, eval_bpd,
+              compile_, device, quiet):
     """Train FAMILY on a dataset under a step or FLOP budget, writing a run directory.
 
     Example: zoo train vae --tflops 10 --out runs/vae-s0 --seed 0
@@ -119,9 +122,13 @@ def train_cmd(family, data_spec, seed, out, steps, tflops, batch_size, resume, s
     Under torchrun (torchrun --nproc_per_node 2 -m -- zoo train vae ...) it trains with
     DistributedDataParallel: each step's --batch-size images are split over the processes, so
     budget, steps and learning rate mean the same at any number of processes.
+
+    With --tflops, a new run follows the family's recipe for that budget (its width, batch size or
+    schedule, as `zoo bench` trains it; printed first); --set and --batch-size win over it, and
+    --no-recipe leaves it out.
     """
     from .. import dist
-    from ..api import build_model, get_model_class, read_config
+    from ..api import build_model, get_model_class, read_config, recipe_sets
     from ..config import split_sets
     from ..data import load_dataset
     from ..train import fit
@@ -134,6 +141,17 @@ def train_cmd(family, data_spec, seed, out, steps, tflops, batch_size, resume, s
         tcfg, data_spec = _resume_settings(out_dir, family, data_spec, steps, tflops, batch_size, seed,
                                            model_sets, train_sets)
     else:
+        recipe_model, recipe_train = ({}, {}) if no_recipe else recipe_sets(cls, tflops)
+        mine = {**{f"train.{k}": v for k, v in train_sets.items()}, **model_sets}
+        if batch_size is not None:
+            mine["train.batch_size"] = str(batch_size)
+        used = {k: v for k, v in {**{f"train.{k}": v for k, v in recipe_train.items()}, **recipe_model}.items()
+                if k not in mine}
+        if used:
+            click.echo(f"recipe of {family} for {tflops:g} TFLOP: "
+                       + " ".join(f"{k}={v}" for k, v in used.items()) + " (--no-recipe leaves it out)")
+        model_sets = {**recipe_model, **model_sets}
+        train_sets = {**recipe_train, **train_sets}
         tcfg, data_spec = _new_settings(out_dir, data_spec, steps, tflops, batch_size, seed, train_sets)
     tcfg.validate()
     train = load_dataset(data_spec, "train", download=download)

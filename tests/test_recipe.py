@@ -1,0 +1,68 @@
+"""Generator.recipe: a family's config follows the training budget, applied by `zoo train --tflops`
+and `zoo bench` (a user's own settings win), and recorded so that a changed recipe never mixes cells."""
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import zoo
+from zoo.api import recipe_sets
+from zoo.bench import PROFILES, run_bench
+from zoo.errors import ZooError
+
+TESTS = Path(__file__).parent
+ZOO = str(Path(sys.executable).parent / "zoo")
+ENV = {**os.environ, "PYTHONPATH": str(TESTS), "OMP_NUM_THREADS": "1"}
+sys.path.insert(0, str(TESTS))
+import zoo_test_family  # noqa: E402,F401  (registers toy_recipe)
+
+
+def train(tmp_path, name, *args):
+    out = tmp_path / name
+    r = subprocess.run([ZOO, "train", "toy_recipe", "--import", "zoo_test_family", "--data", "synthetic", "--quiet",
+                        "--out", str(out), *map(str, args)], capture_output=True, text=True, env=ENV, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    cfg = json.loads((out / "config.json").read_text())["config"]
+    tcfg = json.loads((out / "train.json").read_text())["train"]
+    return r.stdout, cfg, tcfg
+
+
+def test_recipe_sets_split_model_and_trainer_fields():
+    cls = zoo.get_model_class("toy_recipe")
+    assert recipe_sets(cls, 0.5) == ({"noise": "0.05"}, {"batch_size": "16"})
+    assert recipe_sets(cls, 3) == ({"noise": "0.2"}, {})
+    assert recipe_sets(cls, None) == ({}, {})          # a step budget has no recipe
+
+
+def test_zoo_train_follows_the_recipe_and_the_user_wins(tmp_path):
+    out, cfg, tcfg = train(tmp_path, "a", "--tflops", "1e-7")
+    assert cfg["noise"] == 0.05 and tcfg["batch_size"] == 16
+    assert "recipe of toy_recipe for 1e-07 TFLOP: train.batch_size=16 noise=0.05" in out
+    out, cfg, tcfg = train(tmp_path, "b", "--tflops", "1e-7", "--batch-size", "8", "--set", "noise=0.3")
+    assert cfg["noise"] == 0.3 and tcfg["batch_size"] == 8 and "recipe of" not in out
+    _, cfg, tcfg = train(tmp_path, "c", "--tflops", "1e-7", "--no-recipe")
+    assert cfg["noise"] == 0.1 and tcfg["batch_size"] == 128
+    _, cfg, tcfg = train(tmp_path, "d", "--steps", "2")       # a step budget: no recipe
+    assert cfg["noise"] == 0.1 and tcfg["batch_size"] == 128
+
+
+def test_a_changed_recipe_makes_cells_stale(tmp_path, monkeypatch):
+    from test_bench_safety import faked
+    prof = dataclasses.replace(PROFILES["quick"], tflops=1e-6, n=100)
+    out = tmp_path / "bench"
+    calls = []
+    with faked(calls, monkeypatch):
+        run_bench(prof, ["toy_recipe"], "synthetic", out, "fmnist-cnn", "cmd", log=lambda s: None)
+        rec = json.loads((out / "cells" / "toy_recipe-s0.json").read_text())
+        assert rec["settings"]["recipe"] == {"noise": 0.05, "train.batch_size": 16}
+        run_dir = out / "runs" / "toy_recipe-s0"
+        assert json.loads((run_dir / "train.json").read_text())["train"]["batch_size"] == 16
+        assert json.loads((run_dir / "config.json").read_text())["config"]["noise"] == 0.05
+        monkeypatch.setattr(zoo.get_model_class("toy_recipe"), "recipe", classmethod(lambda cls, t: {"noise": 0.07}))
+        with pytest.raises(ZooError, match="recipe="):
+            run_bench(prof, ["toy_recipe"], "synthetic", out, "fmnist-cnn", "cmd", log=lambda s: None)
+    assert calls == ["toy_recipe-s0"]
