@@ -100,7 +100,7 @@ def snapshot(folder: Path) -> dict:
 def test_cells_record_their_settings(made):
     rec = json.loads((made / "cells" / "vae-s0.json").read_text())
     assert rec["settings"] == {**rec["settings"], "profile": "quick", "tflops": TFLOPS, "n": N, "data": "synthetic",
-                               "features": "fmnist-cnn", "tiny": True, "seed": 0, "bpd_images": 500,
+                               "features": "fmnist-cnn", "tiny": True, "seed": 0, "bpd_images": 200, "recipe": {},
                                "bpd_terms": 50, "sweep_steps": [], "sweep_n": 0}   # quick: stratified diffusion bpd
     assert json.loads((made / "runs" / "vae-s0" / "bench_settings.json").read_text())["tflops"] == TFLOPS
     assert json.loads((made / "cells" / "_floor.json").read_text())["settings"] == {

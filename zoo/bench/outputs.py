@@ -80,7 +80,8 @@ def method_paragraph(profile: Profile, data: str, cells: list[dict]) -> str:
     ext = cells[0]["metrics_provenance"] if cells else {}
     seeds = sorted({c["seed"] for c in cells}) or list(profile.seeds)
     return (f"Every family trained on `{data}` for {profile.tflops:g} TFLOP of training compute (forward + backward,"
-            f" counted with `torch.utils.flop_counter`), seeds {', '.join(map(str, seeds))}; then {profile.n:,}"
+            f" counted with `torch.utils.flop_counter`) with its recipe for that budget (below), seeds"
+            f" {', '.join(map(str, seeds))}; then {profile.n:,}"
             f" images sampled with the same per-image seeds (0, i) in every cell and compared with the first"
             f" {profile.n:,} images of the test split using `{ext.get('extractor', '?')}` features"
             f" (weights sha256 `{str(ext.get('weights_sha256', '?'))[:16]}…`). Values are mean ± sample std over seeds."
@@ -90,7 +91,23 @@ def method_paragraph(profile: Profile, data: str, cells: list[dict]) -> str:
             " images and, for a stratified estimate, its random timesteps), averaged over seeds."
             f" Sampling speed is measured at batch 256 in a fresh process; latency is one image at batch 1."
             f" The floor row is {profile.n:,} real training images against the test split; the ceiling row is"
-            f" uniform noise.")
+            f" uniform noise. The smallest class share is the share of samples in the rarest class by the"
+            f" `fmnist-cnn` classifier (real data: 0.1 per class; below 0.05 a class is half missing).")
+
+
+def recipe_table(cells: list[dict]) -> str | None:
+    """Each family's recipe for the budget as its cells recorded it (``Generator.recipe``)."""
+    recipes: dict[str, dict] = {}
+    for c in cells:
+        rec = (c.get("settings") or {}).get("recipe")
+        if rec is not None:
+            recipes.setdefault(c["family"], rec)
+    if not recipes:
+        return None
+    lines = ["| family | recipe (config and trainer settings for this budget) |", "|---|---|"]
+    lines += [f"| {fam} | {' '.join(f'`{k}={v}`' for k, v in rec.items()) or 'its defaults'} |"
+              for fam, rec in sorted(recipes.items())]
+    return "\n".join(lines)
 
 
 def results_markdown(profile: Profile, data: str, command: str, prov: dict, cells: list[dict], rows: list[dict],
@@ -106,6 +123,11 @@ def results_markdown(profile: Profile, data: str, command: str, prov: dict, cell
           " larger of their two seed standard deviations: not a resolved difference. bits/dim mixes exact"
           " values and bounds (a bound can only overstate a model's bits/dim).", "",
           winners_table(ws), ""]
+    recipes = recipe_table(cells)
+    if recipes:
+        md += ["## Recipes", "", "What `Generator.recipe` set for this budget; everything else is the family's "
+               "default config (`zoo list`) and the trainer's defaults (batch 128, constant learning rate).", "",
+               recipes, ""]
     sweep = sweep_table(cells)
     if sweep:
         md += ["## Quality against network evaluations", "", sweep, ""]

@@ -4,20 +4,22 @@ from __future__ import annotations
 
 import math
 
-METRIC_COLS = ["fid", "kid_mean", "precision", "recall", "density", "coverage", "classifier_score", "memorization"]
+METRIC_COLS = ["fid", "kid_mean", "precision", "recall", "density", "coverage", "classifier_score", "min_class_share",
+               "memorization"]
 ROW_COLS = METRIC_COLS + ["bpd", "bpd_sem", "params", "train_tflops", "steps", "epochs", "train_wall_s", "images_per_s",
                           "latency_s", "nfe", "peak_mem_mb"]
 
 # (column, label, direction): +1 higher is better, -1 lower is better. Memorization has no better side.
 WINNER_COLS = [("fid", "FID", -1), ("kid_mean", "KID", -1), ("precision", "precision", 1), ("recall", "recall", 1),
                ("density", "density", 1), ("coverage", "coverage", 1), ("classifier_score", "classifier score", 1),
-               ("bpd", "bits/dim", -1), ("images_per_s", "images/s @256", 1), ("latency_s", "latency b=1 (s)", -1),
+               ("min_class_share", "smallest class share", 1), ("bpd", "bits/dim", -1), ("images_per_s", "images/s @256", 1), ("latency_s", "latency b=1 (s)", -1),
                ("nfe", "NFE", -1), ("peak_mem_mb", "peak sampling memory (MB)", -1)]
 
 # per-seed table of `zoo bench table`: (key, header, format spec; "k" = KID x 1e3)
 SEED_COLS = [("fid", "FID", ".2f"), ("kid_mean", "KID×1e3", "k"), ("precision", "precision", ".3f"),
              ("recall", "recall", ".3f"), ("density", "density", ".3f"), ("coverage", "coverage", ".3f"),
-             ("classifier_score", "class. score", ".2f"), ("bpd", "bits/dim", ".3f"), ("steps", "steps", ".0f"),
+             ("classifier_score", "class. score", ".2f"), ("min_class_share", "min class share", ".3f"),
+             ("bpd", "bits/dim", ".3f"), ("steps", "steps", ".0f"),
              ("epochs", "epochs", ".2f"), ("train_wall_s", "train wall (s)", ".0f"),
              ("images_per_s", "images/s @256", ".0f")]
 
@@ -115,6 +117,7 @@ def results_row(r: dict) -> list[str]:
             fmt(r["precision"], r["precision_std"], 3), fmt(r["recall"], r["recall_std"], 3),
             fmt(r["density"], r["density_std"], 3), fmt(r["coverage"], r["coverage_std"], 3),
             fmt(r["classifier_score"], r["classifier_score_std"]),
+            fmt(r["min_class_share"], r["min_class_share_std"], 3),
             fmt(r["memorization"], r["memorization_std"], 3), bpd, f"{int(r['params']):,}",
             f"{r['train_tflops']:.2f}", f"{r['steps']:.0f}", f"{r['epochs']:.2f}",
             fmt(r["train_wall_s"], r["train_wall_s_std"], 0), fmt(r["images_per_s"], r["images_per_s_std"], 1),
@@ -126,7 +129,8 @@ def reference_row(label: str, ref: dict) -> list[str]:
     kid = f"{ref['kid_mean'] * 1e3:.2f}" if ref.get("kid_mean") is not None else "—"
     return [label, "—", fmt(ref.get("fid"), None), kid] + [
         fmt(ref.get(k), None, 3) for k in ("precision", "recall", "density", "coverage")] + [
-        fmt(ref.get("classifier_score"), None), fmt(ref.get("memorization"), None, 3)] + ["—"] * 10
+        fmt(ref.get("classifier_score"), None), fmt(ref.get("min_class_share"), None, 3),
+        fmt(ref.get("memorization"), None, 3)] + ["—"] * 10
 
 
 def results_table(rows: list[dict], floor: dict | None, ceiling: dict | None, features: str = "fmnist-cnn") -> str:
@@ -134,7 +138,7 @@ def results_table(rows: list[dict], floor: dict | None, ceiling: dict | None, fe
     The feature-space columns name their ``features`` (these are not Inception FIDs by default)."""
     f = f" ({features})"
     head = ["family", "seeds", f"FID{f} ↓", f"KID×1e3{f} ↓", "precision ↑", "recall ↑", "density ↑", "coverage ↑",
-            "class. score ↑", "memorization", "bits/dim ↓", "params", "train TFLOP", "steps", "epochs",
+            "class. score ↑", "min class share ↑", "memorization", "bits/dim ↓", "params", "train TFLOP", "steps", "epochs",
             "train wall (s)", "images/s @256 ↑", "latency b=1 (s) ↓", "NFE", "peak mem (MB)"]
     lines = [_line(head), "|" + "---|" * len(head)]
     lines += [_line(results_row(r)) for r in rows]

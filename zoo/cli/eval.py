@@ -395,7 +395,8 @@ def save_reference_stats(o: EvalOptions) -> dict:
 ROWS = [("fid", "FID", "{:.4f}"), ("kid_mean", "KID mean", "{:.6f}"), ("kid_std", "KID std", "{:.6f}"),
         ("precision", "precision (k=3)", "{:.4f}"), ("recall", "recall (k=3)", "{:.4f}"),
         ("density", "density (k=5)", "{:.4f}"), ("coverage", "coverage (k=5)", "{:.4f}"),
-        ("classifier_score", "classifier score", "{:.4f}"), ("memorization", "memorization", "{:.4f}"),
+        ("classifier_score", "classifier score", "{:.4f}"), ("min_class_share", "min class share", "{:.4f}"),
+        ("memorization", "memorization", "{:.4f}"),
         ("memorization_copy_frac", "copy fraction", "{:.4f}"), ("bpd", "bits/dim", "{:.4f}")]
 
 

@@ -242,6 +242,17 @@ def _fit(cfg, train_images, train_labels, test_images, test_labels, epochs, batc
     return net, info
 
 
+def class_shares(probs: torch.Tensor) -> dict:
+    """The predicted-class histogram of samples (argmax of ``probs`` (N, K)) and its smallest and
+    largest shares: a family that drops a class shows a smallest share far below 1/K."""
+    if probs.dim() != 2 or probs.shape[0] < 1:
+        raise ZooError(f"class probabilities must be (N, K), got {tuple(probs.shape)}")
+    hist = torch.bincount(probs.argmax(1), minlength=probs.shape[1])   # (K,)
+    n = probs.shape[0]
+    return {"class_hist": hist.tolist(), "min_class_share": float(hist.min()) / n,
+            "max_class_share": float(hist.max()) / n}
+
+
 def classifier_score(probs: torch.Tensor) -> float:
     """exp(E_x KL(p(y|x) || p(y))) with p(y) the mean of p(y|x) over the samples: the Inception
     Score's formula, taken with the domain classifier on one split. Between 1 and the class count."""

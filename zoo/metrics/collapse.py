@@ -28,9 +28,8 @@ def collapse_report(samples: torch.Tensor, real: torch.Tensor, *, max_share: flo
     collapsed = rep["std_ratio"] < min_std_ratio
     probs, why = _class_probs(samples)
     if probs is not None:
-        hist = torch.bincount(probs.argmax(1), minlength=probs.shape[1])   # (K,)
-        rep["class_hist"] = hist.tolist()
-        rep["max_class_share"] = float(hist.max()) / samples.shape[0]
+        from .classifier import class_shares
+        rep.update(class_shares(probs))
         collapsed = collapsed or rep["max_class_share"] >= max_share
     else:
         rep["class_check"] = f"skipped: {why}"

@@ -162,9 +162,11 @@ def domain_metrics(fake: torch.Tensor, ref: Reference, ext: Extractor, metrics: 
         dom_feats = fake_feats if dom is ext and fake_feats is not None else dom(fake, batch_size=batch_size,
                                                                                progress=progress)
     if "cs" in metrics:
-        from .classifier import classifier_score
+        from .classifier import class_shares, classifier_score
         with clock("cs"):
-            res["classifier_score"] = classifier_score(dom.probs_from_features(dom_feats))
+            probs = dom.probs_from_features(dom_feats)
+            res["classifier_score"] = classifier_score(probs)
+            res.update(class_shares(probs))
     if "mem" in metrics:
         from .prdc import memorization_score, nearest_distance
         with clock("mem_reference"):
