@@ -43,9 +43,11 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
 
 @click.group("bench", context_settings=CONTEXT, invoke_without_command=True)
 @click.pass_context
-@click.option("--profile", "profile_name", type=click.Choice(["gpu", "quick", "standard"]), default="quick",
-              help="quick: ~30 s training per family, n=2000, 1 seed; standard: 10 TFLOP, n=5000, 3 seeds; "
-                   "gpu: CUDA, 200 TFLOP, n=10000.")
+@click.option("--profile", "profile_name", type=click.Choice(["gpu", "quick", "scaling", "standard"]),
+              default="quick", show_default=True,
+              help="quick: 1 TFLOP per family, n=1000, 1 seed (the README's main job); standard: 10 TFLOP, "
+                   "n=5000, 3 seeds (the committed table); scaling: 1, 3, 10, 30 and 100 TFLOP, seed 0, "
+                   "n=5000 (hours); gpu: CUDA, 200 TFLOP, n=10000.")
 @click.option("--families", default="all", help="Comma-separated families, or all.")
 @click.option("--seeds", default=None, help="Seeds, e.g. 0,1,2 or 0-2 [default: the profile's].")
 @click.option("--data", default="fashion-mnist", help="Dataset spec (see `zoo data --help`).")
@@ -62,10 +64,17 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
               help="Run only shard K of N of the cells (every N-th cell from the K-th), e.g. one per job of a "
                    "Slurm array over a shared --out; the tables are rebuilt from every cell there.")
 @click.option("--merge", is_flag=True, help="Run no cell: only rebuild the tables and figures from the cells in --out.")
+@click.option("--reuse", default=None, type=click.Path(exists=True, file_okay=False),
+              help="scaling only: take the points at this bench folder's budget from its cells (e.g. "
+                   "results/standard for 10 TFLOP, 3 seeds) instead of training them again; they are "
+                   "checked to match this profile's settings.")
 @import_option
-def bench_group(ctx, profile_name, families, seeds, data, features, tflops, n, out, tiny, force, shard, merge):
+def bench_group(ctx, profile_name, families, seeds, data, features, tflops, n, out, tiny, force, shard, merge,
+                reuse):
     """Train every family under the same FLOP budget, evaluate, and write tables and figures.
 
+    Each family trains with its recipe for the budget (Generator.recipe: width, batch size,
+    schedule), so every cell gets the same training FLOPs at that family's best known settings.
     Re-running the same command resumes: finished cells are reused and an interrupted cell
     continues from its checkpoint. Cells made with other settings (budget, n, data, --tiny, ...)
     are never mixed in: the run stops, or with --force redoes them.
@@ -74,10 +83,15 @@ def bench_group(ctx, profile_name, families, seeds, data, features, tflops, n, o
     Over many machines sharing one folder (a job array; each job one process):
       zoo bench --profile standard --out /shared/bench --shard $K/8     # K = 1..8
       zoo bench --profile standard --out /shared/bench --merge          # the tables, at any time
+
+    \b
+    Quality against training compute (a folder per budget under --out, then SCALING.md):
+      zoo bench --profile scaling --out results/scaling --reuse results/standard
     """
     from .. import dist
     from ..api import list_models
     from ..bench import PROFILES, run_bench, with_overrides
+    from ..bench.scaling import run_scaling
     if ctx.invoked_subcommand is not None:
         return
     if dist.launched():
@@ -91,6 +105,12 @@ def bench_group(ctx, profile_name, families, seeds, data, features, tflops, n, o
     check_writable(out_dir)
     command = command_line() if sys.argv and sys.argv[0].endswith("zoo") else \
         f"zoo bench --profile {profile_name} --families {families} --out {out_dir}"
+    if profile.budgets:
+        run_scaling(profile, fams, data, out_dir, features, command, reuse=Path(reuse) if reuse else None, tiny=tiny,
+                    force=force, shard=shard_spec, merge=merge)
+        return
+    if reuse:
+        raise ZooError(f"--reuse is for the scaling profile (several budgets), not {profile.name!r}")
     run_bench(profile, fams, data, out_dir, features, command, tiny=tiny, force=force, shard=shard_spec, merge=merge)
 
 

@@ -1,0 +1,94 @@
+"""`zoo bench --profile scaling`: a bench folder per budget, the reused standard cells, the power-law
+fit and the crossings. Cells train for real (one step of a tiny family) with canned measurements,
+as in test_bench_safety."""
+import dataclasses
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from test_bench_safety import faked
+from zoo.bench import PROFILES, run_bench
+from zoo.bench.scaling import budget_profile, crossings, fit_power_law, run_scaling
+from zoo.errors import ZooError
+
+FAMILIES = ["vae", "gan"]
+PROF = dataclasses.replace(PROFILES["scaling"], n=100, budgets=(1e-6, 2e-6, 4e-6))
+ZOO = str(Path(sys.executable).parent / "zoo")
+
+
+def test_power_law_fit_recovers_a_and_b():
+    floor = 0.5
+    pts = [{"tflops": c, "fid": floor + 40.0 * c ** -0.35} for c in (1, 3, 10, 30, 100)]
+    f = fit_power_law(pts, floor)
+    assert f["b"] == pytest.approx(0.35, abs=1e-9) and f["a"] == pytest.approx(40.0, rel=1e-9)
+    assert f["r2"] == pytest.approx(1.0) and f["points"] == 5
+    two = fit_power_law(pts[:2], floor)
+    assert two["b"] == pytest.approx(0.35, abs=1e-9) and two["b_se"] is None
+    assert fit_power_law(pts[:1], floor) is None
+    assert fit_power_law([{"tflops": 1, "fid": 0.4}, {"tflops": 2, "fid": 0.3}], floor) is None  # below the floor
+
+
+def test_crossings_name_the_budgets_where_the_order_flips():
+    pts = [{"family": "a", "tflops": 1, "fid": 30}, {"family": "b", "tflops": 1, "fid": 40},
+           {"family": "a", "tflops": 10, "fid": 20}, {"family": "b", "tflops": 10, "fid": 15},
+           {"family": "c", "tflops": 1, "fid": 50}]
+    assert crossings(pts, [1, 10]) == ["b overtakes a between 1 and 10 TFLOP"]
+    assert crossings(pts[:2], [1, 10]) == []
+
+
+@pytest.fixture()
+def reused(tmp_path, monkeypatch):
+    """A 'standard' folder at the middle budget with seeds 0 and 1 (canned measurements)."""
+    calls = []
+    with faked(calls, monkeypatch):
+        std = dataclasses.replace(budget_profile(PROF, 2e-6), name="standard", seeds=(0, 1), sweep_steps=(10,))
+        run_bench(std, FAMILIES, "synthetic", tmp_path / "standard", "fmnist-cnn", "cmd", log=lambda s: None, tiny=True)
+        yield tmp_path, calls
+
+
+def test_scaling_runs_each_budget_and_reuses_the_standard_cells(reused):
+    tmp_path, calls = reused
+    out = tmp_path / "scaling"
+    calls.clear()
+    run_scaling(PROF, FAMILIES, "synthetic", out, "fmnist-cnn", "cmd", reuse=tmp_path / "standard", tiny=True,
+                log=lambda s: None)
+    assert sorted(calls) == sorted(f"{f}-s0" for f in FAMILIES for _ in range(2))   # two budgets trained
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["1e-06tf", "4e-06tf", "figures"]
+    doc = json.loads((out / "scaling.json").read_text())
+    mid = [p for p in doc["points"] if p["tflops"] == 2e-6]
+    assert len(mid) == 2 and all(p["seeds"] == [0, 1] and p["fid_std"] is not None for p in mid)
+    assert {p["tflops"] for p in doc["points"]} == {1e-6, 2e-6, 4e-6}
+    for fam in FAMILIES:
+        assert doc["fits"][fam]["points"] == 3 and math.isfinite(doc["fits"][fam]["b"])
+    md = (out / "SCALING.md").read_text()
+    assert "FID − floor ≈ a · C^(−b)" in md and "| vae |" in md and "figures/scaling.png" in md
+    assert (out / "figures" / "scaling.png").stat().st_size > 0
+    calls.clear()
+    run_scaling(PROF, FAMILIES, "synthetic", out, "fmnist-cnn", "cmd", reuse=tmp_path / "standard", tiny=True,
+                log=lambda s: None)
+    assert calls == []                                                  # resumed: nothing to redo
+
+
+def test_reuse_refuses_cells_made_with_other_settings(reused):
+    tmp_path, calls = reused
+    other = dataclasses.replace(PROF, n=90)
+    with pytest.raises(ZooError, match="was made with n=100, not 90"):
+        run_scaling(other, FAMILIES, "synthetic", tmp_path / "s", "fmnist-cnn", "cmd", reuse=tmp_path / "standard",
+                    tiny=True, log=lambda s: None)
+    with pytest.raises(ZooError, match="has no flow cell at seed 0"):
+        run_scaling(PROF, FAMILIES + ["flow"], "synthetic", tmp_path / "s", "fmnist-cnn", "cmd",
+                    reuse=tmp_path / "standard", tiny=True, log=lambda s: None)
+    assert not (tmp_path / "s").exists()
+
+
+def test_cli_refuses_tflops_and_misplaced_reuse(tmp_path):
+    r = subprocess.run([ZOO, "bench", "--profile", "scaling", "--tflops", "3", "--out", str(tmp_path / "x")],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "--tflops does not apply" in r.stderr and "Traceback" not in r.stderr
+    r = subprocess.run([ZOO, "bench", "--profile", "quick", "--reuse", str(tmp_path), "--out", str(tmp_path / "x")],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "--reuse is for the scaling profile" in r.stderr

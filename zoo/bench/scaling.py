@@ -1,0 +1,272 @@
+"""`zoo bench --profile scaling`: every family at several training budgets, and how its quality
+scales with training compute.
+
+Each budget is an ordinary bench folder, ``<out>/<T>tf`` (its cells, run folders, locks and
+resume exactly as for one profile), run from the cheapest budget up. With ``reuse``, the budget
+of that folder's profile (the standard table's 10 TFLOP) is read from it instead of trained
+again, once its cells are checked to have been made with this profile's settings.
+
+From every finished point ``<out>`` gets scaling.json, SCALING.md and figures/scaling.png: FID
+(and coverage, bits/dim and the smallest class share) against training TFLOP, a power law
+``FID - floor = a * C^(-b)`` fitted per family (least squares in log-log, ``scipy.stats.linregress``),
+the winner at each budget and the budgets between which two families change places.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+from typing import Callable
+
+import click
+
+from ..api import atomic_write_text
+from ..errors import RunFailed, ZooError
+from .profiles import Profile
+from .settings import cell_settings
+from .store import read_cells, read_reference
+from .tables import mean_std
+
+# settings that only decide what else is measured on a cell: a reused cell may differ in these
+REUSE_FREE = ("profile", "seed", "sweep_steps", "sweep_n")
+POINT_COLS = ("fid", "coverage", "bpd", "min_class_share", "precision", "recall", "train_wall_s", "cell_wall_s",
+              "images_per_s", "train_tflops")
+
+
+def budget_folder(out: Path, tflops: float) -> Path:
+    """Where the cells of one budget live: '<out>/10tf'."""
+    return out / f"{tflops:g}tf"
+
+
+def budget_profile(profile: Profile, tflops: float) -> Profile:
+    """The single-budget profile that one budget's folder runs."""
+    return dataclasses.replace(profile, tflops=float(tflops), budgets=())
+
+
+def reused_budget(reuse: Path | None) -> float | None:
+    """The budget of the bench folder ``reuse`` (from its bench.json), or None without one."""
+    if reuse is None:
+        return None
+    try:
+        doc = json.loads((reuse / "bench.json").read_text())
+        return float(doc["profile"]["tflops"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise ZooError(f"--reuse {reuse}: not a `zoo bench` folder (no readable bench.json)") from None
+
+
+def check_reuse(reuse: Path, sub: Profile, families: list[str], data: str, features, tiny: bool) -> None:
+    """One-line ZooError unless ``reuse`` holds a seed-0 cell of every family, each made with the
+    settings this budget would use (other than the seeds and the NFE sweep)."""
+    cells = read_cells(reuse)
+    for fam in families:
+        mine = [c for c in cells if c["family"] == fam]
+        if not any(c["seed"] == 0 for c in mine):
+            raise ZooError(f"--reuse {reuse} has no {fam} cell at seed 0: finish that bench first, or drop --reuse")
+        for c in mine:
+            want = cell_settings(sub, family=fam, data=data, features=features, tiny=tiny, seed=c["seed"])
+            have = c.get("settings")
+            if not isinstance(have, dict):
+                raise ZooError(f"--reuse {reuse}: cell {fam} seed {c['seed']} has no recorded settings (an older "
+                               f"zoo): rerun that bench first, or drop --reuse")
+            for k, v in want.items():
+                if k not in REUSE_FREE and have.get(k) != v:
+                    raise ZooError(f"--reuse {reuse}: cell {fam} seed {c['seed']} was made with {k}={have.get(k)!r}, "
+                                   f"not {v!r}: rerun that bench first, or drop --reuse")
+
+
+def run_scaling(profile: Profile, families: list[str], data: str, out: Path, features, command: str, *,
+                reuse: Path | None = None, tiny: bool = False, force: bool = False,
+                shard: tuple[int, int] | None = None, merge: bool = False,
+                log: Callable[[str], None] = click.echo) -> Path:
+    """Run (or resume) every budget of a multi-budget profile, cheapest first, then write the scaling
+    tables and figure. A budget whose cells fail does not stop the others; RunFailed at the end."""
+    from .runner import run_bench
+    reuse_at = reused_budget(reuse)
+    if reuse is not None:
+        if reuse_at not in profile.budgets:
+            raise ZooError(f"--reuse {reuse} holds {reuse_at:g} TFLOP cells; this profile's budgets are "
+                           f"{', '.join(f'{b:g}' for b in profile.budgets)}")
+        check_reuse(reuse, budget_profile(profile, reuse_at), families, data, features, tiny)
+    out.mkdir(parents=True, exist_ok=True)
+    failed: list[str] = []
+    for b in sorted(profile.budgets):
+        if b == reuse_at:
+            log(f"scaling: {b:g} TFLOP read from {reuse}")
+            continue
+        log(f"scaling: {b:g} TFLOP -> {budget_folder(out, b)}")
+        try:
+            run_bench(budget_profile(profile, b), families, data, budget_folder(out, b), features,
+                      command, tiny=tiny, force=force, shard=shard, merge=merge, log=log)
+        except RunFailed as e:
+            failed.append(f"{b:g} TFLOP: {e}")
+    write_scaling(out, profile, families, command, reuse=reuse, reuse_at=reuse_at)
+    log(f"scaling: tables -> {out / 'SCALING.md'}")
+    if failed:
+        raise RunFailed("; ".join(failed))
+    return out
+
+
+# ---- the points, the fits and the tables -------------------------------------------------------
+def collect_points(out: Path, profile: Profile, families: list[str], reuse: Path | None,
+                   reuse_at: float | None) -> tuple[list[dict], dict | None]:
+    """One point per (family, budget) with a finished cell: mean and std over its seeds of
+    POINT_COLS, and the floor row (real vs real at the same n) of the folders."""
+    points: list[dict] = []
+    floor = None
+    for b in sorted(profile.budgets):
+        folder = reuse if b == reuse_at else budget_folder(out, b)
+        if folder is None or not (folder / "cells").is_dir():
+            continue
+        floor = floor or read_reference(folder, "_floor")
+        cells = read_cells(folder)
+        for fam in families:
+            cs = [c for c in cells if c["family"] == fam]
+            if not cs:
+                continue
+            p = {"family": fam, "tflops": b, "seeds": sorted(c["seed"] for c in cs), "folder": str(folder),
+                 "likelihood": cs[0].get("likelihood")}
+            for k in POINT_COLS:
+                p[k], p[k + "_std"] = mean_std([c.get(k) for c in cs])
+            points.append(p)
+    return points, floor
+
+
+def fit_power_law(points: list[dict], floor: float) -> dict | None:
+    """FID - floor = a * C^(-b) by least squares on log10(FID - floor) against log10(C) over a
+    family's budgets (their seed means); None with fewer than two usable points."""
+    from scipy.stats import linregress
+    xs = [(math.log10(p["tflops"]), math.log10(p["fid"] - floor)) for p in points
+          if p.get("fid") is not None and p["fid"] > floor]
+    if len(xs) < 2:
+        return None
+    if len(xs) == 2:
+        (x0, y0), (x1, y1) = xs
+        slope = (y1 - y0) / (x1 - x0)
+        return {"a": 10 ** (y0 - slope * x0), "b": -slope, "b_se": None, "r2": None, "points": 2}
+    r = linregress([x for x, _ in xs], [y for _, y in xs])
+    return {"a": 10 ** r.intercept, "b": -r.slope, "b_se": r.stderr, "r2": r.rvalue ** 2, "points": len(xs)}
+
+
+def crossings(points: list[dict], budgets: list[float]) -> list[str]:
+    """Pairs of families whose FID order flips between two consecutive budgets both were measured at."""
+    by = {(p["family"], p["tflops"]): p["fid"] for p in points if p.get("fid") is not None}
+    fams = sorted({p["family"] for p in points})
+    out = []
+    for lo, hi in zip(budgets, budgets[1:]):
+        for i, f in enumerate(fams):
+            for g in fams[i + 1:]:
+                vals = [by.get((f, lo)), by.get((g, lo)), by.get((f, hi)), by.get((g, hi))]
+                if None in vals:
+                    continue
+                if (vals[0] - vals[1]) * (vals[2] - vals[3]) < 0:
+                    first, second = (f, g) if vals[2] < vals[3] else (g, f)
+                    out.append(f"{first} overtakes {second} between {lo:g} and {hi:g} TFLOP")
+    return out
+
+
+def _cell(p: dict | None, key: str, digits: int) -> str:
+    if p is None or p.get(key) is None:
+        return "—"
+    s = p.get(key + "_std")
+    return f"{p[key]:.{digits}f}" + (f" ± {s:.{digits}f}" if s is not None else "")
+
+
+def scaling_markdown(profile: Profile, families: list[str], points: list[dict], floor: dict | None,
+                     fits: dict[str, dict | None], command: str, reuse: Path | None, reuse_at: float | None,
+                     figures: list[str]) -> str:
+    budgets = sorted(profile.budgets)
+    at = {(p["family"], p["tflops"]): p for p in points}
+    fl = floor.get("fid") if floor else None
+    lines = [f"# zoo bench — profile `{profile.name}`", "",
+             f"Every family trained for each of {', '.join(f'{b:g}' for b in budgets)} TFLOP (seeds "
+             f"{','.join(map(str, profile.seeds))}"
+             + (f"; the {reuse_at:g} TFLOP points are the cells of `{reuse}`, with their seeds" if reuse else "")
+             + f"), {profile.n:,} samples per cell against the first {profile.n:,} test images. Each budget is a "
+             f"bench folder of its own (`<T>tf/RESULTS.md` has every column and the provenance of its cells).", "",
+             f"Produced by `{command}`.", ""]
+    for key, label, digits in (("fid", "FID", 2), ("coverage", "coverage", 3), ("bpd", "bits/dim", 3),
+                               ("min_class_share", "smallest class share", 3)):
+        if not any(p.get(key) is not None for p in points):
+            continue
+        lines += [f"## {label} against training TFLOP", "",
+                  "| family | " + " | ".join(f"{b:g} TFLOP" for b in budgets) + " |", "|---|" + "---|" * len(budgets)]
+        for fam in families:
+            lines.append(f"| {fam} | " + " | ".join(_cell(at.get((fam, b)), key, digits) for b in budgets) + " |")
+        lines.append("")
+    lines += ["## Fitted power law: FID − floor ≈ a · C^(−b), C in TFLOP", "",
+              f"Floor: real vs real at n={profile.n:,}, FID {fl:.2f}." if fl is not None else "No floor row yet.", "",
+              "| family | b | SE of b | a | R² | points |", "|---|---|---|---|---|---|"]
+    for fam in families:
+        f = fits.get(fam)
+        if f is None:
+            lines.append(f"| {fam} | — | — | — | — | {sum(1 for p in points if p['family'] == fam)} |")
+            continue
+        se = "—" if f["b_se"] is None else f"{f['b_se']:.3f}"
+        r2 = "—" if f["r2"] is None else f"{f['r2']:.3f}"
+        lines.append(f"| {fam} | {f['b']:.3f} | {se} | {f['a']:.2f} | {r2} | {f['points']} |")
+    lines += ["", "## Winner at each budget (lowest FID, seed mean)", "", "| TFLOP | winner | FID | runner-up | FID |",
+              "|---|---|---|---|---|"]
+    for b in budgets:
+        ranked = sorted((p for p in points if p["tflops"] == b and p.get("fid") is not None), key=lambda p: p["fid"])
+        if ranked:
+            ru = ranked[1] if len(ranked) > 1 else None
+            second = f"{ru['family']} | {ru['fid']:.2f}" if ru else "— | —"
+            lines.append(f"| {b:g} | {ranked[0]['family']} | {ranked[0]['fid']:.2f} | {second} |")
+    flips = crossings(points, budgets)
+    lines += ["", "## Where lines cross", ""] + ([f"- {c}" for c in flips] or ["- no two families change places "
+                                                                               "between measured budgets"])
+    walls = [p["cell_wall_s"] * len(p["seeds"]) for p in points if p.get("cell_wall_s") is not None]
+    lines += ["", f"Wall-clock of the {len(points)} points' cells: {sum(walls) / 3600:.2f} h "
+                  f"(sum of cell times, as recorded by each cell).", ""]
+    lines += [f"![{f}]({f})" for f in figures]
+    return "\n".join(lines) + "\n"
+
+
+def scaling_figure(out: Path, families: list[str], points: list[dict], fits: dict, floor_fid: float | None) -> list[str]:
+    """FID, coverage and bits/dim against training TFLOP on log axes, one line per family (with its
+    fitted power law dashed on the FID panel)."""
+    from .figures import FIGURES_DIR, _plt, save_figure
+    if not points:
+        return []
+    plt = _plt()
+    panels = [("fid", "FID (fmnist-cnn)")] + [(k, lab) for k, lab in (("coverage", "coverage"), ("bpd", "bits/dim"))
+                                              if any(p.get(k) is not None for p in points)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
+    for ax, (key, label) in zip(axes[0], panels):
+        for fam in families:
+            ps = sorted((p for p in points if p["family"] == fam and p.get(key) is not None), key=lambda p: p["tflops"])
+            if not ps:
+                continue
+            line = ax.errorbar([p["tflops"] for p in ps], [p[key] for p in ps],
+                               yerr=[p.get(key + "_std") or 0.0 for p in ps], marker="o", label=fam, capsize=2)
+            f = fits.get(fam)
+            if key == "fid" and f is not None and floor_fid is not None:
+                cs = [ps[0]["tflops"] * (ps[-1]["tflops"] / ps[0]["tflops"]) ** (i / 40) for i in range(41)]
+                ax.plot(cs, [floor_fid + f["a"] * c ** (-f["b"]) for c in cs], "--", color=line[0].get_color(),
+                        alpha=0.6)
+        ax.set_xscale("log")
+        if key == "fid":
+            ax.set_yscale("log")
+        ax.set_xlabel("training TFLOP")
+        ax.set_ylabel(label)
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    figdir = out / FIGURES_DIR
+    figdir.mkdir(parents=True, exist_ok=True)
+    return [save_figure(fig, figdir, "scaling.png")]
+
+
+def write_scaling(out: Path, profile: Profile, families: list[str], command: str, *, reuse: Path | None,
+                  reuse_at: float | None) -> None:
+    """scaling.json, SCALING.md and figures/scaling.png from every finished point."""
+    points, floor = collect_points(out, profile, families, reuse, reuse_at)
+    fl = floor.get("fid") if floor else None
+    fits = {fam: (fit_power_law([p for p in points if p["family"] == fam], fl) if fl is not None else None)
+            for fam in families}
+    figs = scaling_figure(out, families, points, fits, fl)
+    doc = {"command": command, "profile": dataclasses.asdict(profile), "reuse": str(reuse) if reuse else None,
+           "floor": floor, "points": points, "fits": fits, "crossings": crossings(points, sorted(profile.budgets))}
+    atomic_write_text(out / "scaling.json", json.dumps(doc, indent=2, default=str))
+    atomic_write_text(out / "SCALING.md", scaling_markdown(profile, families, points, floor, fits, command, reuse,
+                                                           reuse_at, figs))
