@@ -43,6 +43,13 @@ CONFIGS = [("dpm++2m", 10), ("dpm++2m", 20), ("dpm++2m", 50), ("ddim", 10), ("dd
            ("ddpm", 1000), ("ddim", 1000)]
 
 
+def sampler_opts(sampler: str, steps: int) -> dict:
+    """The sampler options of a config: 'dpm++2m-sde@trailing' names a timestep spacing after '@'
+    (otherwise the run's own default spacing)."""
+    name, _, spacing = sampler.partition("@")
+    return {"sampler": name, "steps": steps, **({"spacing": spacing} if spacing else {})}
+
+
 def config_label(sampler: str, steps: int) -> str:
     """'dpm++2m-10': a (sampler, steps) config's name in files and tables."""
     return f"{sampler}-{steps}"
@@ -66,7 +73,7 @@ def cmd_samples(args) -> None:
             print(f"{path} exists, skipped")
             continue
         n = args.n_long if steps >= 1000 else args.n
-        opts = {"sampler": sampler, "steps": steps}
+        opts = sampler_opts(sampler, steps)
         imgs = torch.empty(n, model.config.channels, model.config.image_size, model.config.image_size,
                            dtype=torch.uint8)
         batch_s = []
@@ -280,7 +287,7 @@ def cmd_speed(args) -> None:
             if hasattr(m, "decoder"):
                 dec_flops, _ = count_flops(m.decoder, torch.zeros(4, *shape))
         for sampler, steps in args.configs:
-            opts = {"sampler": sampler, "steps": steps}
+            opts = sampler_opts(sampler, steps)
             b = breakdown(m, args.batch, **opts)
             nfe = m.nfe(**opts)
             rows.append({"model": label, "family": m.name, "sampler": sampler, "nfe": nfe,
