@@ -43,7 +43,7 @@ class DiffusionFields:
     timesteps: int = 1000                   # T
     schedule: str = "cosine"                # "cosine" (Nichol & Dhariwal) | "linear" (Ho et al.)
     prediction: str = "v"                   # "v" (see zoo.models.diffusion) | "epsilon"
-    sampler: str = "dpm++2m"                # default sampler: "ddpm" | "ddim" | "dpm++2m"
+    sampler: str = "dpm++2m"                # default sampler: "ddpm" | "ddim" | "dpm++2m" | "dpm++2m-sde"
     steps: int = 20                         # default steps of the default sampler (ddpm: T)
     eta: float = 0.0                        # DDIM eta
     spacing: str = "linspace"               # timestep spacing: "linspace" | "trailing" | "leading"
