@@ -70,13 +70,18 @@ class Generator(nn.Module):
         plan = self.stage_plan()
         return {s: 1.0 / len(plan) for s in plan}
 
+    # (up to TFLOP, settings) in increasing order, read by the default ``recipe``; the last also
+    # covers larger budgets. Empty: the config's defaults at every budget.
+    budget_rules: ClassVar[tuple[tuple[float, dict[str, Any]], ...]] = ()
+
     @classmethod
     def recipe(cls, tflops: float) -> dict[str, Any]:
         """How this family's config follows a training budget of ``tflops`` TFLOP: ``--set``-style
         overrides, a model field as ``KEY`` and a trainer field as ``train.KEY`` (batch size, schedule).
         The trainer never reads it: ``zoo train --tflops`` and ``zoo bench`` apply it, and a user's own
-        ``--set``/``--batch-size`` win over it. Default: none (the config's defaults at every budget)."""
-        return {}
+        ``--set``/``--batch-size`` win over it. Default: the first of ``budget_rules`` that covers
+        ``tflops`` (:func:`by_budget`), or none."""
+        return by_budget(tflops, list(cls.budget_rules)) if cls.budget_rules else {}
 
     def begin_stage(self, stage: str, images: torch.Tensor) -> None:
         """Hook called once when a stage starts (not again on resume). ``images``: uint8 train set."""
@@ -220,6 +225,15 @@ def get_model(name: str, config: ModelConfig | dict | None = None, **overrides: 
     if overrides:
         config = dataclasses.replace(config, **overrides)
     return cls(config)
+
+
+def by_budget(tflops: float, rules: list[tuple[float, dict[str, Any]]]) -> dict[str, Any]:
+    """For a family's ``recipe``: the settings of the first rule ``(up_to_tflops, settings)`` whose
+    bound is at least ``tflops`` (rules in increasing order; the last one also covers larger budgets)."""
+    for bound, settings in rules:
+        if tflops <= bound:
+            return dict(settings)
+    return dict(rules[-1][1])
 
 
 def recipe_sets(cls: type[Generator], tflops: float | None) -> tuple[dict[str, str], dict[str, str]]:
