@@ -66,3 +66,24 @@ def test_a_changed_recipe_makes_cells_stale(tmp_path, monkeypatch):
         with pytest.raises(ZooError, match="recipe="):
             run_bench(prof, ["toy_recipe"], "synthetic", out, "fmnist-cnn", "cmd", log=lambda s: None)
     assert calls == ["toy_recipe-s0"]
+
+
+def test_budget_rules_pick_the_first_bound_that_covers_the_budget():
+    from zoo.api import by_budget
+    rules = [(1.0, {"train.batch_size": 8}), (10.0, {"train.batch_size": 32, "lr": 1e-3})]
+    assert by_budget(0.5, rules) == by_budget(1.0, rules) == {"train.batch_size": 8}
+    assert by_budget(5.0, rules) == {"train.batch_size": 32, "lr": 1e-3}
+    assert by_budget(300.0, rules) == {"train.batch_size": 32, "lr": 1e-3}   # the last rule covers the rest
+
+    class Ruled(zoo.Generator):
+        budget_rules = tuple(rules)
+    assert Ruled.recipe(0.1) == {"train.batch_size": 8} and zoo.Generator.recipe(0.1) == {}
+    # every family's own recipe names only fields its config and the trainer have
+    from zoo.config import apply_overrides
+    from zoo.train import TrainConfig
+    for name in zoo.list_models():
+        cls = zoo.get_model_class(name)
+        for t in (1.0, 10.0, 100.0):
+            model_sets, train_sets = recipe_sets(cls, t)
+            apply_overrides(cls.Config(), model_sets)
+            apply_overrides(TrainConfig(tflops=t), train_sets)
