@@ -33,13 +33,30 @@ def list_cmd(as_json):
 @click.command("data", context_settings=CONTEXT)
 @click.argument("name", default="fashion-mnist")
 @click.option("--download", is_flag=True, help="Fetch with torchvision's downloader if not found (needs internet).")
-def data_cmd(name, download):
+@click.option("--captions", "n_captions", type=int, default=0, metavar="N",
+              help="Fit the captioner (zoo.text) on the training split; print its cut points and the captions "
+                   "of the first N training images (seed 0).")
+def data_cmd(name, download, n_captions):
     """Where dataset NAME was found, its split sizes and image shape.
 
     NAME: fashion-mnist, idx:PATH, folder:PATH[,size=N][,mode=gray|rgb], synthetic[:SIZE[:CH]].
     """
     from ..data import load_dataset
+    from ..errors import ZooError
+    if n_captions < 0:
+        raise ZooError(f"--captions must be >= 0, got {n_captions}")
+    splits = {}
     for split in ("train", "test"):
-        d = load_dataset(name, split, download=download)
+        d = splits[split] = load_dataset(name, split, download=download)
         click.echo(f"{split:<5} {len(d):>7} images  shape {tuple(d.shape)}  classes {int(d.labels.max()) + 1:>3}  "
                    f"from {d.source}")
+    if n_captions:
+        from ..text import ATTRIBUTES, Captioner, class_names_for
+        train = splits["train"]
+        cap = Captioner.fit(train.images, class_names_for(train.name, int(train.labels.max()) + 1))
+        for attr, (lo, hi) in cap.cuts.items():
+            low, high = ATTRIBUTES[attr]
+            click.echo(f"cut   {attr:<10} {low} < {lo:.4g}, {high} > {hi:.4g}")
+        n = min(n_captions, len(train))
+        for i, (text, k) in enumerate(zip(cap.captions(train.images[:n], train.labels[:n]), train.labels[:n].tolist())):
+            click.echo(f"caption {i:>5}  label {k} ({cap.class_names[k][0]})  {text}")
