@@ -111,12 +111,12 @@ def test_dict_round_trip(fmnist, fitted):
 
 
 def test_cli_prints_cuts_and_captions(fmnist):
-    r = subprocess.run([ZOO, "data", "fashion-mnist", "--captions", "4"], capture_output=True, text=True, timeout=120)
+    r = subprocess.run([ZOO, "data", "fashion-mnist", "--captions", "4"], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     assert sum(line.startswith("cut ") for line in lines) == 3 and "ankle boot" in r.stdout
     caps = [line for line in lines if line.startswith("caption ")]
     assert len(caps) == 4 and "label 9 (ankle boot)" in caps[0]
-    r = subprocess.run([ZOO, "data", "synthetic", "--captions", "-1"], capture_output=True, text=True, timeout=120)
+    r = subprocess.run([ZOO, "data", "synthetic", "--captions", "-1"], capture_output=True, text=True, timeout=600)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert r.stderr.strip().count("\n") == 0 and "--captions" in r.stderr
