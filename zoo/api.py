@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from . import dist, rng
-from .config import from_dict, to_dict, apply_overrides
+from .config import from_dict, to_dict, apply_overrides, split_sets
 from .errors import ZooError
 from .images import to_uint8
 
@@ -244,9 +244,13 @@ def recipe_sets(cls: type[Generator], tflops: float | None) -> tuple[dict[str, s
     rec = cls.recipe(float(tflops))
     if not isinstance(rec, dict):
         raise ZooError(f"{cls.__name__}.recipe must return a dict, got {type(rec).__name__}")
-    model = {k: _set_string(v) for k, v in rec.items() if not k.startswith("train.")}
-    train = {k[6:]: _set_string(v) for k, v in rec.items() if k.startswith("train.")}
-    return model, train
+    return split_recipe(rec)
+
+
+def split_recipe(rec: dict[str, Any]) -> tuple[dict[str, str], dict[str, str]]:
+    """A recipe (as ``Generator.recipe`` returns it, or as a bench cell records it) as (model fields,
+    trainer fields) of ``--set`` strings, split as ``--set`` items are."""
+    return split_sets(f"{k}={_set_string(v)}" for k, v in rec.items())
 
 
 def _set_string(v: Any) -> str:

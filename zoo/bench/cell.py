@@ -58,7 +58,7 @@ def train_cell(family: str, seed: int, profile: Profile, data: str, out: Path, f
                log: Callable[[str], None] = click.echo, tiny: bool = False) -> Path:
     """Train the cell's run folder under the profile's budget, resume it from its checkpoint, or
     reuse it when already trained with the same settings; returns the run folder."""
-    from ..api import build_model, get_model_class, recipe_sets
+    from ..api import build_model, split_recipe
     from ..config import apply_overrides
     from ..train import TrainConfig, fit
 
@@ -70,7 +70,7 @@ def train_cell(family: str, seed: int, profile: Profile, data: str, out: Path, f
         return run_dir
     resume = state == "resume"
     log(f"  train {family} seed {seed}: {profile.tflops} TFLOP" + (" (resuming)" if resume else ""))
-    model_sets, train_sets = ({}, {}) if tiny else recipe_sets(get_model_class(family), profile.tflops)
+    model_sets, train_sets = split_recipe(settings["recipe"])   # none for --tiny (see settings.recipe)
     tcfg = apply_overrides(TrainConfig(tflops=profile.tflops, seed=seed), train_sets)
     torch.manual_seed(seed)
     model = build_model(family, train_set.shape, model_sets, tiny=tiny)

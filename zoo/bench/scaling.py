@@ -24,9 +24,9 @@ import click
 from ..api import atomic_write_text
 from ..errors import RunFailed, ZooError
 from .profiles import Profile
-from .settings import cell_settings
+from .settings import cell_settings, difference
 from .store import read_cells, read_reference
-from .tables import mean_std
+from .tables import fmt, mean_std
 
 # settings that only decide what else is measured on a cell: a reused cell may differ in these
 REUSE_FREE = ("profile", "seed", "sweep_steps", "sweep_n")
@@ -65,14 +65,10 @@ def check_reuse(reuse: Path, sub: Profile, families: list[str], data: str, featu
             raise ZooError(f"--reuse {reuse} has no {fam} cell at seed 0: finish that bench first, or drop --reuse")
         for c in mine:
             want = cell_settings(sub, family=fam, data=data, features=features, tiny=tiny, seed=c["seed"])
-            have = c.get("settings")
-            if not isinstance(have, dict):
-                raise ZooError(f"--reuse {reuse}: cell {fam} seed {c['seed']} has no recorded settings (an older "
-                               f"zoo): rerun that bench first, or drop --reuse")
-            for k, v in want.items():
-                if k not in REUSE_FREE and have.get(k) != v:
-                    raise ZooError(f"--reuse {reuse}: cell {fam} seed {c['seed']} was made with {k}={have.get(k)!r}, "
-                                   f"not {v!r}: rerun that bench first, or drop --reuse")
+            diff = difference(c.get("settings"), {k: v for k, v in want.items() if k not in REUSE_FREE})
+            if diff:
+                raise ZooError(f"--reuse {reuse}: cell {fam} seed {c['seed']} was made with {diff}: rerun that "
+                               f"bench first, or drop --reuse")
 
 
 def run_scaling(profile: Profile, families: list[str], data: str, out: Path, features, command: str, *,
@@ -140,12 +136,10 @@ def fit_power_law(points: list[dict], floor: float) -> dict | None:
           if p.get("fid") is not None and p["fid"] > floor]
     if len(xs) < 2:
         return None
-    if len(xs) == 2:
-        (x0, y0), (x1, y1) = xs
-        slope = (y1 - y0) / (x1 - x0)
-        return {"a": 10 ** (y0 - slope * x0), "b": -slope, "b_se": None, "r2": None, "points": 2}
     r = linregress([x for x, _ in xs], [y for _, y in xs])
-    return {"a": 10 ** r.intercept, "b": -r.slope, "b_se": r.stderr, "r2": r.rvalue ** 2, "points": len(xs)}
+    exact = len(xs) == 2   # a line through two points: no spread to estimate an SE or R² from
+    return {"a": 10 ** r.intercept, "b": -r.slope, "b_se": None if exact else r.stderr,
+            "r2": None if exact else r.rvalue ** 2, "points": len(xs)}
 
 
 def crossings(points: list[dict], budgets: list[float]) -> list[str]:
@@ -166,10 +160,8 @@ def crossings(points: list[dict], budgets: list[float]) -> list[str]:
 
 
 def _cell(p: dict | None, key: str, digits: int) -> str:
-    if p is None or p.get(key) is None:
-        return "—"
-    s = p.get(key + "_std")
-    return f"{p[key]:.{digits}f}" + (f" ± {s:.{digits}f}" if s is not None else "")
+    """A point's 'mean ± std' (or '—' where the family has no point at that budget)."""
+    return fmt(p.get(key), p.get(key + "_std"), digits) if p else "—"
 
 
 def scaling_markdown(profile: Profile, families: list[str], points: list[dict], floor: dict | None,

@@ -12,7 +12,8 @@ ROW_COLS = METRIC_COLS + ["bpd", "bpd_sem", "params", "train_tflops", "steps", "
 # (column, label, direction): +1 higher is better, -1 lower is better. Memorization has no better side.
 WINNER_COLS = [("fid", "FID", -1), ("kid_mean", "KID", -1), ("precision", "precision", 1), ("recall", "recall", 1),
                ("density", "density", 1), ("coverage", "coverage", 1), ("classifier_score", "classifier score", 1),
-               ("min_class_share", "smallest class share", 1), ("bpd", "bits/dim", -1), ("images_per_s", "images/s @256", 1), ("latency_s", "latency b=1 (s)", -1),
+               ("min_class_share", "smallest class share", 1), ("bpd", "bits/dim", -1),
+               ("images_per_s", "images/s @256", 1), ("latency_s", "latency b=1 (s)", -1),
                ("nfe", "NFE", -1), ("peak_mem_mb", "peak sampling memory (MB)", -1)]
 
 # per-seed table of `zoo bench table`: (key, header, format spec; "k" = KID x 1e3)

@@ -142,14 +142,11 @@ def train_cmd(family, data_spec, seed, out, steps, tflops, batch_size, resume, s
                                            model_sets, train_sets)
     else:
         recipe_model, recipe_train = ({}, {}) if no_recipe else recipe_sets(cls, tflops)
-        mine = {**{f"train.{k}": v for k, v in train_sets.items()}, **model_sets}
-        if batch_size is not None:
-            mine["train.batch_size"] = str(batch_size)
-        used = {k: v for k, v in {**{f"train.{k}": v for k, v in recipe_train.items()}, **recipe_model}.items()
-                if k not in mine}
+        mine_train = set(train_sets) | ({"batch_size"} if batch_size is not None else set())
+        used = ([f"train.{k}={v}" for k, v in recipe_train.items() if k not in mine_train]
+                + [f"{k}={v}" for k, v in recipe_model.items() if k not in model_sets])
         if used:
-            click.echo(f"recipe of {family} for {tflops:g} TFLOP: "
-                       + " ".join(f"{k}={v}" for k, v in used.items()) + " (--no-recipe leaves it out)")
+            click.echo(f"recipe of {family} for {tflops:g} TFLOP: {' '.join(used)} (--no-recipe leaves it out)")
         model_sets = {**recipe_model, **model_sets}
         train_sets = {**recipe_train, **train_sets}
         tcfg, data_spec = _new_settings(out_dir, data_spec, steps, tflops, batch_size, seed, train_sets)
