@@ -27,7 +27,7 @@ def train_tiny(name, out, steps=12, batch_size=16, seed=0, **fields):
     torch.manual_seed(seed)
     m = tiny(name, **fields)
     d = data()
-    fit(m, d.images, d.labels, out, TrainConfig(steps=steps, batch_size=batch_size, seed=seed, log_every=5),
+    fit(m, d.images, None, out, TrainConfig(steps=steps, batch_size=batch_size, seed=seed, log_every=5),
         progress=False)
     return zoo.load(out)
 

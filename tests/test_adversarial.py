@@ -10,7 +10,7 @@ from zoo.models.gan import truncated_normal
 from zoo.nn.adversarial import r1_penalty
 from zoo.rng import generators
 
-from helpers import data, tiny
+from helpers import assert_same_images, data, tiny
 
 FAMILIES = {"gan": ("disc", "gen"), "vae_gan": ("disc", "vae")}
 CASES = [(f, p) for f, ps in FAMILIES.items() for p in ps]
@@ -24,9 +24,17 @@ def _snapshot(params):
     return [p.detach().clone() for p in params]
 
 
+D = 6  # width of the embeddings a conditional model takes
+
+
+def _cond(n=16, seed=0):
+    return torch.randn(n, D, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("cond_dim", [0, D])
 @pytest.mark.parametrize("name", FAMILIES)
-def test_param_groups_partition_the_model(name):
-    m = tiny(name)
+def test_param_groups_partition_the_model(name, cond_dim):
+    m = tiny(name, cond_dim=cond_dim)
     groups = m.param_groups()
     assert m.phases == FAMILIES[name] and sorted(groups) == sorted(FAMILIES[name])
     ids = [id(p) for ps in groups.values() for p in ps]
@@ -34,17 +42,18 @@ def test_param_groups_partition_the_model(name):
     assert set(ids) == {id(p) for p in m.parameters()}, "a parameter is in no phase"
 
 
+@pytest.mark.parametrize("cond_dim", [0, D])
 @pytest.mark.parametrize("name,phase", CASES)
-def test_phase_updates_only_its_own_parameters(name, phase):
+def test_phase_updates_only_its_own_parameters(name, phase, cond_dim):
     torch.manual_seed(0)
-    m = tiny(name)
+    m = tiny(name, cond_dim=cond_dim)
     groups = m.param_groups()
     opts = {p: m.configure_optimizer(p, ps) for p, ps in groups.items()}
     others = [q for ps_name, ps in groups.items() if ps_name != phase for q in ps]
     own_before, other_before = _snapshot(groups[phase]), _snapshot(others)
     for o in opts.values():
         o.zero_grad(set_to_none=True)
-    m.loss(_batch(), phase=phase)["loss"].backward()
+    m.loss(_batch(), _cond() if cond_dim else None, phase=phase)["loss"].backward()
     # no gradient is even computed for the other phase's parameters (detached / frozen)
     assert all(q.grad is None for q in others)
     opts[phase].step()
@@ -223,3 +232,63 @@ def test_no_family_imports_another(name):
         elif isinstance(node, ast.Import):
             imported |= {a.name for a in node.names}
     assert not (imported & families) - {mod.__name__}, sorted(imported & families)
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_conditioning_layers_come_after_the_others(name):
+    # a conditional model draws its unconditional weights exactly as the unconditional one does
+    torch.manual_seed(0)
+    plain = tiny(name).state_dict()
+    torch.manual_seed(0)
+    cond = tiny(name, cond_dim=D).state_dict()
+    assert all(torch.equal(cond[k], v) for k, v in plain.items())
+    new = set(cond) - set(plain)
+    assert new and all(any(w in k for w in ("film", "cond_in", "embed")) for k in new), sorted(new)
+
+
+def _record(module, attr, seen):
+    """Record the cond each call of module.<attr>(x, cond) gets."""
+    orig = getattr(module, attr)
+
+    def wrapped(x, cond=None):
+        seen.append(cond)
+        return orig(x, cond)
+    setattr(module, attr, wrapped)
+
+
+@pytest.mark.parametrize("name,phase", CASES)
+def test_every_image_is_judged_at_its_own_condition(name, phase):
+    # the real images at the batch's conds, the fakes at those they were made for; prompt dropout
+    # (at 0.5 here) applied once per phase, to both
+    torch.manual_seed(0)
+    m = tiny(name, cond_dim=D, cond_drop=0.5).train()
+    made, judged = [], []
+    _record(m.gen if name == "gan" else m.decoder, "forward", made)
+    _record(m.disc, "logits", judged)
+    c, b = _cond(), 16
+    torch.manual_seed(3)
+    m.loss(_batch(b), c, phase=phase)
+    torch.manual_seed(3)
+    if name == "gan":
+        torch.randn(b, m.config.latent_dim)   # the GAN draws z before the dropout
+    dropped = m.drop_cond(c, b)
+    assert 0 < int((dropped.abs().sum(1) == 0).sum()) < b              # some rows got the null condition
+    assert len(made) == 1 and len(judged) == (2 if phase == "disc" else 1)
+    if name == "gan":
+        fake_cond = dropped
+    elif phase == "disc":   # half a batch of reconstructions and half of prior samples, for the first half
+        fake_cond = torch.cat([dropped[:b // 2], dropped[:b // 2]])
+    else:                   # the batch's reconstructions, then half a batch of prior samples
+        fake_cond = torch.cat([dropped, dropped[:b // 2]])
+    assert torch.equal(made[0], fake_cond) and torch.equal(judged[-1], fake_cond)
+    if phase == "disc":
+        assert torch.equal(judged[0], dropped)
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_conditional_sampler_options(name):
+    m = tiny(name, cond_dim=D)
+    c = _cond(5)
+    assert_same_images(m.sample(5, seed=2, batch_size=2, cond=c), m.sample(5, seed=2, batch_size=5, cond=c))
+    opts = {"truncation": 1.0} if name == "gan" else {"mode": "sample"}
+    assert m.sample(3, cond=c[:3], **opts).shape == (3, 1, 28, 28)

@@ -32,7 +32,7 @@ def run(tmp_path_factory):
     torch.manual_seed(0)
     m = tiny("cascade", base_share=0.25)
     d = data()
-    summary = fit(m, d.images, d.labels, out, TrainConfig(steps=16, batch_size=16, log_every=4), progress=False)
+    summary = fit(m, d.images, None, out, TrainConfig(steps=16, batch_size=16, log_every=4), progress=False)
     return zoo.load(out), out, summary
 
 
@@ -142,7 +142,7 @@ def test_flop_budget_split_follows_the_ratio(tmp_path):
     torch.manual_seed(0)
     m = tiny("cascade", base="vae", base_share=0.3)
     d = data()
-    fit(m, d.images, d.labels, tmp_path / "r", TrainConfig(tflops=0.004, batch_size=8), progress=False)
+    fit(m, d.images, None, tmp_path / "r", TrainConfig(tflops=0.004, batch_size=8), progress=False)
     s = json.loads((tmp_path / "r" / "summary.json").read_text())
     fps = s["flops_per_step"]
     spent = {st: s["stage_steps"][st] * sum(v for k, v in fps.items() if k.startswith(st + "/"))

@@ -1,9 +1,11 @@
-"""Flow layers: inverses, log-determinants against brute-force Jacobians, LU invertibility, ActNorm init."""
+"""Flow layers: inverses, log-determinants against brute-force Jacobians, LU invertibility, ActNorm init,
+the conditional priors."""
 import pytest
 import torch
 from torch.autograd.functional import jacobian
 
-from zoo.nn.coupling import ActNorm, AffineCoupling, FlowStep, GaussianSplit, InvConv1x1LU, Squeeze
+from zoo.nn.coupling import (ActNorm, AffineCoupling, FlowStep, GaussianPrior, GaussianSplit, InvConv1x1LU, Squeeze,
+                             zero_linear)
 
 
 def _perturb(layer: torch.nn.Module, scale: float = 0.3) -> torch.nn.Module:
@@ -33,12 +35,17 @@ def _make(name: str):
         return _perturb(AffineCoupling(4, 8, cond_channels=3)), (4, 2, 2), (3, 2, 2)
     if name == "split":
         return _perturb(GaussianSplit(4)), (4, 2, 2), None
+    if name == "split_cond":
+        return _perturb(GaussianSplit(4, cond_dim=3)), (4, 2, 2), (3,)
+    if name == "prior":
+        return _perturb(GaussianPrior((2, 2, 2), 3)), (2, 2, 2), (3,)
     if name == "step":
         return _perturb(FlowStep(4, 8)), (4, 2, 2), None
     raise KeyError(name)
 
 
-NAMES = ["squeeze", "actnorm", "invconv", "coupling", "coupling_odd", "coupling_cond", "split", "step"]
+NAMES = ["squeeze", "actnorm", "invconv", "coupling", "coupling_odd", "coupling_cond", "split", "split_cond", "prior",
+         "step"]
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -144,3 +151,54 @@ def test_squeeze_is_space_to_depth():
     assert y[0, :, 0, 0].tolist() == [0.0, 1.0, 4.0, 5.0]  # the top-left 2x2 patch
     with pytest.raises(ValueError):
         Squeeze(2)(torch.zeros(1, 1, 3, 4))
+
+
+def test_conditional_prior_layers_are_gaussians_given_cond():
+    """log N(y; 0, I) + logdet of each conditional prior layer is log N(z; mean, std^2) of the factored-out
+    (or whole) input, as torch.distributions.Normal computes it from the layer's mean and std given cond."""
+    torch.manual_seed(0)
+    normal = torch.distributions.Normal
+    std_logp = lambda y: normal(0.0, 1.0).log_prob(y).flatten(1).sum(1)
+    prior = _perturb(GaussianPrior((2, 3, 3), 4))
+    z, c = torch.randn(5, 2, 3, 3), torch.randn(5, 4)
+    y, ld = prior(z, c)
+    mean, log_std = prior._stats(c)
+    assert torch.allclose(std_logp(y) + ld, normal(mean, log_std.exp()).log_prob(z).flatten(1).sum(1), atol=1e-4)
+    split = _perturb(GaussianSplit(5, cond_dim=4))
+    x = torch.randn(5, 5, 3, 3)
+    y, ld = split(x, c)
+    mean, log_std = split._stats(x[:, :3], c)
+    assert torch.equal(y[:, :3], x[:, :3])
+    assert torch.allclose(std_logp(y[:, 3:]) + ld, normal(mean, log_std.exp()).log_prob(x[:, 3:]).flatten(1).sum(1),
+                          atol=1e-4)
+    # the condition moves the density, and the split's offset is per channel
+    assert not torch.allclose(split(x, c)[1], split(x, c.flip(0))[1])
+    delta = split._stats(x[:, :3], c)[0] - split._stats(x[:, :3], torch.zeros_like(c))[0]   # (B, 2, 3, 3)
+    assert torch.allclose(delta, delta[:, :, :1, :1].expand_as(delta), atol=1e-6)
+
+
+def test_conditional_priors_start_as_the_unconditional_ones():
+    torch.manual_seed(0)
+    plain = _perturb(GaussianSplit(4))
+    torch.manual_seed(0)
+    cond = _perturb(GaussianSplit(4, cond_dim=3))   # the same conv (its cond layer comes after it)
+    assert set(plain.state_dict()) == {"conv.weight", "conv.bias"}
+    with torch.no_grad():
+        cond.cond_proj.weight.zero_(), cond.cond_proj.bias.zero_()   # as built
+    x, c = torch.randn(2, 4, 2, 2), torch.randn(2, 3)
+    assert torch.equal(cond(x, c)[0], plain(x)[0]) and torch.equal(cond.inverse(x, c), plain.inverse(x))
+    with pytest.raises(ValueError, match="cond"):
+        cond(x)
+    prior = GaussianPrior((2, 2, 2), 3)
+    assert torch.equal(prior(x[:, :2], c)[0], x[:, :2])                  # init_scale 0: N(0, I) for every c
+    y, ld = GaussianPrior((2, 2, 2), 3, init_scale=0.3)(x[:, :2], torch.zeros(2, 3))
+    assert torch.equal(y, x[:, :2]) and torch.equal(ld, torch.zeros(2))   # the null condition: N(0, I)
+
+
+def test_zero_linear_draws_nothing():
+    torch.manual_seed(0)
+    layer = zero_linear(5, 7)
+    after = torch.rand(3)
+    torch.manual_seed(0)
+    assert torch.equal(after, torch.rand(3))
+    assert layer.weight.abs().sum() == 0 and layer.bias.abs().sum() == 0

@@ -47,9 +47,9 @@ def _count_calls(model):
     calls = []
     inner = model.unet.forward
 
-    def counted(x, t, labels=None):
+    def counted(x, t, labels=None, **kw):
         calls.append(x.shape[0])
-        return inner(x, t, labels)
+        return inner(x, t, labels, **kw)
     model.unet.forward = counted
     return calls
 
@@ -69,9 +69,133 @@ def test_model_nfe_equals_network_calls(name, opts):
 @pytest.mark.parametrize("name", ["diffusion", "latent_diffusion"])
 def test_unknown_sampler_option_is_a_clear_error(name):
     model = tiny(name)
-    for bad in ({"temperature": 0.5}, {"sampler": "euler"}, {"steps": 0}, {"steps": 51}):
+    for bad in ({"temperature": 0.5}, {"sampler": "euler"}, {"steps": 0}, {"steps": 51},
+                {"guidance": -1.0}, {"guidance": float("nan")}, {"guidance": float("inf")}, {"guidance": "big"}):
         with pytest.raises(ZooError):
             model.sample(2, **bad)
+
+
+# ---- text conditioning and classifier-free guidance --------------------------------------------
+D = 6
+
+
+def test_unet_text_conditioning():
+    torch.manual_seed(0)
+    plain = UNet(1, widths=(8, 16), attn_heads=2)
+    torch.manual_seed(0)
+    cond = UNet(1, widths=(8, 16), attn_heads=2, cond_dim=D)
+    assert plain.cond_mlp is None and isinstance(cond.cond_mlp, torch.nn.Sequential)
+    # built last: every other parameter draws the same initial values as without it
+    ps = dict(plain.named_parameters())
+    assert set(ps) == {k for k, _ in cond.named_parameters() if not k.startswith("cond_mlp.")}
+    assert all(torch.equal(p, ps[k]) for k, p in cond.named_parameters() if k in ps)
+    _randomize_zero_layers(cond)
+    x, t = torch.randn(2, 1, 12, 12), torch.tensor([3, 3])
+    a, b = cond(x, t, cond=torch.randn(2, D)), cond(x, t, cond=torch.randn(2, D))
+    assert a.shape == x.shape and not torch.allclose(a, b)
+    with pytest.raises(ValueError, match="cond"):
+        cond(x, t)
+    with pytest.raises(ValueError, match="cond"):
+        plain(x, t, cond=torch.randn(2, D))
+
+
+def test_unet_zero_init_flag_draws_the_same():
+    torch.manual_seed(0)
+    zero = UNet(1, widths=(8, 16), attn_heads=2)
+    after_zero = torch.rand(3)
+    torch.manual_seed(0)
+    dflt = UNet(1, widths=(8, 16), attn_heads=2, zero_init=False)
+    assert torch.equal(torch.rand(3), after_zero)       # the same random draws either way
+    for (k, p), q in zip(zero.named_parameters(), dflt.parameters()):
+        assert (p == 0).all() or torch.equal(p, q), k   # only the zeroed layers differ
+    x, t = torch.randn(2, 1, 12, 12), torch.tensor([3, 40])
+    assert torch.equal(zero(x, t), torch.zeros_like(x)) and dflt(x, t).abs().sum() > 0
+
+
+@pytest.mark.parametrize("name", ["diffusion", "latent_diffusion"])
+def test_unconditional_model_is_unchanged(name):
+    """cond_dim = 0 builds no conditioning layer, keeps the zero init, ignores guidance and
+    ignores a cond given to ``loss`` (the trainer may pass class labels)."""
+    torch.manual_seed(0)
+    m = tiny(name).eval()
+    assert m.unet.cond_mlp is None and not m.is_conditional and m.guidance
+    assert m.nfe(guidance=3.0) == m.nfe() == 5
+    assert torch.equal(m.sample(3, seed=2, guidance=3.0), m.sample(3, seed=2))
+    x = to_float(data().images[:4])
+    phase = m.stage_plan()["diffusion" if name == "latent_diffusion" else "main"][0]
+    torch.manual_seed(1)
+    a = m.loss(x, phase=phase)["loss"]
+    torch.manual_seed(1)
+    assert torch.equal(a, m.loss(x, data().labels[:4], phase=phase)["loss"])
+
+
+@pytest.mark.parametrize("name", ["diffusion", "latent_diffusion"])
+@pytest.mark.parametrize("w,per_step", [(0.0, 1), (1.0, 1), (2.5, 2)])
+def test_guided_nfe_equals_network_evaluations(name, w, per_step):
+    torch.manual_seed(0)
+    model = tiny(name, cond_dim=D).eval()
+    calls = _count_calls(model)
+    cond = torch.randn(5, D)
+    model.sample(5, seed=0, batch_size=5, cond=cond, guidance=w, steps=4)
+    assert len(calls) == 4 and sum(calls) == 5 * model.nfe(guidance=w, steps=4) == 5 * 4 * per_step
+    calls.clear()
+    model.sample(5, seed=0, batch_size=5, guidance=w, steps=4)   # the null condition: one evaluation
+    assert sum(calls) == 5 * 4
+
+
+@pytest.mark.parametrize("name", ["diffusion", "latent_diffusion"])
+def test_guidance_mixes_null_and_cond(name):
+    """guidance w gives the samplers null + w (cond - null) of the two network predictions."""
+    torch.manual_seed(0)
+    model = tiny(name, cond_dim=D).eval()
+    x, t, c = torch.randn(3, *model.latent_shape()), torch.tensor([40, 20, 2]), torch.randn(3, D)
+    null = model.denoiser(x, t, torch.zeros(3, D))
+    full = model.denoiser(x, t, c)
+    assert not torch.allclose(null, full)   # not zero-initialised: the condition matters untrained
+    with torch.no_grad():
+        got = model.guided_denoiser(c, 2.5)(x, t)
+    assert torch.allclose(got, null + 2.5 * (full - null), atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["diffusion", "latent_diffusion"])
+def test_prompt_dropout_in_training(name):
+    torch.manual_seed(0)
+    model = tiny(name, cond_dim=D, cond_drop=1.0).train()
+    x, c = to_float(data().images[:4]), torch.randn(4, D)
+    phase = model.stage_plan()["diffusion" if name == "latent_diffusion" else "main"][0]
+    torch.manual_seed(1)
+    dropped = model.loss(x, c, phase=phase)["loss"]
+    torch.manual_seed(1)
+    null = model.loss(x, None, phase=phase)["loss"]     # None: the null condition
+    assert torch.equal(dropped, null)
+    torch.manual_seed(1)
+    assert not torch.equal(model.eval().loss(x, c, phase=phase)["loss"], null)
+
+
+def test_latent_autoencoder_stage_ignores_cond():
+    torch.manual_seed(0)
+    model = tiny("latent_diffusion", cond_dim=D)
+    x = to_float(data().images[:4])
+    torch.manual_seed(1)
+    a = model.loss(x, torch.randn(4, D), phase="ae")["loss"]
+    torch.manual_seed(1)
+    assert torch.equal(a, model.loss(x, torch.randn(4, D) * 0, phase="ae")["loss"])
+
+
+def test_conditional_bound():
+    torch.manual_seed(0)
+    model = tiny("diffusion", cond_dim=D, timesteps=10).eval()
+    x, c = to_float(data().images[:2]), torch.randn(2, D)
+    torch.manual_seed(0)
+    null = model.log_prob(x, terms=2)
+    torch.manual_seed(0)
+    assert torch.equal(null, model.log_prob(x, torch.zeros(2, D), terms=2))   # None: the null condition
+    torch.manual_seed(0)
+    assert not torch.allclose(null, model.log_prob(x, c, terms=2))
+    with pytest.raises(ZooError, match="cond must be"):
+        model.log_prob(x, torch.zeros(3, D))
+    with pytest.raises(ZooError, match="unconditional"):
+        tiny("diffusion").log_prob(x, c)
 
 
 @pytest.mark.parametrize("name", ["diffusion", "latent_diffusion"])

@@ -51,7 +51,7 @@ def test_few_steps_reduce_loss(name, tmp_path):
     x = to_float(d.images[:32])
     before = _phase_losses(m, x)
     from zoo.train import TrainConfig, fit
-    fit(m, d.images, d.labels, tmp_path / "r", TrainConfig(steps=60, batch_size=16), progress=False)
+    fit(m, d.images, None, tmp_path / "r", TrainConfig(steps=60, batch_size=16), progress=False)
     after = _phase_losses(m, x)
     first = next(iter(before))
     assert after[first] < before[first], (before, after)
@@ -108,11 +108,10 @@ def test_log_prob_as_declared(name, trained):
 
 
 @pytest.mark.parametrize("name", FAMILIES)
-def test_labels_rejected_or_used(name, trained):
+def test_prompts_rejected_by_unconditional(name, trained):
     model, _ = trained(name)
-    labels = torch.zeros(3, dtype=torch.long)
-    if not model.conditional:
-        with pytest.raises(ZooError, match="unconditional"):
-            model.sample(3, labels=labels)
-    else:
-        assert model.sample(3, labels=labels).shape[0] == 3
+    assert not model.is_conditional
+    with pytest.raises(ZooError, match="unconditional"):
+        model.sample(3, prompts="a dark coat")
+    with pytest.raises(ZooError, match="unconditional"):
+        model.sample(3, cond=torch.zeros(3, 4))

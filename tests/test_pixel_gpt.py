@@ -153,3 +153,56 @@ def test_trajectory_draws_in_raster_order():
     flat = traj.flatten(2)                                 # (2, 4, 64)
     assert torch.equal(flat[:, 1, :32], final.flatten(1)[:, :32])
     assert (flat[:, 1, 32:] == 128).all()
+
+
+def _cond_model(**fields):
+    m = _model(cond_dim=5, **fields)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.normal_(0, 0.2)
+    return m
+
+
+def test_unconditional_model_builds_no_condition_layer():
+    m = _model()
+    assert not m.is_conditional and m.net.cond_proj is None
+    assert not any("cond" in k for k in m.state_dict())
+    assert m.nfe(guidance=3.0) == 64                       # no condition: nothing to guide
+
+
+def test_conditional_log_prob_is_exact_given_cond():
+    m = _cond_model()
+    u = _images(n=4)
+    x, c = to_float(u), torch.randn(4, 5)
+    lp = m.log_prob(x, c)
+    tokens = u.flatten(1).long()
+    logp = torch.log_softmax(m.net(tokens, cond=c), -1)   # (B, T, 256)
+    torch.testing.assert_close(lp, logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1).sum(1))
+    assert not torch.allclose(lp, m.log_prob(x, torch.randn(4, 5)))
+    torch.testing.assert_close(m.log_prob(x), m.log_prob(x, torch.zeros(4, 5)))   # None: the null condition
+    torch.testing.assert_close(m.loss(x, c)["loss"], -lp.mean() / 64)              # eval: nothing dropped
+    with pytest.raises(ZooError, match="cond must be"):
+        m.log_prob(x, torch.zeros(4, 6))
+
+
+def test_loss_drops_conditions_in_training():
+    m = _cond_model(cond_drop=1.0).train()
+    x, c = to_float(_images(n=4)), torch.randn(4, 5)
+    torch.testing.assert_close(m.loss(x, c)["loss"], m.loss(x, torch.zeros(4, 5))["loss"])
+    m.config.cond_drop = 0.0
+    assert not torch.allclose(m.loss(x, c)["loss"], m.loss(x, torch.zeros(4, 5))["loss"])
+
+
+def test_guided_sampling_options_and_nfe():
+    m = _cond_model()
+    c = torch.randn(3, 5)
+    assert m.guidance and m.nfe() == 64 and m.nfe(guidance=0) == 64 and m.nfe(guidance=1.0) == 64
+    assert m.nfe(guidance=2.0) == 128                      # null and cond rows: two evaluations per token
+    a = m.sample(3, seed=1, cond=c, guidance=2.0, temperature=0.9, top_k=40)
+    b = m.sample(3, seed=1, cond=c, guidance=2.0, temperature=0.9, top_k=40, use_cache=False)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, m.sample(3, seed=1, cond=c, temperature=0.9, top_k=40))
+    assert torch.equal(m.sample(3, seed=1, cond=c, guidance=0.0), m.sample(3, seed=1))
+    for bad in (-1.0, float("inf")):
+        with pytest.raises(ZooError, match="guidance"):
+            m.sample(1, cond=c[:1], guidance=bad)

@@ -58,7 +58,7 @@ def test_resume_is_exact(tmp_path):
 def test_flop_budget_counts_steps(tmp_path):
     d = data()
     m = tiny("vae")
-    s = fit(m, d.images, d.labels, tmp_path / "r", TrainConfig(tflops=0.002, batch_size=16), progress=False)
+    s = fit(m, d.images, None, tmp_path / "r", TrainConfig(tflops=0.002, batch_size=16), progress=False)
     per_step = s["flops_per_step"]["main/main"]
     assert per_step > 0
     assert s["steps"] == -(-int(0.002e12) // per_step)      # ceil(budget / step FLOPs)
@@ -74,11 +74,11 @@ def test_flop_budget_counts_steps(tmp_path):
 def test_nan_loss_stops_with_step_and_keeps_checkpoint(tmp_path, monkeypatch):
     d = data()
     m = tiny("vae")
-    fit(m, d.images, d.labels, tmp_path / "r", TrainConfig(steps=5, batch_size=16), progress=False)
+    fit(m, d.images, None, tmp_path / "r", TrainConfig(steps=5, batch_size=16), progress=False)
     before = _weights(tmp_path / "r")
     patch_loss(monkeypatch, m, after=lambda n, out: out.update(loss=out["loss"] * float("nan")) if n == 3 else None)
     with pytest.raises(TrainingDiverged, match=r"step 8,.*last good checkpoint \(step 7\) kept in"):
-        fit(m, d.images, d.labels, tmp_path / "r", TrainConfig(steps=50, batch_size=16, ckpt_every=1),
+        fit(m, d.images, None, tmp_path / "r", TrainConfig(steps=50, batch_size=16, ckpt_every=1),
             resume=True, progress=False)
     after = _weights(tmp_path / "r")  # checkpoints from steps 6 and 7 are good ones
     from safetensors import safe_open
@@ -91,7 +91,7 @@ def test_nan_loss_stops_with_step_and_keeps_checkpoint(tmp_path, monkeypatch):
 def test_refuses_to_overwrite_and_bad_budgets(tmp_path):
     d = data()
     m = tiny("vae")
-    fit(m, d.images, d.labels, tmp_path / "r", TrainConfig(steps=2, batch_size=16), progress=False)
+    fit(m, d.images, None, tmp_path / "r", TrainConfig(steps=2, batch_size=16), progress=False)
     with pytest.raises(ZooError, match="already holds a run"):
         fit(tiny("vae"), d.images, d.labels, tmp_path / "r", TrainConfig(steps=2, batch_size=16), progress=False)
     with pytest.raises(ZooError, match="exactly one budget"):
@@ -111,7 +111,7 @@ def test_interrupt_checkpoints_and_resumes(tmp_path, monkeypatch):
     m = tiny("vae")
     orig = patch_loss(monkeypatch, m, before=lambda n: signal.raise_signal(signal.SIGINT) if n == 4 else None)
     with pytest.raises(StopRequested, match="step 4"):
-        fit(m, d.images, d.labels, tmp_path / "r", TrainConfig(steps=30, batch_size=16), progress=False)
+        fit(m, d.images, None, tmp_path / "r", TrainConfig(steps=30, batch_size=16), progress=False)
     monkeypatch.setattr(type(m), "loss", orig)
     s = fit(tiny("vae"), d.images, d.labels, tmp_path / "r", TrainConfig(steps=30, batch_size=16), resume=True,
             progress=False)

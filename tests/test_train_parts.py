@@ -73,11 +73,11 @@ def test_user_error_found_while_training_leaves_no_half_made_run(tmp_path, monke
         raise ZooError("bad data for this model")
     monkeypatch.setattr(type(m), "begin_stage", bad_stage)
     with pytest.raises(ZooError, match="bad data"):
-        fit(m, d.images, d.labels, tmp_path / "new", TrainConfig(steps=2, batch_size=16), progress=False)
+        fit(m, d.images, None, tmp_path / "new", TrainConfig(steps=2, batch_size=16), progress=False)
     assert not (tmp_path / "new").exists()  # fit made it, fit removed it
     (tmp_path / "mine").mkdir()
     with pytest.raises(ZooError, match="bad data"):
-        fit(m, d.images, d.labels, tmp_path / "mine", TrainConfig(steps=2, batch_size=16), progress=False)
+        fit(m, d.images, None, tmp_path / "mine", TrainConfig(steps=2, batch_size=16), progress=False)
     assert (tmp_path / "mine").is_dir() and not any((tmp_path / "mine").iterdir())  # the user's folder stays
 
 
@@ -87,7 +87,7 @@ def test_divergence_before_any_checkpoint_says_nothing_was_saved(tmp_path, monke
     m = tiny("vae")
     patch_loss(monkeypatch, m, after=lambda n, out: out.update(loss=out["loss"] * float("nan")))
     with pytest.raises(TrainingDiverged, match="step 1,.*no checkpoint was written, so nothing was saved") as e:
-        fit(m, d.images, d.labels, tmp_path / "r", TrainConfig(steps=5, batch_size=16), progress=False)
+        fit(m, d.images, None, tmp_path / "r", TrainConfig(steps=5, batch_size=16), progress=False)
     assert isinstance(e.value, RunFailed) and not isinstance(e.value, ZooError)  # exit 1, not 2
     assert "\n" not in str(e.value) and "last good" not in str(e.value)
     assert not (tmp_path / "r" / "checkpoint.safetensors").exists()
@@ -141,7 +141,7 @@ def test_default_options_leave_the_lr_alone(tmp_path, monkeypatch):
     m = tiny("vae")
     seen, base, handle = _record_lrs()
     try:
-        fit(m, d.images, d.labels, tmp_path / "r", TrainConfig(steps=3, batch_size=16), progress=False)
+        fit(m, d.images, None, tmp_path / "r", TrainConfig(steps=3, batch_size=16), progress=False)
     finally:
         handle.remove()
     assert list(seen.values()) == [[m.config.lr] * 3] and list(base.values()) == [None]  # no scheduler
@@ -166,7 +166,7 @@ def test_resume_after_a_kill_is_exact_with_a_cosine_schedule_and_the_log_has_no_
             raise RuntimeError("killed")
     orig = patch_loss(monkeypatch, m, before=kill_at_7)
     with pytest.raises(RuntimeError, match="killed"):
-        fit(m, d.images, d.labels, tmp_path / "b", tcfg, progress=False)
+        fit(m, d.images, None, tmp_path / "b", tcfg, progress=False)
     monkeypatch.setattr(type(m), "loss", orig)
     assert [x["step"] for x in _log(tmp_path / "b")] == [1, 2, 3, 4, 5, 6]
     assert _meta(tmp_path / "b")["state"]["step"] == 4

@@ -158,3 +158,52 @@ def test_codebook_loss_option_trains():
     assert out["loss"].requires_grad
     out["loss"].backward()
     assert m.quantizer.codebook.grad is not None and m.quantizer.codebook.grad.abs().sum() > 0
+
+
+def test_conditional_prior_only():
+    """cond_dim > 0 conditions the prior alone: the autoencoder's parameters, its loss and its
+    random draws do not change, and the prior's bound is log p(z(x) | cond) + log p(x | z(x))."""
+    torch.manual_seed(0)
+    plain = tiny("vqvae")
+    torch.manual_seed(0)
+    m = tiny("vqvae", cond_dim=5)
+    assert m.guidance and m.prior.cond_proj is not None and plain.prior.cond_proj is None
+    sd = plain.state_dict()
+    assert all(torch.equal(v, sd[k]) for k, v in m.state_dict().items() if "cond_proj" not in k)
+    g = m.param_groups()
+    assert {id(p) for p in m.prior.cond_proj.parameters()} <= {id(p) for p in g["prior"]}
+    x, c = to_float(data().images[:8]), torch.randn(8, 5)
+    m.train()
+    torch.manual_seed(1)
+    a = m.loss(x, c, phase="ae")["loss"]
+    after_a = torch.rand(1)
+    torch.manual_seed(1)
+    b = plain.train().loss(x, phase="ae")["loss"]
+    assert torch.equal(a, b) and torch.equal(after_a, torch.rand(1))
+    m.eval()
+    lp_prior, lp_x = m.log_prob_parts(x, c)
+    torch.testing.assert_close(m.log_prob(x, c), lp_prior + lp_x)
+    assert not torch.allclose(lp_prior, m.log_prob_parts(x, torch.randn(8, 5))[0])
+    torch.testing.assert_close(m.log_prob(x), m.log_prob(x, torch.zeros(8, 5)))   # None: the null condition
+    tokens = m.codes(x).flatten(1)
+    nll = torch.nn.functional.cross_entropy(m.prior(tokens, cond=c).flatten(0, 1), tokens.flatten())
+    torch.testing.assert_close(m.loss(x, c, phase="prior")["loss"], nll)          # eval: nothing dropped
+    torch.testing.assert_close(-lp_prior.mean() / tokens.shape[1], nll)
+
+
+def test_guided_samples_are_decoded_prior_codes():
+    torch.manual_seed(0)
+    m = tiny("vqvae", cond_dim=5).eval()
+    with torch.no_grad():
+        for p in m.prior.parameters():
+            p.normal_(0, 0.3)
+    c = torch.randn(3, 5)
+    assert m.nfe() == m.nfe(guidance=0.0) == m.h * m.h + 1 and m.nfe(guidance=2.0) == 2 * m.h * m.h + 1
+    x = m.generate(zoo.rng.generators(0, 0, 3), cond=c, guidance=2.0)
+    tokens = m.prior.sample(zoo.rng.generators(0, 0, 3), cond=c, guidance=2.0)
+    expect = m.decode(m.quantizer.lookup(tokens.view(3, m.h, m.h)))[0].clamp(-1, 1)
+    assert torch.allclose(x, expect, atol=1e-6)
+    assert not torch.equal(tokens, m.prior.sample(zoo.rng.generators(0, 0, 3), cond=c))
+    assert torch.equal(m.sample(3, seed=1, cond=c, guidance=0.0), m.sample(3, seed=1))
+    with pytest.raises(ZooError, match="guidance"):
+        m.sample(1, cond=c[:1], guidance=-0.5)

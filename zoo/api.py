@@ -7,6 +7,16 @@ the ``stages``/``phases`` declarations; it never names a family.
 
 Image range: ``loss`` and ``log_prob`` take float images in [-1, 1] (see ``zoo.images``);
 ``sample`` returns uint8 (N, C, H, W) on the CPU.
+
+Conditioning: a model built with ``config.cond_dim = D > 0`` is conditioned on a text embedding
+``cond`` (B, D) float, the pooled output of the frozen text encoder ``config.text_encoder``. The
+trainer passes each image's embedding as the second argument of ``loss``; ``generate`` takes it as
+``cond``. The *null condition* is the zero vector: training replaces a share ``config.cond_drop`` of
+the rows by it (:meth:`Generator.drop_cond`), and ``cond=None`` samples from it, so a conditional
+model still samples unconditionally. Families with ``guidance = True`` mix the two predictions with
+classifier-free guidance, ``null + w * (cond - null)``: w = 0 is unconditional, w = 1 plain conditional.
+With ``cond_dim = 0`` (the default) a family builds no conditioning layers and draws nothing extra,
+so unconditional runs are unchanged.
 """
 from __future__ import annotations
 
@@ -35,7 +45,10 @@ class ModelConfig:
     channels: int = 1          # image channels, set from the data
     image_size: int = 28       # square images, set from the data
     lr: float = 2e-4           # learning rate used by the default optimizer
-    num_classes: int = 10      # for conditional families (later); ignored by unconditional ones
+    num_classes: int = 10      # unused: kept so that older config.json files still read
+    cond_dim: int = 0          # width of the text embedding the model is conditioned on; 0: unconditional
+    text_encoder: str = ""     # the frozen text encoder (zoo.text.encoder) whose embeddings it takes
+    cond_drop: float = 0.1     # share of training images whose condition is replaced by the null one
 
 
 class Generator(nn.Module):
@@ -46,7 +59,7 @@ class Generator(nn.Module):
     phases: ClassVar[tuple[str, ...]] = ("main",)  # optimizer phases, in the order they run each step
     stages: ClassVar[dict[str, tuple[str, ...]] | None] = None  # None -> {"main": phases}
     likelihood: ClassVar[str] = "none"             # "exact" | "bound" | "none"
-    conditional: ClassVar[bool] = False            # accepts labels in sample()
+    guidance: ClassVar[bool] = False               # generate() takes a classifier-free guidance scale
     has_latent: ClassVar[bool] = False             # supports interpolate()
     in_default_bench: ClassVar[bool] = True        # run by `zoo bench --families all` (False: only when named)
 
@@ -97,13 +110,70 @@ class Generator(nn.Module):
         """The optimizer for one phase. Default: Adam at ``config.lr``."""
         return torch.optim.Adam(params, lr=self.config.lr, betas=(0.9, 0.99))
 
-    def loss(self, x: torch.Tensor, labels: torch.Tensor | None = None, *, phase: str = "main") -> dict[str, torch.Tensor]:
-        """Named losses for one phase on a batch x (B,C,H,W) in [-1, 1]; ``"loss"`` is optimized."""
+    def loss(self, x: torch.Tensor, cond: torch.Tensor | None = None, *, phase: str = "main") -> dict[str, torch.Tensor]:
+        """Named losses for one phase on a batch x (B,C,H,W) in [-1, 1]; ``"loss"`` is optimized.
+        ``cond``: the batch's text embeddings (B, cond_dim) for a conditional model, else None."""
         raise NotImplementedError
 
+    # ---- conditioning ---------------------------------------------------------------------
+    @property
+    def is_conditional(self) -> bool:
+        """Whether this model was built to take a text embedding (``config.cond_dim > 0``)."""
+        return getattr(self.config, "cond_dim", 0) > 0
+
+    def null_cond(self, batch: int) -> torch.Tensor:
+        """The null condition: zeros (batch, cond_dim) on the model's device."""
+        return torch.zeros(batch, self.config.cond_dim, device=self.device)
+
+    def drop_cond(self, cond: torch.Tensor | None, batch: int) -> torch.Tensor:
+        """For ``loss`` of a conditional model: ``cond`` (or the null condition when None) with each row
+        replaced by the null one with probability ``config.cond_drop`` (drawn from torch's global RNG,
+        which the trainer seeds), so one network learns both the conditional and unconditional model."""
+        if cond is None:
+            return self.null_cond(batch)
+        self.check_cond(cond, batch)
+        p = float(self.config.cond_drop)
+        if p <= 0 or not self.training:
+            return cond
+        keep = (torch.rand(batch, 1, device=cond.device) >= p).to(cond.dtype)   # (B, 1)
+        return cond * keep
+
+    def model_cond(self, cond: torch.Tensor | None, batch: int) -> torch.Tensor | None:
+        """The condition a network takes: None for an unconditional model, else ``cond`` (checked, on
+        the model's device) or the null condition when it is None: (batch, cond_dim)."""
+        if not self.is_conditional:
+            return None
+        if cond is None:
+            return self.null_cond(batch)
+        self.check_cond(cond, batch)
+        return cond.to(self.device)
+
+    def check_cond(self, cond: torch.Tensor, batch: int) -> None:
+        """A one-line ZooError unless ``cond`` is (batch, cond_dim) floats for a conditional model."""
+        if not self.is_conditional:
+            raise ZooError(f"this {self.name} model is unconditional: it takes no prompt (train it with --conditional)")
+        if not (torch.is_tensor(cond) and cond.is_floating_point() and tuple(cond.shape) == (batch, self.config.cond_dim)):
+            got = tuple(cond.shape) if torch.is_tensor(cond) else type(cond).__name__
+            raise ZooError(f"cond must be float ({batch}, {self.config.cond_dim}), got {got}")
+
+    def guided(self, fn, x_args: tuple, cond: torch.Tensor | None, guidance: float):
+        """Classifier-free guidance for ``guidance = True`` families: ``fn(*x_args, c)`` evaluated at the
+        null condition and at ``cond`` and mixed as ``null + w * (cond - null)``. One evaluation when
+        w = 0 (null only), w = 1 or cond is None (cond only); else one call on the doubled batch."""
+        b = x_args[0].shape[0]
+        if cond is None or guidance == 0:
+            return fn(*x_args, self.null_cond(b) if self.is_conditional else None)
+        if guidance == 1:
+            return fn(*x_args, cond)
+        both = fn(*(torch.cat([a, a]) if torch.is_tensor(a) else a for a in x_args), torch.cat([self.null_cond(b), cond]))
+        null, c = both[:b], both[b:]
+        return null + guidance * (c - null)
+
     # ---- sampling contract --------------------------------------------------------------
-    def generate(self, gens: list[torch.Generator], labels: torch.Tensor | None = None, **sampler) -> torch.Tensor:
-        """Float images (len(gens), C, H, W) in [-1, 1]; image i uses only gens[i] for randomness."""
+    def generate(self, gens: list[torch.Generator], cond: torch.Tensor | None = None, **sampler) -> torch.Tensor:
+        """Float images (len(gens), C, H, W) in [-1, 1]; image i uses only gens[i] for randomness.
+        ``cond``: (B, cond_dim) text embeddings, or None for the null condition (unconditional).
+        ``guidance`` (a sampler option of ``guidance = True`` families only) is the CFG scale."""
         raise NotImplementedError
 
     def nfe(self, **sampler) -> int:
@@ -111,19 +181,28 @@ class Generator(nn.Module):
         return 1
 
     @torch.no_grad()
-    def sample(self, n: int, *, seed: int = 0, labels: torch.Tensor | None = None, batch_size: int = 256,
-               progress: bool = False, **sampler) -> torch.Tensor:
-        """``n`` images as uint8 (n, C, H, W) on the CPU. Image i depends only on (seed, i)."""
+    def sample(self, n: int, *, seed: int = 0, prompts: list[str] | str | None = None,
+               cond: torch.Tensor | None = None, batch_size: int = 256, progress: bool = False,
+               **sampler) -> torch.Tensor:
+        """``n`` images as uint8 (n, C, H, W) on the CPU. Image i depends only on (seed, i) and its condition.
+
+        ``prompts``: one text for all n images, or one per image, embedded by the model's frozen text
+        encoder; or ``cond`` (n, cond_dim) embeddings directly. Neither: unconditional samples.
+        ``guidance=W`` (families with ``guidance = True``) sets the classifier-free guidance scale."""
         if n < 0:
             raise ZooError(f"n must be >= 0, got {n}")
         if batch_size < 1:
             raise ZooError(f"batch_size must be >= 1, got {batch_size}")
-        if labels is not None:
-            if not self.conditional:
-                raise ZooError(f"family {self.name!r} is unconditional: labels are not supported")
-            labels = torch.as_tensor(labels).long()
-            if labels.shape != (n,):
-                raise ZooError(f"labels must have shape ({n},), got {tuple(labels.shape)}")
+        if "guidance" in sampler and not self.guidance:
+            if float(sampler["guidance"]) != 1.0:
+                raise ZooError(f"family {self.name!r} has no classifier-free guidance: --guidance must be 1")
+            sampler.pop("guidance")
+        if prompts is not None:
+            if cond is not None:
+                raise ZooError("give prompts or cond, not both")
+            cond = self.embed_prompts([prompts] * n if isinstance(prompts, str) else list(prompts), n)
+        if cond is not None:
+            self.check_cond(cond, n)
         c = self.config
         # inside zoo.dist.sharded() under torchrun, this rank draws a contiguous block of the same
         # batches and the blocks are gathered: identical images, 1/world of the work per rank
@@ -134,8 +213,8 @@ class Generator(nn.Module):
             with self.sampling_mode():
                 for s, gens in rng.batches(seed, n, batch_size, only=mine):
                     b = len(gens)
-                    lab = labels[s:s + b].to(self.device) if labels is not None else None
-                    x = self.generate(gens, labels=lab, **sampler)  # (b, C, H, W)
+                    cb = cond[s:s + b].to(self.device) if cond is not None else None
+                    x = self.generate(gens, cond=cb, **sampler)  # (b, C, H, W)
                     out[s - first:s - first + b] = to_uint8(x)
                     if progress and bar is None and dist.is_main():  # shown once a batch has worked:
                         from tqdm.auto import tqdm                   # a bad option prints one line
@@ -146,6 +225,20 @@ class Generator(nn.Module):
             if bar is not None:
                 bar.close()
         return dist.gather_shard(out)
+
+    def embed_prompts(self, prompts: list[str], n: int | None = None) -> torch.Tensor:
+        """(len(prompts), cond_dim) embeddings of prompts by this model's frozen text encoder; an
+        unknown word is a one-line ZooError that lists the vocabulary."""
+        if not self.is_conditional:
+            raise ZooError(f"this {self.name} model is unconditional: it takes no prompt (train it with --conditional)")
+        if n is not None and len(prompts) != n:
+            raise ZooError(f"{len(prompts)} prompts for {n} images: give one, or one per image")
+        from .text.encoder import load_encoder   # the text package sits beside the core; loaded on use
+        enc = load_encoder(self.config.text_encoder)
+        if enc.dim != self.config.cond_dim:
+            raise ZooError(f"text encoder {self.config.text_encoder!r} gives {enc.dim}-wide embeddings, "
+                           f"the model takes {self.config.cond_dim}")
+        return enc.embed(prompts)
 
     @contextlib.contextmanager
     def sampling_mode(self) -> Iterator[None]:
@@ -159,8 +252,9 @@ class Generator(nn.Module):
         finally:
             self.train(was_training)
 
-    def log_prob(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """log p(x) in nats per image for 8-bit images x in [-1, 1]: exact or a lower bound."""
+    def log_prob(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """log p(x) in nats per image for 8-bit images x in [-1, 1]: exact or a lower bound
+        (of p(x | cond) for a conditional model given ``cond``)."""
         raise ZooError(f"family {self.name!r} has no likelihood (likelihood='none')")
 
     def interpolate(self, a: torch.Tensor, b: torch.Tensor, *, steps: int = 8) -> torch.Tensor:

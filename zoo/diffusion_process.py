@@ -16,20 +16,31 @@ Generator)``) and adds what is its own: its config, registration, loss, and the 
 ``latent_shape`` (the shape of one sample in the diffusion space) and ``to_pixels`` (that
 space -> images in [-1, 1]). Pixel diffusion adds its variational bound; latent diffusion its
 autoencoder. Not a family module: it registers nothing and no family imports another.
+
+Text conditioning (``config.cond_dim > 0``, see ``zoo.api``): the UNet takes the embedding through
+its ``cond_mlp``; ``diffusion_loss`` applies prompt dropout (``Generator.drop_cond``); the samplers'
+model function is the classifier-free guided ``denoiser`` (``Generator.guided``) at the sampler
+option ``guidance`` (default 1: plain conditional), which costs two network evaluations per step
+(one call on a doubled batch) when it is neither 0 nor 1. A conditional UNet is not zero-initialised
+(``zoo.nn.unet``), so the condition reaches the output from the first step. With ``cond_dim = 0``
+the network, the draws and the calls are those of an unconditional model.
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import torch
 import torch.nn.functional as F
 
 from . import rng
+from .errors import ZooError
 from .images import to_uint8
 from .nn.unet import UNet
 from .schedules import NoiseSchedule, SamplerOutput, evenly_spaced, resolve_options, sample as run_sampler
 
 TRAJECTORY_BATCH = 256  # samples per sampler run in trajectory()
+DEFAULT_GUIDANCE = 1.0  # the classifier-free guidance scale when the sampler options give none
 
 
 @dataclasses.dataclass
@@ -75,8 +86,10 @@ class DiffusionMixin:
         super().__init__(config)  # the Generator
         self.schedule = NoiseSchedule(config.schedule, config.timesteps)
         ch = self.latent_shape()[0]
+        cond_dim = getattr(config, "cond_dim", 0)
         self.unet = UNet(ch, ch, tuple(config.widths), config.blocks, config.attn_heads,
-                         num_classes=0, dropout=config.dropout, mid_blocks=config.mid_blocks)
+                         num_classes=0, dropout=config.dropout, mid_blocks=config.mid_blocks,
+                         cond_dim=cond_dim)
 
     # ---- hooks ---------------------------------------------------------------------------
     def latent_shape(self) -> tuple[int, int, int]:
@@ -88,45 +101,86 @@ class DiffusionMixin:
         raise NotImplementedError
 
     # ---- training ------------------------------------------------------------------------
-    def diffusion_loss(self, x0: torch.Tensor) -> dict[str, torch.Tensor]:
+    def diffusion_loss(self, x0: torch.Tensor, cond: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """The simple loss on x0 (B, *latent_shape): MSE of the epsilon/v prediction, t ~ U{0..T-1}.
-        Draws t and the noise from the global RNG (seeded by the trainer), on x0's device."""
+        Draws t and the noise from the global RNG (seeded by the trainer), on x0's device.
+
+        ``cond`` (B, cond_dim): the batch's text embeddings, with prompt dropout applied here (a
+        conditional model only: an unconditional one ignores it, as it did the class labels)."""
         B = x0.shape[0]
         t = torch.randint(0, self.schedule.T, (B,), device=x0.device)     # (B,)
         noise = torch.randn_like(x0)
         x_t = self.schedule.add_noise(x0, noise, t)
         target = self.schedule.target(x0, noise, t, self.config.prediction)
-        mse = F.mse_loss(self.unet(x_t, t), target)
+        c = self.drop_cond(cond, B) if self.is_conditional else None       # (B, cond_dim) | None
+        mse = F.mse_loss(self.denoiser(x_t, t, c), target)
         return {"loss": mse, "mse": mse.detach()}
+
+    def network_cond(self, cond: torch.Tensor | None, batch: int) -> torch.Tensor | None:
+        """The condition the network takes for ``batch`` inputs: None for an unconditional model (which
+        refuses a ``cond``: one-line ZooError), the null condition for None, else ``cond`` checked."""
+        if cond is None:
+            return self.null_cond(batch) if self.is_conditional else None
+        self.check_cond(cond, batch)
+        return cond.to(self.device)
 
     # ---- sampling ------------------------------------------------------------------------
     def sampler_options(self, **opts) -> dict:
-        """The sampler options in effect: the config's defaults overridden by ``opts``."""
-        return sampler_options(self.config, self.schedule, opts)
+        """The sampler options in effect: the config's defaults overridden by ``opts``, plus
+        ``guidance`` (the classifier-free guidance scale, a finite number >= 0; default 1)."""
+        opts = dict(opts)
+        w = opts.pop("guidance", None)
+        o = sampler_options(self.config, self.schedule, opts)
+        try:
+            o["guidance"] = DEFAULT_GUIDANCE if w is None else float(w)
+        except (TypeError, ValueError):
+            raise ZooError(f"guidance must be a number, got {w!r}") from None
+        if not 0 <= o["guidance"] < math.inf:
+            raise ZooError(f"guidance must be a finite number >= 0, got {w}")
+        return o
 
-    def denoiser(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """The model function the samplers call: epsilon or v for x_t (B, *latent_shape), t (B,)."""
-        return self.unet(x_t, t)
+    def denoiser(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """The network: epsilon or v for x_t (B, *latent_shape), t (B,) and, for a conditional model,
+        cond (B, cond_dim) (None: an unconditional model's call)."""
+        if cond is None:
+            return self.unet(x_t, t)
+        return self.unet(x_t, t, cond=cond)
 
-    def run_sampler(self, gens: list[torch.Generator], keep=(), **opts) -> SamplerOutput:
-        """One sampler run in the diffusion space, its draws on the model's device."""
+    def guided_denoiser(self, cond: torch.Tensor | None, guidance: float):
+        """The model function the samplers call, ``net(x_t, t)``: the classifier-free guided
+        ``denoiser`` at scale ``guidance`` for ``cond`` (None: the null condition, one evaluation)."""
+        def net(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            return self.guided(self.denoiser, (x_t, t), cond, guidance)
+        return net
+
+    def run_sampler(self, gens: list[torch.Generator], keep=(), cond: torch.Tensor | None = None,
+                    **opts) -> SamplerOutput:
+        """One sampler run in the diffusion space, its draws on the model's device; ``cond``
+        (len(gens), cond_dim) or None (the null condition)."""
         o = self.sampler_options(**opts)
+        net = self.guided_denoiser(cond, o.pop("guidance"))
         with rng.device_scope(self.device):
-            return run_sampler(self.denoiser, self.latent_shape(), gens, self.schedule,
+            return run_sampler(net, self.latent_shape(), gens, self.schedule,
                                prediction=self.config.prediction, keep=keep, **o)
 
-    def generate(self, gens: list[torch.Generator], labels: torch.Tensor | None = None, **opts) -> torch.Tensor:
-        """Images (B, C, H, W) in [-1, 1]: a sampler run, mapped to pixels."""
-        return self.to_pixels(self.run_sampler(gens, **opts).x).clamp(-1, 1)
+    def generate(self, gens: list[torch.Generator], cond: torch.Tensor | None = None, **opts) -> torch.Tensor:
+        """Images (B, C, H, W) in [-1, 1]: a sampler run, mapped to pixels; ``cond`` (B, cond_dim)
+        or None (the null condition); the sampler option ``guidance`` is the CFG scale."""
+        return self.to_pixels(self.run_sampler(gens, cond=cond, **opts).x).clamp(-1, 1)
 
     def nfe(self, **opts) -> int:
-        """UNet evaluations per sample: the sampler's steps (every sampler makes one per step)."""
-        return self.sampler_options(**opts)["steps"]
+        """UNet evaluations per sample: the sampler's steps (every sampler makes one per step), twice
+        that for a conditional model under guidance other than 0 and 1 (the null and the conditional
+        prediction; sampling at the null condition, ``cond=None``, still makes one per step)."""
+        o = self.sampler_options(**opts)
+        per_step = 2 if self.is_conditional and o["guidance"] not in (0.0, 1.0) else 1
+        return per_step * o["steps"]
 
     @torch.no_grad()
     def trajectory(self, n: int, *, seed: int = 0, frames: int = 8, **opts) -> torch.Tensor:
         """uint8 (n, frames, C, H, W) on the CPU: predicted x0 at evenly spaced steps; the last
-        frame is the sample (image i uses only the generator of (seed, i), as in ``sample``)."""
+        frame is the sample (image i uses only the generator of (seed, i), as in ``sample``). A
+        conditional model runs at the null condition (unconditional)."""
         keep = evenly_spaced(self.sampler_options(**opts)["steps"], frames)
         out = []
         was_training = self.training

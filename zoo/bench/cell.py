@@ -32,9 +32,15 @@ def run_cell(family: str, seed: int, profile: Profile, data: str, out: Path, fea
     summary = _read_summary(run_dir)
     model = load(run_dir).to(profile.device)
 
-    log(f"  sample {profile.n} images")
+    prompts, cond, sampler = None, None, {}
+    if profile.conditional:   # prompted by the test split's own captions, so the FID reference stays the test split
+        from ..text.encoder import caption_embeddings
+        prompts, cond = caption_embeddings(profile.conditional, test_set.images[:profile.n], test_set.labels[:profile.n])
+        sampler = {"guidance": profile.guidance} if model.guidance else {}
+    log(f"  sample {profile.n} images" + (f", prompted by test captions (guidance {sampler.get('guidance', 1):g})"
+                                          if prompts else ""))
     t0 = time.time()
-    images = model.sample(profile.n, seed=SAMPLE_SEED, progress=True)
+    images = model.sample(profile.n, seed=SAMPLE_SEED, cond=cond, progress=True, **sampler)
     sample_wall = time.time() - t0
     write_images(images[:100], run_dir / "samples.png", nrow=10)
 
@@ -45,7 +51,11 @@ def run_cell(family: str, seed: int, profile: Profile, data: str, out: Path, fea
                  "train_wall_s": summary["wall_s"], "sample_wall_s": round(sample_wall, 2)}
     rec.update({k: v for k, v in metrics.items() if k != "provenance"})
     rec["metrics_provenance"] = metrics.get("provenance", {})
-    rec.update(bits_per_dim_record(model, profile, test_set, log=log))
+    if profile.conditional:   # bits/dim stay the unconditional table's: a conditional cell has no bpd column
+        rec.update(conditional_record(model, images, prompts, profile, data, features, test_set, log=log))
+        rec.update({"bpd": None, "bpd_sem": None, "bpd_images": 0})
+    else:
+        rec.update(bits_per_dim_record(model, profile, test_set, log=log))
     rec.update(speed_record(run_dir, profile, log=log))
     rec["sweep"] = nfe_sweep(model, profile, data, features, metrics["fid"], sample_wall, log=log)
     if model.has_latent:
@@ -71,10 +81,16 @@ def train_cell(family: str, seed: int, profile: Profile, data: str, out: Path, f
     resume = state == "resume"
     log(f"  train {family} seed {seed}: {profile.tflops} TFLOP" + (" (resuming)" if resume else ""))
     model_sets, train_sets = split_recipe(settings["recipe"])   # none for --tiny (see settings.recipe)
+    cond = None
+    if profile.conditional:   # the frozen encoder's embedding of each training image's caption
+        from ..text.encoder import caption_embeddings, load_encoder
+        model_sets = {**model_sets, "cond_dim": str(load_encoder(profile.conditional).dim),
+                      "text_encoder": profile.conditional}
+        cond = caption_embeddings(profile.conditional, train_set.images, train_set.labels)[1]
     tcfg = apply_overrides(TrainConfig(tflops=profile.tflops, seed=seed), train_sets)
     torch.manual_seed(seed)
     model = build_model(family, train_set.shape, model_sets, tiny=tiny)
-    fit(model, train_set.images, train_set.labels, run_dir, tcfg,
+    fit(model, train_set.images, cond, run_dir, tcfg,
         resume=resume, data_spec=data, device=profile.device, amp=profile.amp, compile=profile.compile)
     return run_dir
 
@@ -111,7 +127,7 @@ def nfe_sweep(model, profile: Profile, data: str, features, main_fid: float, sam
     one; a step count equal to the default reuses the main sample's FID."""
     from ..metrics.evaluate import evaluate
     sweep: list[dict] = []
-    if not (profile.sweep_steps and takes_steps(model)):
+    if not (profile.sweep_steps and takes_steps(model)) or profile.conditional:
         return sweep
     for steps in profile.sweep_steps:
         if model.nfe(steps=steps) == model.nfe() and profile.sweep_n == profile.n:
@@ -140,3 +156,18 @@ def takes_steps(model) -> bool:
         return model.nfe(steps=10) != model.nfe(steps=20)
     except (TypeError, ValueError, ZooError):  # families without steps= reject it or ignore it
         return False
+
+
+def conditional_record(model, images: torch.Tensor, prompts: list[str], profile: Profile, data: str, features,
+                       test_set, *, log: Callable[[str], None] = click.echo) -> dict:
+    """The conditional columns of a cell whose ``images`` were prompted by ``prompts`` (test captions):
+    CLIP score, prompt accuracy, per-class FID, and the FID of the same model at the null condition."""
+    from ..metrics.conditional import conditional_metrics
+    from ..metrics.evaluate import evaluate
+    log("  conditional metrics: CLIP score, prompt accuracy, per-class FID")
+    rec = conditional_metrics(images, prompts, test_set.labels[:len(prompts)], data=data, features=features,
+                              encoder=profile.conditional)
+    log(f"  sample {profile.n} images at the null condition")
+    uncond = model.sample(profile.n, seed=SAMPLE_SEED, progress=True)
+    rec["fid_uncond"] = evaluate(uncond, data=data, features=features, metrics=("fid",), split="test", n=profile.n)["fid"]
+    return rec

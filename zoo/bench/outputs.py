@@ -13,7 +13,7 @@ from ..provenance import describe_machine
 from .figures import make_figures
 from .profiles import Profile
 from .store import cell_name, read_cells, read_reference
-from .tables import aggregate, results_table, sweep_table, winners, winners_table
+from .tables import aggregate, conditional_table, results_table, sweep_table, winners, winners_table
 
 
 def write_outputs(out: Path, profile: Profile, data: str, command: str, prov: dict) -> None:
@@ -123,6 +123,17 @@ def results_markdown(profile: Profile, data: str, command: str, prov: dict, cell
           " larger of their two seed standard deviations: not a resolved difference. bits/dim mixes exact"
           " values and bounds (a bound can only overstate a model's bits/dim).", "",
           winners_table(ws), ""]
+    cond = conditional_table(rows, profile.conditional, profile.guidance)
+    if cond:
+        md += ["## Conditional columns", "",
+               "Every cell trained on the captions' frozen text embeddings and sampled with the test split's own "
+               "captions (image i prompted by test caption i), so FID's reference stays the test split. CLIP score "
+               "= 100 × max(cos, 0) by the committed evaluator pair (zoo/text/weights/clip.json); prompt accuracy = "
+               "the share of samples whose class (fmnist-cnn classifier) and every attribute the prompt names "
+               "(the captioner's own rules) match it; per-class FID compares the samples prompted with a class "
+               "against that class's test images; the unconditional FID samples the same model at the null "
+               "condition. The main table's FID and other columns are those of the prompted samples.", "",
+               cond, ""]
     recipes = recipe_table(cells)
     if recipes:
         md += ["## Recipes", "", "What `Generator.recipe` set for this budget; everything else is the family's "

@@ -26,6 +26,8 @@ class Profile:
                                      # term (T network evaluations per image); K = stratified unbiased estimate
     description: str = ""
     budgets: tuple[float, ...] = ()  # several budgets (TFLOP): a bench folder each, then the scaling tables
+    conditional: str = ""            # text encoder of conditional cells (zoo bench --conditional); "": unconditional
+    guidance: float = 1.0            # classifier-free guidance scale of conditional cells, for families that have it
 
 
 PROFILES = {

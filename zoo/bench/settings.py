@@ -11,7 +11,10 @@ from .profiles import SAMPLE_SEED, Profile
 
 # the settings the trained run folder depends on; the rest (n, features, bits/dim, sweep) only
 # change what is measured on it, so a run folder is reused when these match
-TRAIN_KEYS = ("tflops", "recipe", "data", "tiny", "seed", "device", "amp", "compile")
+TRAIN_KEYS = ("tflops", "recipe", "data", "tiny", "seed", "device", "amp", "compile", "conditional")
+# settings added after cells were first committed, with the value an older cell (which does not
+# record them) was made with: such a cell matches a run that wants exactly this value
+LATER_KEYS = {"conditional": "", "guidance": 1.0}
 
 
 def features_name(features) -> str:
@@ -37,12 +40,13 @@ def cell_settings(profile: Profile, *, family: str, data: str, features, tiny: b
                    "features": features_name(features), "tiny": bool(tiny), "seed": seed,
                    "sample_seed": SAMPLE_SEED, "bpd_images": profile.bpd_images, "bpd_terms": profile.bpd_terms,
                    "sweep_steps": list(profile.sweep_steps), "sweep_n": profile.sweep_n,
-                   "device": profile.device, "amp": profile.amp, "compile": profile.compile})
+                   "device": profile.device, "amp": profile.amp, "compile": profile.compile,
+                   "conditional": profile.conditional, "guidance": profile.guidance})
 
 
 def train_settings(settings: dict) -> dict:
     """The part of a cell's settings that its trained run folder depends on."""
-    return {k: settings[k] for k in TRAIN_KEYS}
+    return {k: settings[k] for k in TRAIN_KEYS if k in settings}
 
 
 def reference_settings(profile: Profile, *, data: str, features) -> dict:
@@ -63,6 +67,8 @@ def difference(recorded, wanted: dict) -> str | None:
     if not isinstance(recorded, dict):
         return "no recorded settings (an older zoo, or not made by zoo bench)"
     for key, want in wanted.items():
+        if key not in recorded and key in LATER_KEYS and LATER_KEYS[key] == want:
+            continue
         if key not in recorded:
             return f"no recorded {key}, not {key}={_show(want)}"
         if recorded[key] != want:

@@ -6,13 +6,16 @@ import math
 
 METRIC_COLS = ["fid", "kid_mean", "precision", "recall", "density", "coverage", "classifier_score", "min_class_share",
                "memorization"]
-ROW_COLS = METRIC_COLS + ["bpd", "bpd_sem", "params", "train_tflops", "steps", "epochs", "train_wall_s", "images_per_s",
+# conditional cells (zoo bench --conditional): samples prompted by the test split's captions
+COND_COLS = ["fid_uncond", "clip_score", "prompt_acc", "class_acc", "attr_acc", "fid_class_mean", "fid_class_max"]
+ROW_COLS = METRIC_COLS + COND_COLS + ["bpd", "bpd_sem", "params", "train_tflops", "steps", "epochs", "train_wall_s", "images_per_s",
                           "latency_s", "nfe", "peak_mem_mb"]
 
 # (column, label, direction): +1 higher is better, -1 lower is better. Memorization has no better side.
 WINNER_COLS = [("fid", "FID", -1), ("kid_mean", "KID", -1), ("precision", "precision", 1), ("recall", "recall", 1),
                ("density", "density", 1), ("coverage", "coverage", 1), ("classifier_score", "classifier score", 1),
-               ("min_class_share", "smallest class share", 1), ("bpd", "bits/dim", -1),
+               ("min_class_share", "smallest class share", 1), ("clip_score", "CLIP score", 1),
+               ("prompt_acc", "prompt accuracy", 1), ("bpd", "bits/dim", -1),
                ("images_per_s", "images/s @256", 1), ("latency_s", "latency b=1 (s)", -1),
                ("nfe", "NFE", -1), ("peak_mem_mb", "peak sampling memory (MB)", -1)]
 
@@ -146,6 +149,24 @@ def results_table(rows: list[dict], floor: dict | None, ceiling: dict | None, fe
     for label, ref in (("floor: real vs real", floor), ("ceiling: uniform noise", ceiling)):
         if ref:
             lines.append(_line(reference_row(label, ref)))
+    return "\n".join(lines)
+
+
+def conditional_table(rows: list[dict], encoder: str, guidance: float) -> str | None:
+    """Markdown table of the conditional columns (mean ± std over seeds); None without conditional cells."""
+    rows = [r for r in rows if r.get("clip_score") is not None]
+    if not rows:
+        return None
+    head = ["family", "seeds", "FID prompted ↓", "FID unconditional ↓", "CLIP score ↑", "prompt acc. ↑",
+            "class acc. ↑", "attribute acc. ↑", "per-class FID mean ↓", "per-class FID max ↓"]
+    lines = [f"Text encoder `{encoder}`; guidance {guidance:g} for the families that have it (diffusion, latent "
+             "diffusion, pixel GPT, VQ-VAE), 1 for the others.", "", _line(head), "|" + "---|" * len(head)]
+    for r in rows:
+        lines.append(_line([r["family"], ",".join(map(str, r["seeds"])), fmt(r["fid"], r["fid_std"]),
+                            fmt(r["fid_uncond"], r["fid_uncond_std"]), fmt(r["clip_score"], r["clip_score_std"]),
+                            fmt(r["prompt_acc"], r["prompt_acc_std"], 3), fmt(r["class_acc"], r["class_acc_std"], 3),
+                            fmt(r["attr_acc"], r["attr_acc_std"], 3), fmt(r["fid_class_mean"], r["fid_class_mean_std"]),
+                            fmt(r["fid_class_max"], r["fid_class_max_std"])]))
     return "\n".join(lines)
 
 

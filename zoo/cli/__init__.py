@@ -20,6 +20,7 @@ from .common import CONTEXT, import_option
 from .eval import eval_cmd, features_group
 from .info import data_cmd, list_cmd
 from .sample import sample_cmd
+from .text import text_group
 from .train import train_cmd
 
 
@@ -51,7 +52,7 @@ def cli():
     load_plugins()
 
 
-for _cmd in (list_cmd, data_cmd, train_cmd, sample_cmd, eval_cmd, features_group, bench_group):
+for _cmd in (list_cmd, data_cmd, train_cmd, sample_cmd, eval_cmd, features_group, bench_group, text_group):
     cli.add_command(_cmd)
 
 # errno values that mean the user named a path that cannot be used, rather than a failing machine

@@ -68,9 +68,18 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
               help="scaling only: take the points at this bench folder's budget from its cells (e.g. "
                    "results/standard for 10 TFLOP, 3 seeds) instead of training them again; they are "
                    "checked to match this profile's settings.")
+@click.option("--conditional", is_flag=True,
+              help="Train every family conditioned on the captions (as `zoo train --conditional`), sample it "
+                   "prompted by the test split's own captions, and add CLIP score, prompt accuracy, per-class "
+                   "FID and the unconditional FID to the table. Use its own --out.")
+@click.option("--text-encoder", default=None, metavar="NAME",
+              help="The frozen text encoder of --conditional cells [default: mlm-m].")
+@click.option("--guidance", default=None, type=float, metavar="W",
+              help="Classifier-free guidance scale of --conditional cells, for the families that have it "
+                   "(the others sample at 1)  [default: 1]")
 @import_option
 def bench_group(ctx, profile_name, families, seeds, data, features, tflops, n, out, tiny, force, shard, merge,
-                reuse):
+                reuse, conditional, text_encoder, guidance):
     """Train every family under the same FLOP budget, evaluate, and write tables and figures.
 
     Each family trains with its recipe for the budget (Generator.recipe: width, batch size,
@@ -100,6 +109,18 @@ def bench_group(ctx, profile_name, families, seeds, data, features, tflops, n, o
         raise ZooError("--merge runs no cells: drop --shard")
     shard_spec = parse_shard(shard)
     profile = with_overrides(PROFILES[profile_name], seeds=seeds, tflops=tflops, n=n)
+    if (text_encoder is not None or guidance is not None) and not conditional:
+        raise ZooError("--text-encoder and --guidance need --conditional")
+    if conditional:
+        import dataclasses
+        from ..text.encoder import DEFAULT_ENCODER, check_data
+        if profile.budgets:
+            raise ZooError("--conditional runs one budget: not the scaling profile")
+        if guidance is not None and not (0 <= guidance < float("inf")):
+            raise ZooError(f"--guidance must be a finite number >= 0, got {guidance}")
+        check_data(text_encoder or DEFAULT_ENCODER, data)
+        profile = dataclasses.replace(profile, conditional=text_encoder or DEFAULT_ENCODER,
+                                      guidance=1.0 if guidance is None else float(guidance))
     fams = _families(families, list_models())
     out_dir = Path(out or f"runs/bench-{profile.name}")
     check_writable(out_dir)

@@ -28,15 +28,22 @@ def _run_data(run: Path) -> str:
 @click.option("--batch-size", default=256, type=int, help="Images per forward batch.")
 @click.option("--opt", "opts", multiple=True, metavar="KEY=VALUE",
               help="Sampler option, e.g. steps=50, temperature=0.9, sampler=ddim. Repeatable.")
+@click.option("--prompt", default=None, metavar="TEXT",
+              help="Condition every image on TEXT (a run trained with --conditional), e.g. \"a dark ankle boot\"; "
+                   "the words are the captions' (an unknown word lists them).")
+@click.option("--guidance", default=None, type=float, metavar="W",
+              help="Classifier-free guidance scale for --prompt (diffusion, latent diffusion, pixel GPT, VQ-VAE): "
+                   "0 unconditional, 1 plain conditional, >1 stronger  [default: 1]")
 @click.option("--interpolate", is_flag=True, help="Write latent interpolation strips between test images.")
 @click.option("--trajectory", is_flag=True, help="Write strips of the running x0 prediction (diffusion).")
 @click.option("--frames", default=8, type=int, help="Images per strip for --interpolate/--trajectory.")
 @device_option
 @import_option
-def sample_cmd(run, n, seed, out, batch_size, opts, interpolate, trajectory, frames, device):
+def sample_cmd(run, n, seed, out, batch_size, opts, prompt, guidance, interpolate, trajectory, frames, device):
     """Sample N images from a trained RUN directory.
 
-    Examples: zoo sample runs/vae --n 64 --out grid.png; zoo sample runs/vae --n 2000 --out samples/
+    Examples: zoo sample runs/vae --n 64 --out grid.png; zoo sample runs/vae --n 2000 --out samples/;
+    zoo sample runs/ldm-cond --prompt "a dark ankle boot" --guidance 3 --n 16 --out boot.png
 
     Under torchrun each process draws a block of whole batches and rank 0 writes them all: the same
     images as one process with the same --batch-size.
@@ -54,8 +61,20 @@ def sample_cmd(run, n, seed, out, batch_size, opts, interpolate, trajectory, fra
     check_image_target(out)
     check_writable(out)
     sampler = parse_opts(opts)
+    if guidance is not None:
+        if prompt is None:
+            raise ZooError("--guidance needs --prompt")
+        if not (guidance >= 0 and guidance < float("inf")):
+            raise ZooError(f"--guidance must be a finite number >= 0, got {guidance}")
+        sampler["guidance"] = guidance
+    if prompt is not None and (interpolate or trajectory):
+        raise ZooError("--prompt draws plain samples: leave out --interpolate/--trajectory")
     device = dist.init(check_device(device))   # under torchrun: the batches are split over the processes
     model = load(run).to(device)
+    prompts = None
+    if prompt is not None:
+        prompts = [prompt] * n
+        model.embed_prompts(prompts[:1])   # an unknown word or an unconditional run: one line, before any work
     if interpolate:
         from ..data import load_dataset
         test = load_dataset(_run_data(Path(run)), "test")
@@ -69,7 +88,7 @@ def sample_cmd(run, n, seed, out, batch_size, opts, interpolate, trajectory, fra
     else:
         try:
             with dist.sharded():
-                images = model.sample(n, seed=seed, batch_size=batch_size, progress=True, **sampler)
+                images = model.sample(n, seed=seed, prompts=prompts, batch_size=batch_size, progress=True, **sampler)
         except TypeError as e:
             raise ZooError(f"bad sampler option for {model.name}: {e}") from None
         nrow = None

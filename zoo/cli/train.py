@@ -105,6 +105,11 @@ def _new_settings(out_dir: Path, data_spec, steps, tflops, batch_size, seed, tra
 @click.option("--no-recipe", is_flag=True,
               help="Ignore the family's recipe for the --tflops budget (its config and batch size as they "
                    "are, unless --set says otherwise).")
+@click.option("--conditional", is_flag=True,
+              help="Condition the model on captions of the training images, embedded by a frozen text encoder "
+                   "(see `zoo text --help`); sample it with `zoo sample RUN --prompt TEXT`.")
+@click.option("--text-encoder", default=None, metavar="NAME",
+              help="The committed text encoder for --conditional (mlm-s, mlm-m, mlm-l) [default: mlm-m].")
 @click.option("--download", is_flag=True, help="Allow downloading the dataset (needs internet).")
 @click.option("--eval-bpd", default=0, type=int, metavar="N",
               help="After training, report test bits/dim on the first N test images (0: skip).")
@@ -113,8 +118,8 @@ def _new_settings(out_dir: Path, data_spec, steps, tflops, batch_size, seed, tra
 @device_option
 @import_option
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def train_cmd(family, data_spec, seed, out, steps, tflops, batch_size, resume, sets, no_recipe, download, eval_bpd,
-              compile_, device, quiet):
+def train_cmd(family, data_spec, seed, out, steps, tflops, batch_size, resume, sets, no_recipe, conditional,
+              text_encoder, download, eval_bpd, compile_, device, quiet):
     """Train FAMILY on a dataset under a step or FLOP budget, writing a run directory.
 
     Example: zoo train vae --tflops 10 --out runs/vae-s0 --seed 0
@@ -126,6 +131,10 @@ def train_cmd(family, data_spec, seed, out, steps, tflops, batch_size, resume, s
     With --tflops, a new run follows the family's recipe for that budget (its width, batch size or
     schedule, as `zoo bench` trains it; printed first); --set and --batch-size win over it, and
     --no-recipe leaves it out.
+
+    With --conditional, each training image's caption (`zoo data --captions`) is embedded by the
+    frozen text encoder and fed to the model; a share cond_drop (--set cond_drop=0.1) of them is
+    replaced by the null condition, so the run samples with and without a prompt.
     """
     from .. import dist
     from ..api import build_model, get_model_class, read_config, recipe_sets
@@ -137,6 +146,15 @@ def train_cmd(family, data_spec, seed, out, steps, tflops, batch_size, resume, s
     cls = get_model_class(family)
     out_dir = Path(out)
     model_sets, train_sets = split_sets(sets)
+    if text_encoder is not None and not conditional:
+        raise ZooError("--text-encoder needs --conditional")
+    if conditional:
+        if resume:
+            raise ZooError("--resume keeps the run's own conditioning: leave out --conditional")
+        from ..text.encoder import DEFAULT_ENCODER, check_data, load_encoder
+        name = text_encoder or DEFAULT_ENCODER
+        check_data(name, data_spec or "fashion-mnist")
+        model_sets = {"cond_dim": str(load_encoder(name).dim), "text_encoder": name, **model_sets}
     if resume:
         tcfg, data_spec = _resume_settings(out_dir, family, data_spec, steps, tflops, batch_size, seed,
                                            model_sets, train_sets)
@@ -158,7 +176,11 @@ def train_cmd(family, data_spec, seed, out, steps, tflops, batch_size, resume, s
         import torch
         torch.manual_seed(tcfg.seed)   # weights are drawn after seeding
         model = build_model(family, train.shape, model_sets)
-    summary = fit(model, train.images, train.labels, out_dir, tcfg, resume=resume, progress=not quiet,
+    cond = None
+    if model.is_conditional:   # each image's caption embedding, the second argument of model.loss
+        from ..text.encoder import caption_embeddings
+        cond = caption_embeddings(model.config.text_encoder, train.images, train.labels)[1]
+    summary = fit(model, train.images, cond, out_dir, tcfg, resume=resume, progress=not quiet,
                   data_spec=data_spec, compile=compile_, device=device)
     click.echo(f"trained {family}: {summary['steps']} steps, {summary['train_tflops']:.3f} TFLOP, "
                f"{summary['epochs']:.2f} epochs, {summary['wall_s']:.1f} s -> {out}")

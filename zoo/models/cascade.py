@@ -183,7 +183,7 @@ def _base_error(cfg: CascadeConfig, why: str) -> ZooError:
     ok = []
     for name in list_models():
         cls = get_model_class(name)
-        if issubclass(cls, Cascade) or len(cls.stage_plan()) != 1 or cls.conditional:
+        if issubclass(cls, Cascade) or len(cls.stage_plan()) != 1:
             continue
         try:
             make = cls.tiny_config if cfg.base_tiny else cls.Config
@@ -226,8 +226,6 @@ def build_base(cfg: CascadeConfig) -> Generator:
     if len(cls.stage_plan()) != 1:
         raise _base_error(cfg, f"base {cfg.base} has several stages ({', '.join(cls.stage_plan())}); "
                                f"only single-stage bases are supported")
-    if cls.conditional:
-        raise _base_error(cfg, f"base {cfg.base} is conditional")
     if cfg.base_config:
         bcfg = from_dict(cls.Config, cfg.base_config)
         if (bcfg.channels, bcfg.image_size) != (cfg.channels, cfg.low):
@@ -267,6 +265,8 @@ class Cascade(Generator):
     def __init__(self, config: CascadeConfig):
         super().__init__(config)
         c = config
+        if c.cond_dim:
+            raise ZooError("cascade models are not conditional yet: train a single family with --conditional")
         if not 1 < c.low < c.image_size or c.image_size % c.low:
             raise ZooError(f"cascade: low must be a divisor of image_size {c.image_size} between 2 and "
                            f"{c.image_size // 2}, got {c.low}")
@@ -313,10 +313,10 @@ class Cascade(Generator):
                                                                 self.config.low)).to(images.device)
         self.base.begin_stage(self._base_stage, small)
 
-    def loss(self, x, labels=None, *, phase="decoder"):
+    def loss(self, x, cond=None, *, phase="decoder"):
         small = downsample(x, self.config.low)                                   # (B, C, low, low)
         if phase.startswith(BASE_PREFIX) and phase[len(BASE_PREFIX):] in self._base_phases:
-            return self.base.loss(small, labels, phase=phase[len(BASE_PREFIX):])
+            return self.base.loss(small, cond, phase=phase[len(BASE_PREFIX):])
         if phase == "decoder":
             return self.decoder.loss(x, small)
         raise ZooError(f"unknown phase {phase!r} for {self.name} (phases: "
@@ -334,7 +334,7 @@ class Cascade(Generator):
                            f"{', '.join(SAMPLER_KEYS)}, aug; the base's own options take the prefix {BASE_OPT})")
         return base, dec
 
-    def generate_stages(self, gens, labels=None, **opts) -> tuple[torch.Tensor, torch.Tensor]:
+    def generate_stages(self, gens, cond=None, **opts) -> tuple[torch.Tensor, torch.Tensor]:
         """(small images (B,C,low,low), their upscalings (B,C,H,W)), both in [-1, 1]."""
         base_opts, dec_opts = self._split(opts)
         self.decoder.options(dec_opts)  # a bad decoder option fails before the base runs
@@ -342,7 +342,7 @@ class Cascade(Generator):
         small = ((small + 1.0) * 127.5).round() / 127.5 - 1.0   # the 8-bit image a base sample is
         return small, self.decoder.upscale(small, gens, **dec_opts)
 
-    def generate(self, gens, labels=None, **opts):
+    def generate(self, gens, cond=None, **opts):
         return self.generate_stages(gens, **opts)[1]
 
     def nfe(self, **opts):

@@ -48,10 +48,12 @@ class DiffusionConfig(DiffusionFields, ModelConfig):
 
 @register_model("diffusion")
 class Diffusion(DiffusionMixin, Generator):
-    """Pixel-space DDPM with a UNet noise predictor; likelihood is the variational bound (eq. 5)."""
+    """Pixel-space DDPM with a UNet noise predictor; likelihood is the variational bound (eq. 5).
+    With ``cond_dim > 0`` it is text-conditioned, with classifier-free guidance (``zoo.diffusion_process``)."""
 
     Config = DiffusionConfig
     likelihood = "bound"
+    guidance = True
 
     # step-limited at these budgets: at 1 TFLOP, batch 32 against 64 gave FID 48.6 against 52.8
     # (benchmarks/recipe_sweep.py, results/diffusion/README.md); the 10 TFLOP standard table checks
@@ -71,8 +73,8 @@ class Diffusion(DiffusionMixin, Generator):
         """The identity: the diffusion space is the image."""
         return z
 
-    def loss(self, x, labels=None, *, phase="main"):
-        return self.diffusion_loss(x)
+    def loss(self, x, cond=None, *, phase="main"):
+        return self.diffusion_loss(x, cond)
 
     # ---- likelihood ----------------------------------------------------------------------
     def _model_logvar(self, t: torch.Tensor) -> torch.Tensor:
@@ -83,16 +85,18 @@ class Diffusion(DiffusionMixin, Generator):
         return torch.log(sch.posterior_variance(t, t - 1))
 
     @torch.no_grad()
-    def log_prob(self, x, labels=None, *, terms: int | None = None):
+    def log_prob(self, x, cond=None, *, terms: int | None = None):
         """Variational lower bound on log p(x) in nats per image (B,), Ho et al. 2020 eq. 5.
 
         terms: None -> config.vlb_terms; 0 (or >= T-1) evaluates every t; K > 0 uses the
         stratified unbiased estimate with K network evaluations for the sum over t >= 2.
-        Uses the global RNG for x_t (and for t when stratified).
+        Uses the global RNG for x_t (and for t when stratified). A conditional model bounds
+        log p(x | cond), cond (B, cond_dim), at the null condition when cond is None (no guidance).
         """
         sch, c = self.schedule, self.config
         x = x.to(self.device)
         T, B = sch.T, x.shape[0]
+        cond = self.network_cond(cond, B)                                               # (B, cond_dim) | None
         if self.config.variance not in ("small", "large"):
             raise ZooError(f"unknown variance {self.config.variance!r}")
         terms = c.vlb_terms if terms is None else int(terms)
@@ -111,21 +115,22 @@ class Diffusion(DiffusionMixin, Generator):
             edges = torch.linspace(1, T, terms + 1, device="cpu").round().long().tolist()  # strata [a, b)
             plan = [(torch.randint(a, b, (B,), device=dev), float(b - a)) for a, b in zip(edges, edges[1:])]
         for t, weight in plan:
-            total += weight * self._kl_term(x, t, clip)
+            total += weight * self._kl_term(x, t, clip, cond)
         # L_0 = -log p(x0 | x_1): discretized Gaussian decoder centred on the x0 prediction
         t0 = torch.zeros(B, dtype=torch.long, device=dev)
         x_1 = sch.add_noise(x, torch.randn_like(x), t0)
-        x0_hat, _ = sch.split(self.denoiser(x_1, t0), x_1, t0, c.prediction, clip)
+        x0_hat, _ = sch.split(self.denoiser(x_1, t0, cond), x_1, t0, c.prediction, clip)
         dec_var = sch.posterior_variance(1, 0).item()  # beta tilde of the next step (improved-DDPM convention)
         log_std = torch.full_like(x, 0.5 * math.log(dec_var))
         total -= discretized_gaussian_logp(x, x0_hat, log_std).flatten(1).sum(1).double()
         return -total
 
-    def _kl_term(self, x0: torch.Tensor, t: torch.Tensor, clip: float | None) -> torch.Tensor:
-        """KL(q(x_{t-1} | x_t, x0) || p(x_{t-1} | x_t)) in nats per image at timesteps t (B,) >= 1."""
+    def _kl_term(self, x0: torch.Tensor, t: torch.Tensor, clip: float | None,
+                 cond: torch.Tensor | None = None) -> torch.Tensor:
+        """KL(q(x_{t-1} | x_t, x0) || p(x_{t-1} | x_t[, cond])) in nats per image at timesteps t (B,) >= 1."""
         sch = self.schedule
         x_t = sch.add_noise(x0, torch.randn_like(x0), t)
-        x0_hat, _ = sch.split(self.denoiser(x_t, t), x_t, t, self.config.prediction, clip)
+        x0_hat, _ = sch.split(self.denoiser(x_t, t, cond), x_t, t, self.config.prediction, clip)
         mean_q, var_q = sch.posterior(x0, x_t, t, t - 1)
         mean_p, _ = sch.posterior(x0_hat, x_t, t, t - 1)
         logvar_p = self._model_logvar(t).to(x0.device)                                 # (B,) float64

@@ -20,6 +20,19 @@ q(u | k) on [0,1)^D Jensen's inequality gives
 bits/dim = -log P / (D ln 2). ``log_prob`` returns this bound (one u per image by default,
 or the tighter importance-weighted bound with ``k`` > 1), so the family declares
 ``likelihood = "bound"``: the continuous density is exact, the discrete likelihood is not.
+
+Conditioning (``cond_dim > 0``). The bijection v <-> e stays unconditional; only the base
+density depends on the text embedding c: the top level's Gaussian N(mean(c), std(c)^2) (a
+GaussianPrior, per element) and the learned split priors p(z2 | z1, c) (GaussianSplit with a
+per-channel offset from c) are written as bijections onto N(0, I) like the rest, so
+
+    log p_v(v | c) = log N(e(v; c); 0, I) + log|det de/dv|
+
+is exact for every c, and sampling inverts the same per-sample noise e through the prior of c.
+The dequantizer q(u | x) is unconditional. ``cond = None`` is the null condition (zeros), which
+training puts in place of a share ``cond_drop`` of the embeddings. At the start the split priors'
+cond layers are zero and the top prior's bias is zero (a small random weight lets c matter from the
+first step), so a new conditional model has the unconditional model's density at the null condition.
 """
 from __future__ import annotations
 
@@ -35,10 +48,14 @@ from ..api import Generator, ModelConfig, register_model
 from ..distributions import standard_normal_logp
 from ..errors import ZooError
 from ..images import BINS, to_float, to_levels, to_uint8
-from ..nn.coupling import AffineCoupling, FlowStep, GaussianSplit, InvConv1x1LU, Squeeze
+from ..nn.coupling import AffineCoupling, FlowStep, GaussianPrior, GaussianSplit, InvConv1x1LU, Squeeze
 
 DEQUANT = ("uniform", "variational")
 SPLIT_PRIORS = ("learned", "normal")
+# Initial scale of the conditional top prior's weight (GaussianPrior's init_scale). Not 0: a zero
+# layer would make an untrained model's density ignore cond (the contract's test_loss_depends_on_cond
+# checks that it does not); at 0.3 a tiny model's first loss moves by ~0.5% (at 1.0, by ~20%).
+COND_INIT_SCALE = 0.3
 
 
 class VariationalDequantizer(nn.Module):
@@ -90,7 +107,8 @@ class FlowConfig(ModelConfig):
 
 @register_model("flow")
 class Flow(Generator):
-    """Glow-style multi-scale flow (ActNorm, LU 1x1 conv, affine coupling); dequantization bound."""
+    """Glow-style multi-scale flow (ActNorm, LU 1x1 conv, affine coupling); dequantization bound.
+    With ``cond_dim > 0`` its prior (not its bijection) is conditioned on a text embedding."""
 
     Config = FlowConfig
     likelihood = "bound"
@@ -119,6 +137,8 @@ class Flow(Generator):
             raise ZooError(f"unknown split_prior {c.split_prior!r} (choose {' or '.join(SPLIT_PRIORS)})")
         if c.iw_samples < 1:
             raise ZooError(f"iw_samples must be >= 1, got {c.iw_samples}")
+        if c.cond_dim < 0:
+            raise ZooError(f"cond_dim must be >= 0, got {c.cond_dim}")
         self.squeeze = Squeeze(2)
         self.blocks = nn.ModuleList()
         self.noise_shapes: list[tuple[int, int, int]] = []  # the noise factored out at each level
@@ -128,7 +148,7 @@ class Flow(Generator):
             layers: list[nn.Module] = [FlowStep(ch, c.hidden) for _ in range(c.steps)]
             if i < c.levels - 1:
                 if c.split_prior == "learned":
-                    layers.append(GaussianSplit(ch))
+                    layers.append(GaussianSplit(ch, cond_dim=c.cond_dim))  # its cond layer draws no RNG
                 self.noise_shapes.append((ch // 2, size, size))
                 ch -= ch // 2
             else:
@@ -136,39 +156,66 @@ class Flow(Generator):
             self.blocks.append(nn.ModuleList(layers))
         self.dequantizer = (VariationalDequantizer(c.channels, c.dequant_hidden, c.dequant_steps)
                             if c.dequant == "variational" else None)
+        # the conditional top prior, built last, so its one RNG draw (its weight) comes after every other
+        # module's (the splits' cond layers draw none): a conditional model's bijection starts as the
+        # unconditional one's. None at all for an unconditional model: its modules and RNG are as before
+        self.top_prior = (GaussianPrior(self.noise_shapes[-1], c.cond_dim, init_scale=COND_INIT_SCALE)
+                          if c.cond_dim > 0 else None)
 
     # ---- the bijection v <-> e --------------------------------------------------------------
-    def to_noise(self, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """v (B,C,H,W) in the model range -> standard-normal noise e (B, D) and log|det de/dv| (B,)."""
+    def _prior_cond(self, cond: torch.Tensor | None, ref: torch.Tensor) -> torch.Tensor | None:
+        """The embedding the prior layers take for a batch like ``ref``: None for an unconditional model
+        (which refuses a cond), the null condition for cond None, else the checked cond in ref's dtype."""
+        b = ref.shape[0]
+        if not self.is_conditional:
+            if cond is not None:
+                self.check_cond(cond, b)   # raises: this model takes no condition
+            return None
+        if cond is None:
+            cond = self.null_cond(b)
+        self.check_cond(cond, b)
+        return cond.to(device=ref.device, dtype=ref.dtype)   # (B, cond_dim)
+
+    def to_noise(self, v: torch.Tensor, cond: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """v (B,C,H,W) in the model range -> standard-normal noise e (B, D) and log|det de/dv| (B,).
+        ``cond`` (B, cond_dim) of a conditional model (None: the null condition) enters only the priors."""
+        c = self._prior_cond(cond, v)
         h, logdet = v, v.new_zeros(v.shape[0])
         out = []
         for i, block in enumerate(self.blocks):
             h, _ = self.squeeze(h)
             for layer in block:
-                h, ld = layer(h)
+                h, ld = layer(h, c) if isinstance(layer, GaussianSplit) else layer(h)
                 logdet = logdet + ld
             if i < len(self.blocks) - 1:
                 keep = h.shape[1] - h.shape[1] // 2
                 out.append(h[:, keep:].flatten(1))       # factored out: (B, ch//2 * size * size)
                 h = h[:, :keep]
+        if self.top_prior is not None:
+            h, ld = self.top_prior(h, c)                 # the top level's N(mean(c), std(c)^2) -> N(0, I)
+            logdet = logdet + ld
         out.append(h.flatten(1))
         return torch.cat(out, 1), logdet
 
-    def from_noise(self, e: torch.Tensor) -> torch.Tensor:
-        """Inverse of ``to_noise``: e (B, D) -> v (B,C,H,W)."""
+    def from_noise(self, e: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """Inverse of ``to_noise``: e (B, D) -> v (B,C,H,W), for the same ``cond``."""
+        c = self._prior_cond(cond, e)
         parts = list(e.split([math.prod(s) for s in self.noise_shapes], 1))
         h = parts[-1].view(e.shape[0], *self.noise_shapes[-1])
+        if self.top_prior is not None:
+            h = self.top_prior.inverse(h, c)
         for i in reversed(range(len(self.blocks))):
             if i < len(self.blocks) - 1:
                 h = torch.cat([h, parts[i].view(e.shape[0], *self.noise_shapes[i])], 1)
             for layer in reversed(self.blocks[i]):
-                h = layer.inverse(h)
+                h = layer.inverse(h, c) if isinstance(layer, GaussianSplit) else layer.inverse(h)
             h = self.squeeze.inverse(h)
         return h
 
-    def log_density(self, v: torch.Tensor) -> torch.Tensor:
-        """Exact continuous log p_v(v) (B,) for v (B,C,H,W) in [-0.5, 0.5)."""
-        e, logdet = self.to_noise(v)
+    def log_density(self, v: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """Exact continuous log p_v(v) (B,) for v (B,C,H,W) in [-0.5, 0.5); log p_v(v | cond) for a
+        conditional model (cond None: the null condition)."""
+        e, logdet = self.to_noise(v, cond)
         return standard_normal_logp(e).sum(1) + logdet
 
     # ---- dequantization -------------------------------------------------------------------
@@ -181,17 +228,19 @@ class Flow(Generator):
             u, log_q = self.dequantizer(x)
         return (k + u) / BINS - 0.5, log_q
 
-    def elbo(self, x: torch.Tensor) -> torch.Tensor:
-        """One-draw dequantization bound log p_w(k+u) - log q(u|k) <= log P(k), nats (B,)."""
+    def elbo(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """One-draw dequantization bound log p_w(k+u | cond) - log q(u|k) <= log P(k | cond), nats (B,)."""
         v, log_q = self.dequantize(x)
         dims = x[0].numel()
         # log p_w(w) = log p_v(v) + D*log(dv/dw), dv/dw = 1/256 (see module docstring)
-        return self.log_density(v) - dims * math.log(BINS) - log_q
+        return self.log_density(v, cond) - dims * math.log(BINS) - log_q
 
     # ---- training -------------------------------------------------------------------------
-    def loss(self, x, labels=None, *, phase="main"):
+    def loss(self, x, cond=None, *, phase="main"):
         dims = x[0].numel()
-        nll = -self.elbo(x).mean() / dims                            # nats per dim
+        if self.is_conditional:   # prompt dropout (global RNG); an unconditional model draws nothing here
+            cond = self.drop_cond(cond, x.shape[0])                  # (B, cond_dim)
+        nll = -self.elbo(x, cond).mean() / dims                      # nats per dim
         return {"loss": nll, "bpd": nll.detach() / math.log(2)}
 
     def _uninitialized(self) -> bool:
@@ -209,8 +258,9 @@ class Flow(Generator):
         self.train(was_training)
 
     @torch.no_grad()
-    def log_prob(self, x, labels=None, *, k: int | None = None):
-        """Dequantization lower bound on log P(x) in nats (B,): log (1/k) sum_i p_w(x+u_i)/q(u_i|x).
+    def log_prob(self, x, cond=None, *, k: int | None = None):
+        """Dequantization lower bound on log P(x) in nats (B,): log (1/k) sum_i p_w(x+u_i)/q(u_i|x);
+        of log P(x | cond) for a conditional model given ``cond`` (B, cond_dim) (None: the null condition).
 
         k = 1 is the usual one-draw bound; larger k is tighter. Uses the global RNG for u.
         """
@@ -218,7 +268,7 @@ class Flow(Generator):
         if k < 1:
             raise ZooError(f"k must be >= 1, got {k}")
         x = x.to(self.device)
-        vals = torch.stack([self.elbo(x) for _ in range(k)])          # (k, B)
+        vals = torch.stack([self.elbo(x, cond) for _ in range(k)])    # (k, B)
         return torch.logsumexp(vals, 0) - math.log(k)
 
     # ---- sampling -------------------------------------------------------------------------
@@ -232,19 +282,22 @@ class Flow(Generator):
             raise ZooError(f"temperature must be >= 0, got {t}")
         return t
 
-    def decode(self, e: torch.Tensor) -> torch.Tensor:
-        """Noise e (B, D) -> images (B,C,H,W) in [-1,1] on the 256-level grid (w = 256(v+0.5), k = floor w)."""
-        v = self.from_noise(e)
+    def decode(self, e: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """Noise e (B, D) -> images (B,C,H,W) in [-1,1] on the 256-level grid (w = 256(v+0.5), k = floor w),
+        through the prior of ``cond`` for a conditional model (None: the null condition)."""
+        v = self.from_noise(e, cond)
         # an overflowing inverse (rare with the bounded scales) must still give a valid image:
         # +-inf clamp to the end levels below, NaN (from inf - inf) becomes mid-grey
         v = torch.nan_to_num(v, nan=0.0)
         k = torch.floor((v + 0.5) * BINS).clamp(0, BINS - 1)
         return k / 127.5 - 1.0
 
-    def generate(self, gens, labels=None, **sampler):
+    def generate(self, gens, cond=None, **sampler):
+        """Decode e ~ N(0, T^2 I), image i's e from gens[i] alone whatever ``cond`` is; a conditional
+        model maps it through the prior of ``cond`` (T scales the prior's std) or, for None, the null one."""
         t = self._temperature(sampler)
         e = rng.randn(gens, sum(math.prod(s) for s in self.noise_shapes))   # (B, D)
-        return self.decode(t * e)
+        return self.decode(t * e, cond)
 
     def nfe(self, **sampler):
         self._temperature(sampler)
@@ -253,7 +306,7 @@ class Flow(Generator):
     @torch.no_grad()
     def interpolate(self, a, b, *, steps=8):
         """Decode ``steps`` points on the line between the noise of uint8 images a and b (each taken
-        at its bins' centres): uint8 (steps, C, H, W) on the CPU."""
+        at its bins' centres; a conditional model's under the null condition): uint8 (steps, C, H, W) on the CPU."""
         was_training = self.training
         self.eval()
         try:

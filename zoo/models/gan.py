@@ -17,6 +17,16 @@ The generator uses GroupNorm rather than BatchNorm: sample i then never depends 
 the batch, and the EMA copy of the weights the trainer samples from needs no BatchNorm running
 statistics re-estimated for the averaged weights.
 
+Conditional (``cond_dim > 0``), on a text embedding c (B, cond_dim): the generator takes c at its
+input, fc(z) + W c (the first layer applied to the concatenation [z, c], as in Mirza & Osindero
+2014), and at every GroupNorm by FiLM (conditional normalisation, as the conditional BN of the
+generators of Miyato & Koyama 2018); D is their projection discriminator, D(x, c) =
+psi(phi(x)) + <V c, phi(x)> (``zoo.nn.conv.Discriminator``). Both phases judge every image at its
+own condition: the real images at the batch's conditions (after prompt dropout, drawn anew in each
+phase) and the fakes at the same conditions they were generated for. The null condition (zeros,
+what ``generate`` uses without a prompt) is trained by that dropout: there ``V c`` vanishes and D
+is the unconditional critic.
+
 The adversarial losses, the R1 penalty, the discriminator phase, the freezing of D and the
 optimizers are ``zoo.nn.adversarial``'s (shared with the VAE-GAN); the mode-collapse check
 used on the trained runs is ``zoo.metrics.collapse``.
@@ -33,7 +43,7 @@ from ..api import Generator, ModelConfig, register_model
 from ..errors import ZooError
 from ..nn.adversarial import (AdversarialConfig, adversarial_optimizer, check_adversarial_config,
                               discriminator_phase, frozen, gen_loss)
-from ..nn.conv import Discriminator, groups_for
+from ..nn.conv import Discriminator, FiLM, expect_cond, groups_for, run_stack
 
 
 @dataclasses.dataclass
@@ -46,7 +56,9 @@ class GANConfig(AdversarialConfig, ModelConfig):
 
 class DCGANGenerator(nn.Module):
     """z (B, D) -> images (B, C, H, W) in (-1, 1): linear to the coarsest map, then
-    [GroupNorm, ReLU, 4x4 stride-2 ConvTranspose] per level, then GroupNorm, ReLU, 3x3 conv, tanh."""
+    [GroupNorm, ReLU, 4x4 stride-2 ConvTranspose] per level, then GroupNorm, ReLU, 3x3 conv, tanh.
+    After :meth:`add_conditioning` it also takes ``cond`` (B, cond_dim): added through a linear map
+    to the first layer's output and modulating every GroupNorm (FiLM)."""
 
     def __init__(self, latent_dim: int, out_ch: int, image_size: int, widths: tuple[int, ...]):
         super().__init__()
@@ -62,10 +74,21 @@ class DCGANGenerator(nn.Module):
         layers += [nn.GroupNorm(groups_for(widths[-1]), widths[-1]), nn.ReLU(),
                    nn.Conv2d(widths[-1], out_ch, 3, padding=1), nn.Tanh()]
         self.net = nn.Sequential(*layers)
+        self.cond_in = self.film = None   # conditioning layers, after add_conditioning
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        h = self.fc(z).view(z.shape[0], self.w0, self.base, self.base)  # (B, w0, h, w)
-        return self.net(h)                                              # (B, C, H, W)
+    def add_conditioning(self, cond_dim: int) -> None:
+        """Make the generator take ``cond`` (B, cond_dim): ``cond_in`` (fc on [z, cond] is
+        fc(z) + cond_in(cond)) and ``film``."""
+        self.cond_in = nn.Linear(cond_dim, self.fc.out_features, bias=False)
+        self.film = FiLM(cond_dim, self.net)
+
+    def forward(self, z: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        expect_cond(self.film is not None, cond, "generator")
+        h = self.fc(z)                                                  # (B, w0 h w)
+        if cond is not None:
+            h = h + self.cond_in(cond)
+        h = h.view(z.shape[0], self.w0, self.base, self.base)           # (B, w0, h, w)
+        return run_stack(self.net, self.film, h, cond)                  # (B, C, H, W)
 
 
 def truncated_normal(gens: list[torch.Generator], dim: int, bound: float | None) -> torch.Tensor:
@@ -103,6 +126,9 @@ class GAN(Generator):
         check_adversarial_config(c)
         self.gen = DCGANGenerator(c.latent_dim, c.channels, c.image_size, c.g_widths)
         self.disc = Discriminator(c.channels, c.image_size, c.d_widths, spectral_norm=c.spectral_norm)
+        if self.is_conditional:  # after every other module, so those draw their unconditional initial weights
+            self.disc.add_conditioning(c.cond_dim)
+            self.gen.add_conditioning(c.cond_dim)
 
     def param_groups(self):
         return {"disc": list(self.disc.parameters()), "gen": list(self.gen.parameters())}
@@ -110,22 +136,28 @@ class GAN(Generator):
     def configure_optimizer(self, phase, params):
         return adversarial_optimizer(self.config, phase, params)
 
-    def loss(self, x, labels=None, *, phase="disc"):
-        c = self.config
-        z = torch.randn(x.shape[0], c.latent_dim, device=x.device)        # (B, D)
+    def loss(self, x, cond=None, *, phase="disc"):
+        c, b = self.config, x.shape[0]
+        z = torch.randn(b, c.latent_dim, device=x.device)                 # (B, D)
+        # the batch's conditions after prompt dropout (B, cond_dim); None for an unconditional model
+        # (which refuses a cond); the fakes are made for them and judged at them
+        cond = self.drop_cond(cond, b) if self.is_conditional or cond is not None else None
         if phase == "disc":
             with torch.no_grad():
-                fake = self.gen(z)                                         # (B, C, H, W), detached
-            return discriminator_phase(self.disc, x, fake, c)
+                fake = self.gen(z, cond)                                   # (B, C, H, W), detached
+            return discriminator_phase(self.disc, x, fake, c, real_cond=cond, fake_cond=cond)
         if phase == "gen":
-            fake = self.gen(z)                                             # (B, C, H, W)
+            fake = self.gen(z, cond)                                       # (B, C, H, W)
             with frozen(self.disc):
-                d_fake = self.disc(fake)                                   # (B,)
+                d_fake = self.disc(fake, cond)                             # (B,)
             loss = gen_loss(c.loss, d_fake)
             return {"loss": loss, "d_fake": d_fake.mean().detach()}
         raise ZooError(f"unknown phase {phase!r} for gan (phases: disc, gen)")
 
-    def generate(self, gens, labels=None, *, truncation: float | None = None):
-        """Decode z ~ N(0, I), or a normal truncated to [-truncation, truncation] per coordinate."""
+    def generate(self, gens, cond=None, *, truncation: float | None = None):
+        """Decode z ~ N(0, I), or a normal truncated to [-truncation, truncation] per coordinate, at
+        ``cond`` (the null condition when None for a conditional model)."""
         z = truncated_normal(gens, self.config.latent_dim, truncation)     # (B, D)
-        return self.gen(z)
+        if cond is None and self.is_conditional:
+            cond = self.null_cond(len(gens))
+        return self.gen(z, cond)

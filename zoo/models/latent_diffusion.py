@@ -55,11 +55,14 @@ class LatentDiffusionConfig(DiffusionFields, ModelConfig):
 class LatentDiffusion(DiffusionMixin, Generator):
     """Diffusion in the 4x7x7 latent of a frozen KL autoencoder; no likelihood.
 
-    ``nfe()`` counts UNet evaluations (the sampler's steps); the decoder adds one cheaper pass.
+    ``nfe()`` counts UNet evaluations (the sampler's steps, twice that under classifier-free
+    guidance); the decoder adds one cheaper pass. With ``cond_dim > 0`` only the diffusion UNet
+    takes the text embedding: the autoencoder stage is unconditional and ignores ``cond``.
     """
 
     Config = LatentDiffusionConfig
     likelihood = "none"
+    guidance = True
     has_latent = True
     stages = {"ae": ("ae",), "diffusion": ("diffusion",)}
 
@@ -137,7 +140,7 @@ class LatentDiffusion(DiffusionMixin, Generator):
         mu, log_var = self.encode(x)
         return gaussian_sample(mu, log_var)                                 # (B, zc, h, h)
 
-    def loss(self, x, labels=None, *, phase="ae"):
+    def loss(self, x, cond=None, *, phase="ae"):
         if phase == "ae":
             mu, log_var = self.encode(x)                                    # (B, zc, h, h) each
             z = gaussian_sample(mu, log_var)
@@ -151,7 +154,7 @@ class LatentDiffusion(DiffusionMixin, Generator):
         if phase == "diffusion":
             with torch.no_grad():                                           # the autoencoder is frozen
                 z0 = self._posterior_sample(x) * self.scale
-            return self.diffusion_loss(z0)
+            return self.diffusion_loss(z0, cond)                            # prompt dropout inside
         raise ZooError(f"unknown phase {phase!r} for latent_diffusion")
 
     # ---- latent --------------------------------------------------------------------------

@@ -11,6 +11,12 @@ An image becomes a sequence of T = H*W tokens in raster order, one token per pix
 The network is the shared ``zoo.nn.transformer.CausalTransformer``. Training minimises the
 next-token cross-entropy; sampling draws one token per network evaluation with a KV cache
 (temperature, top-k, per-sample generators).
+
+Conditional (``cond_dim > 0``): the text embedding is projected and added to the input at every
+position (``CausalTransformer(cond_dim=...)``); ``log_prob(x, cond)`` is then the exact log p(x | cond)
+(the null condition when cond is None). Sampling takes classifier-free guidance on the logits,
+``guidance`` w: ``null + w * (cond - null)`` from one doubled-batch evaluation per token (two
+evaluations per token in ``nfe``), temperature and top-k after mixing.
 """
 from __future__ import annotations
 
@@ -53,6 +59,7 @@ class PixelGPT(Generator):
 
     Config = PixelGPTConfig
     likelihood = "exact"
+    guidance = True
 
     # step-limited: at 1 TFLOP batch 8/16/32/64/128 gave 3.52/3.65/3.90/4.18/4.56 test bits/dim, at
     # 3 TFLOP batch 8/16/32 gave 3.14/3.21/3.39 (benchmarks/recipe_sweep.py, results/pixel_gpt/README.md);
@@ -74,7 +81,7 @@ class PixelGPT(Generator):
         #: what bits/dim from log_prob measure (see the module docstring)
         self.bpd_units = "palette tokens" if self.rgb else "pixels"
         self.net = CausalTransformer(vocab, (c.image_size, c.image_size), c.d_model, c.n_layers, c.n_heads,
-                                     c.mlp_ratio, c.dropout, window_rows=c.window_rows)
+                                     c.mlp_ratio, c.dropout, window_rows=c.window_rows, cond_dim=c.cond_dim)
         if self.rgb:
             # colours in [-1, 1]; a placeholder grid until begin_stage fits them (saved with the weights)
             self.register_buffer("palette", _grid_palette(c.palette_size))
@@ -128,43 +135,57 @@ class PixelGPT(Generator):
         opt.register_step_pre_hook(warmup)
         return opt
 
-    def loss(self, x, labels=None, *, phase="main"):
+    def loss(self, x, cond=None, *, phase="main"):
         tokens = self.tokenize(x)                                               # (B, T)
-        logits = self.net(tokens)                                               # (B, T, V)
+        cond = self.drop_cond(cond, x.shape[0]) if self.is_conditional else None  # (B, cond_dim) or None
+        logits = self.net(tokens, cond=cond)                                    # (B, T, V)
         nll = F.cross_entropy(logits.flatten(0, 1), tokens.flatten())           # nats per token
         per_dim = nll * tokens.shape[1] / x[0].numel()
         return {"loss": nll, "bpd": per_dim.detach() / math.log(2)}
 
     @torch.no_grad()
-    def log_prob(self, x, labels=None):
+    def log_prob(self, x, cond=None):
         """Exact log p(tokens) in nats per image, (B,): the sum over the T tokens of
-        log-softmax(logits)[token]. Grayscale: the 8-bit image; RGB: its palette tokens."""
+        log-softmax(logits)[token]. Grayscale: the 8-bit image; RGB: its palette tokens.
+        Conditional: log p(tokens | cond), given ``cond`` (B, cond_dim), else the null condition."""
         x = x.to(self.device)
+        cond = self.model_cond(cond, x.shape[0])                                     # (B, cond_dim) or None
         out = []
         for s in range(0, x.shape[0], self.config.eval_batch):
             tokens = self.tokenize(x[s:s + self.config.eval_batch])             # (b, T)
-            logits = self.net(tokens)                                           # (b, T, V)
+            c = cond[s:s + self.config.eval_batch] if cond is not None else None
+            logits = self.net(tokens, cond=c)                                   # (b, T, V)
             nll = F.cross_entropy(logits.transpose(1, 2), tokens, reduction="none")  # (b, T)
             out.append(-nll.sum(1))
         return torch.cat(out)
 
     # ---- sampling ------------------------------------------------------------------------
-    def _sampler(self, temperature: float | None, top_k: int | None, use_cache: bool) -> dict:
+    def _sampler(self, temperature: float | None, top_k: int | None, use_cache: bool,
+                 guidance: float = 1.0) -> dict:
         t = self.config.temperature if temperature is None else float(temperature)
         k = self.config.top_k if top_k is None else int(top_k)
+        w = float(guidance)
         if not t > 0:
             raise ZooError(f"temperature must be > 0, got {t}")
         if k < 0:
             raise ZooError(f"top_k must be >= 0 (0: no truncation), got {k}")
         if not isinstance(use_cache, bool):
             raise ZooError(f"use_cache must be true or false, got {use_cache!r}")
-        return {"temperature": t, "top_k": k or None, "use_cache": use_cache}
+        if not 0 <= w < math.inf:
+            raise ZooError(f"guidance must be a finite number >= 0, got {guidance}")
+        return {"temperature": t, "top_k": k or None, "use_cache": use_cache, "guidance": w}
 
-    def generate(self, gens, labels=None, *, temperature: float | None = None, top_k: int | None = None,
-                 use_cache: bool = True):
+    def generate(self, gens, cond=None, *, temperature: float | None = None, top_k: int | None = None,
+                 use_cache: bool = True, guidance: float = 1.0):
         """Sample tokens one at a time (KV cache unless ``use_cache=False``), then map to pixels.
-        ``temperature`` divides the logits; ``top_k`` keeps the k most likely tokens (0: all)."""
-        opts = self._sampler(temperature, top_k, use_cache)
+        ``temperature`` divides the logits; ``top_k`` keeps the k most likely tokens (0: all);
+        ``guidance`` is the classifier-free guidance scale on the logits (a conditional model given
+        ``cond``; without cond it samples the null condition and guidance has no effect)."""
+        opts = self._sampler(temperature, top_k, use_cache, guidance)
+        if not self.is_conditional:
+            opts.pop("guidance")
+        else:
+            opts["cond"] = self.model_cond(cond, len(gens)) if cond is not None else None  # None: the null condition
         tokens = self.net.sample(gens, **opts)                                  # (B, T)
         return self.detokenize(tokens)
 
@@ -182,11 +203,13 @@ class PixelGPT(Generator):
             out.append(torch.where(pos < done, final, torch.full_like(final, 128)))
         return torch.stack(out, 1)
 
-    def nfe(self, *, temperature: float | None = None, top_k: int | None = None, use_cache: bool = True) -> int:
+    def nfe(self, *, temperature: float | None = None, top_k: int | None = None, use_cache: bool = True,
+            guidance: float = 1.0) -> int:
         """One network evaluation per token (over one new position with the cache, over the whole
-        prefix without it)."""
-        self._sampler(temperature, top_k, use_cache)
-        return self.net.seq_len
+        prefix without it); two per token for a conditional model guided with w not 0 or 1 (the null
+        and cond rows: one doubled-batch call)."""
+        w = self._sampler(temperature, top_k, use_cache, guidance)["guidance"]
+        return self.net.seq_len * (2 if self.is_conditional and w not in (0, 1) else 1)
 
 
 def _grid_palette(k: int) -> torch.Tensor:

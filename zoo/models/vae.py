@@ -5,6 +5,10 @@ The networks, sampler, IWAE ``log_prob`` and ``interpolate`` are the Gaussian co
 Encoder q(z|x) = N(mu, diag(sigma^2)); decoder p(x|z) = per-pixel discretized logistic, so
 ``log_prob`` (an importance-weighted bound, Burda et al. 2016) is in the same discrete-pixel
 units as the exact-likelihood families.
+
+With ``cond_dim > 0`` it is a conditional VAE (see ``zoo.nn.gaussian_vae``): q(z|x,c), p(x|z,c),
+prior N(0, I), trained on the ELBO of log p(x|c) with prompt dropout, so the null condition gives
+the unconditional model.
 """
 from __future__ import annotations
 
@@ -38,10 +42,15 @@ class VAE(GaussianVAEMixin, Generator):
     def tiny_config(cls, **fields):
         return cls.Config(**{**TINY_FIELDS, **fields})
 
-    def loss(self, x, labels=None, *, phase="main"):
-        mu, log_var = self.encode(x)                          # (B, D) each
+    def __init__(self, config: VAEConfig):
+        super().__init__(config)
+        self.add_conditioning()  # FiLM layers, for cond_dim > 0 only, after the other modules
+
+    def loss(self, x, cond=None, *, phase="main"):
+        cond = self.loss_cond(cond, x.shape[0])              # (B, cond_dim) after prompt dropout, or None
+        mu, log_var = self.encode(x, cond)                    # (B, D) each
         z = gaussian_sample(mu, log_var)                      # (B, D)
-        rec = -self.reconstruction_logp(x, z)                 # (B,) nats
+        rec = -self.reconstruction_logp(x, z, cond)           # (B,) nats
         kl = kl_standard_normal(mu, log_var).sum(1)           # (B,) nats
         dims = x[0].numel()
         neg_elbo = (rec + kl).mean() / dims                   # nats per dim

@@ -35,6 +35,13 @@ so the encoder also receives the adversarial gradient through the reconstruction
 al. keep it off the encoder and have no pixel term (the issue asks for one, weighted against the
 feature term); D is spectrally normalised instead of batch-normalised.
 
+Conditional (``cond_dim > 0``): the conditional VAE of ``zoo.nn.gaussian_vae`` (encoder and
+decoder FiLM-modulated by the text embedding c) against a projection discriminator D(x, c)
+(Miyato & Koyama 2018, ``zoo.nn.conv.Discriminator``). Each phase draws its own prompt dropout
+and judges every image at its own condition: the real images at theirs, the reconstructions and
+the prior samples (decoded for the first half of the batch's conditions) at the ones they were
+decoded for. The feature term compares D's feature map, which does not depend on c.
+
 Likelihood: declared ``"bound"``. ``log_prob`` is the VAE's importance-weighted bound
 log (1/k) sum_i p(x|z_i) p(z_i) / q(z_i|x). It stays a valid lower bound on the probability of
 the 8-bit image for *any* encoder and decoder weights, because p(x|z) is a normalized
@@ -94,6 +101,9 @@ class VAEGAN(GaussianVAEMixin, Generator):
         if min(c.pixel_weight, c.feature_weight, c.adv_weight) < 0:
             raise ZooError("pixel_weight, feature_weight and adv_weight must be >= 0")
         self.disc = Discriminator(c.channels, c.image_size, c.d_widths, spectral_norm=c.spectral_norm)
+        if self.is_conditional:  # after every other module, so those draw their unconditional initial weights
+            self.disc.add_conditioning(c.cond_dim)
+        self.add_conditioning()
 
     def param_groups(self):
         disc = {id(p) for p in self.disc.parameters()}
@@ -103,21 +113,27 @@ class VAEGAN(GaussianVAEMixin, Generator):
     def configure_optimizer(self, phase, params):
         return adversarial_optimizer(self.config, phase, params)
 
-    def loss(self, x, labels=None, *, phase="disc"):
+    def loss(self, x, cond=None, *, phase="disc"):
         c = self.config
-        if phase == "disc":
-            half = max(1, x.shape[0] // 2)  # fakes: half a batch of reconstructions + half of prior samples
+        b = x.shape[0]
+        half = max(1, b // 2)
+        cond = self.loss_cond(cond, b)                                        # (B, cond_dim) or None
+        if phase == "disc":  # fakes: half a batch of reconstructions + half of prior samples
+            first = None if cond is None else cond[:half]                     # (half, cond_dim)
+            fake_cond = None if cond is None else first.repeat(2, 1)          # (2 half, cond_dim)
             with torch.no_grad():
-                mu, log_var = self.encode(x[:half])                           # (half, D) each
+                mu, log_var = self.encode(x[:half], first)                    # (half, D) each
                 z = torch.cat([gaussian_sample(mu, log_var), torch.randn_like(mu)])  # (2 half, D)
-                fake = self.decode(z)[0].clamp(-1, 1)                         # (2 half, C, H, W)
-            return discriminator_phase(self.disc, x, fake, c)
+                fake = self.decode(z, fake_cond)[0].clamp(-1, 1)              # (2 half, C, H, W)
+            return discriminator_phase(self.disc, x, fake, c, real_cond=cond, fake_cond=fake_cond)
         if phase == "vae":
-            b, dims = x.shape[0], x[0].numel()
-            half = max(1, b // 2)  # prior samples per step: they only feed the adversarial term
-            mu, log_var = self.encode(x)                                      # (B, D) each
+            dims = x[0].numel()
+            # the reconstructions' conditions, then the prior samples' (half a batch per step: they
+            # only feed the adversarial term)
+            gen_cond = None if cond is None else torch.cat([cond, cond[:half]])  # (B + half, cond_dim)
+            mu, log_var = self.encode(x, cond)                                # (B, D) each
             z = gaussian_sample(mu, log_var)                                  # (B, D)
-            mean, log_scale = self.decode(torch.cat([z, torch.randn_like(z[:half])]))  # (B + half, C, H, W)
+            mean, log_scale = self.decode(torch.cat([z, torch.randn_like(z[:half])]), gen_cond)  # (B + half, C, H, W)
             rec_mean = mean[:b]
             rec = -discretized_logistic_logp(x, rec_mean, log_scale[:b]).flatten(1).sum(1)  # (B,) nats
             kl = kl_standard_normal(mu, log_var).sum(1)                       # (B,) nats
@@ -126,7 +142,7 @@ class VAEGAN(GaussianVAEMixin, Generator):
                 with torch.no_grad():
                     f_real = self.disc.features(x)                            # (B, F, h, w)
                 f_fake = self.disc.features(mean.clamp(-1, 1))                # (B + half, F, h, w)
-                d_fake = self.disc.logits(f_fake)                             # (B + half,)
+                d_fake = self.disc.logits(f_fake, gen_cond)                   # (B + half,)
             feat = 0.5 * (f_fake[:b] - f_real).pow(2).flatten(1).sum(1).mean() / dims
             adv = gen_loss(c.loss, d_fake)
             loss = c.pixel_weight * neg_elbo + c.feature_weight * feat + c.adv_weight * adv

@@ -13,11 +13,16 @@ budget (``ae_fraction``):
 Sampling draws codes from the prior (KV cache, per-sample generators), then decodes them to the
 decoder's mean. ``nfe`` = grid positions + 1 (one cached transformer step per code, one decode).
 
+Conditional (``cond_dim > 0``): only the prior takes the text embedding, projected and added to
+its input at every position (``CausalTransformer(cond_dim=...)``); the autoencoder stays unconditional. The prior
+phase drops conditions for classifier-free guidance, and sampling mixes the prior's logits as
+``null + w * (cond - null)`` (``guidance`` w; one doubled-batch step per code, counted twice in ``nfe``).
+
 Likelihood (a lower bound): the encoder is deterministic, q(z|x) = one-hot at z(x), so
 ``log p(x) = log sum_z p(z) p(x|z) >= log p_prior(z(x)) + log p(x|z(x))`` -- one term of a sum
 of non-negative terms; it is the ELBO with this posterior, whose entropy is 0. The decoder is
 a normalized distribution over the 256 pixel levels, so the bound is in the same discrete units
-as every other family.
+as every other family. Conditional: the same bound on log p(x | cond) with the prior p(z | cond).
 """
 from __future__ import annotations
 
@@ -68,6 +73,7 @@ class VQVAE(Generator):
     stages = {"ae": ("ae",), "prior": ("prior",)}
     likelihood = "bound"
     has_latent = True
+    guidance = True
 
     # step-limited at these budgets: at 1 TFLOP, batch 32 against the default 128 gave FID 38.1 against 53.5
     # (benchmarks/recipe_sweep.py, results/vqvae/README.md); the 10 TFLOP standard
@@ -90,7 +96,7 @@ class VQVAE(Generator):
                                          decay=c.ema_decay, dead_after=c.dead_after)
         self.decoder = ConvDecoder(c.code_dim, 2 * c.channels, c.widths, c.blocks)
         self.prior = CausalTransformer(c.num_codes, (self.h, self.h), c.prior_d_model, c.prior_layers,
-                                       c.prior_heads, dropout=c.prior_dropout)
+                                       c.prior_heads, dropout=c.prior_dropout, cond_dim=c.cond_dim)
 
     # ---- stages and optimizers -----------------------------------------------------------
     def stage_fractions(self) -> dict[str, float]:
@@ -138,7 +144,7 @@ class VQVAE(Generator):
         return {"perplexity": float(perplexity), "live_codes": int(live), "num_codes": self.config.num_codes}
 
     # ---- training ------------------------------------------------------------------------
-    def loss(self, x, labels=None, *, phase="ae"):
+    def loss(self, x, cond=None, *, phase="ae"):
         dims = x[0].numel()
         if phase == "ae":
             z_q, _, st = self.quantizer(self.encoder(x))
@@ -151,49 +157,61 @@ class VQVAE(Generator):
                     "perplexity": st["perplexity"], "live_codes": st["live_codes"]}
         if phase == "prior":
             tokens = self.codes(x).flatten(1)                             # (B, T), frozen encoder
-            logits = self.prior(tokens)                                   # (B, T, K)
+            cond = self.drop_cond(cond, x.shape[0]) if self.is_conditional else None  # (B, cond_dim) or None
+            logits = self.prior(tokens, cond=cond)                        # (B, T, K)
             nll = F.cross_entropy(logits.flatten(0, 1), tokens.flatten())  # nats per code
             return {"loss": nll, "nll_code": nll.detach(),
                     "bpd_prior": nll.detach() * tokens.shape[1] / (dims * math.log(2))}
         raise ZooError(f"vqvae has phases 'ae' and 'prior', not {phase!r}")
 
     # ---- sampling ------------------------------------------------------------------------
-    def _sampler_options(self, temperature: float | None, top_k: int | None) -> tuple[float, int | None]:
+    def _sampler_options(self, temperature: float | None, top_k: int | None,
+                         guidance: float = 1.0) -> tuple[float, int | None, float]:
         t = self.config.temperature if temperature is None else float(temperature)
         k = self.config.top_k if top_k is None else int(top_k)
+        w = float(guidance)
         if not t > 0:
             raise ZooError(f"temperature must be > 0, got {t}")
         if not 0 <= k <= self.config.num_codes:
             raise ZooError(f"top_k must be in 0..{self.config.num_codes} (0: off), got {k}")
-        return t, (k or None)
+        if not 0 <= w < math.inf:
+            raise ZooError(f"guidance must be a finite number >= 0, got {guidance}")
+        return t, (k or None), w
 
-    def generate(self, gens, labels=None, *, temperature: float | None = None, top_k: int | None = None,
-                 use_cache: bool = True):
-        """Codes from the prior (``temperature``, ``top_k``; KV cache unless use_cache=False), decoded to the mean."""
-        t, k = self._sampler_options(temperature, top_k)
-        tokens = self.prior.sample(gens, temperature=t, top_k=k, use_cache=use_cache)  # (B, T)
+    def generate(self, gens, cond=None, *, temperature: float | None = None, top_k: int | None = None,
+                 use_cache: bool = True, guidance: float = 1.0):
+        """Codes from the prior (``temperature``, ``top_k``; KV cache unless use_cache=False), decoded to the mean.
+        ``guidance``: the classifier-free guidance scale on the prior's logits (a conditional model
+        given ``cond``; without cond it samples the null condition and guidance has no effect)."""
+        t, k, w = self._sampler_options(temperature, top_k, guidance)
+        opts = {"cond": self.model_cond(cond, len(gens)), "guidance": w} if self.is_conditional and cond is not None else {}
+        tokens = self.prior.sample(gens, temperature=t, top_k=k, use_cache=use_cache, **opts)  # (B, T)
         idx = tokens.view(len(gens), self.h, self.h)
         return self.decode(self.quantizer.lookup(idx))[0].clamp(-1, 1)
 
-    def nfe(self, *, temperature=None, top_k=None, use_cache: bool = True, **_):
-        """One transformer step per code position plus one decoder pass (with or without the cache)."""
-        return self.h * self.h + 1
+    def nfe(self, *, temperature=None, top_k=None, use_cache: bool = True, guidance: float = 1.0, **_):
+        """One transformer step per code position plus one decoder pass (with or without the cache);
+        two steps per code for a conditional model guided with w not 0 or 1 (one doubled-batch call)."""
+        w = float(guidance)
+        return self.h * self.h * (2 if self.is_conditional and w not in (0, 1) else 1) + 1
 
     @torch.no_grad()
-    def log_prob_parts(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(log p_prior(z(x)), log p(x | z(x))), each (B,) nats, for x (B,C,H,W) in [-1, 1]."""
+    def log_prob_parts(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(log p_prior(z(x) | cond), log p(x | z(x))), each (B,) nats, for x (B,C,H,W) in [-1, 1]
+        (the null condition when a conditional model is given cond None)."""
         x = x.to(self.device)
+        cond = self.model_cond(cond, x.shape[0])                               # (B, cond_dim) or None
         idx = self.codes(x)                                               # (B, h, w)
         tokens = idx.flatten(1)                                           # (B, T)
-        logp_codes = torch.log_softmax(self.prior(tokens).float(), -1)    # (B, T, K)
+        logp_codes = torch.log_softmax(self.prior(tokens, cond=cond).float(), -1)  # (B, T, K)
         lp_prior = logp_codes.gather(-1, tokens.unsqueeze(-1)).squeeze(-1).sum(1)  # (B,)
         mean, log_scale = self.decode(self.quantizer.lookup(idx))
         lp_x = discretized_logistic_logp(x, mean, log_scale).flatten(1).sum(1)       # (B,)
         return lp_prior, lp_x
 
-    def log_prob(self, x, labels=None):
-        """Lower bound log p_prior(z(x)) + log p(x | z(x)) in nats per image, (B,) (see module doc)."""
-        lp_prior, lp_x = self.log_prob_parts(x)
+    def log_prob(self, x, cond=None):
+        """Lower bound log p_prior(z(x) | cond) + log p(x | z(x)) in nats per image, (B,) (see module doc)."""
+        lp_prior, lp_x = self.log_prob_parts(x, cond)
         return lp_prior + lp_x
 
     @torch.no_grad()

@@ -11,6 +11,11 @@ What both families do the same way:
     generator phase's graph;
   - the two phases' Adam optimizers (:func:`adversarial_optimizer`).
 
+A conditional family passes its discriminator (a projection discriminator,
+:class:`zoo.nn.conv.Discriminator` after ``add_conditioning``) each image's condition: the real
+images' own, and for each fake the one it was made for, so the two phases of a step play the
+same conditional game.
+
 What differs stays in each family: how its fakes are made and what its generator phase adds.
 Unlike the other ``zoo.nn`` modules this one holds losses and config fields; they are the
 shared part of two families' objectives, and the rule is that no family imports another.
@@ -82,29 +87,38 @@ def gen_loss(kind: str, d_fake: torch.Tensor) -> torch.Tensor:
     return F.softplus(-d_fake).mean() if kind == "ns" else -d_fake.mean()
 
 
-def r1_penalty(disc: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(logits (B,), mean over the batch of |grad_x D(x)|^2) with a graph for the backward."""
+def judge(disc: nn.Module, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+    """Logits (B,) of ``disc`` on images x (B, C, H, W): ``disc(x)``, or ``disc(x, cond)`` for a
+    conditional discriminator given the images' conditions (B, cond_dim)."""
+    return disc(x) if cond is None else disc(x, cond)
+
+
+def r1_penalty(disc: nn.Module, x: torch.Tensor, cond: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits (B,), mean over the batch of |grad_x D(x[, cond])|^2) with a graph for the backward."""
     # differentiate w.r.t. a non-leaf copy of x: FlopCounterMode's module hooks reject a leaf
     # input in autograd.grad (torch 2.x), and the trainer counts FLOPs under that mode
     x = x.detach().requires_grad_(True).clone()
-    d = disc(x)                                                            # (B,)
+    d = judge(disc, x, cond)                                               # (B,)
     (g,) = torch.autograd.grad(d.sum(), x, create_graph=True)              # (B, C, H, W)
     return d, g.pow(2).flatten(1).sum(1).mean()
 
 
-def discriminator_phase(disc: nn.Module, real: torch.Tensor, fake: torch.Tensor,
-                        c: AdversarialConfig) -> dict[str, torch.Tensor]:
+def discriminator_phase(disc: nn.Module, real: torch.Tensor, fake: torch.Tensor, c: AdversarialConfig, *,
+                        real_cond: torch.Tensor | None = None,
+                        fake_cond: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """The "disc" phase's losses: D on ``real`` (B, C, H, W) (with the R1 penalty when
     ``c.r1_gamma > 0``) and on ``fake`` (B', C, H, W), made by the caller without a graph.
+    A conditional D also takes ``real_cond`` (B, cond_dim), the real images' conditions, and
+    ``fake_cond`` (B', cond_dim), those the fakes were made for.
 
     Returns ``loss`` = adversarial loss + gamma/2 * R1, and the detached terms ``adv``, ``r1``,
     ``d_real`` and ``d_fake`` (mean logits) to log.
     """
     if c.r1_gamma > 0:
-        d_real, r1 = r1_penalty(disc, real)                                # (B,), scalar
+        d_real, r1 = r1_penalty(disc, real, real_cond)                     # (B,), scalar
     else:
-        d_real, r1 = disc(real), torch.zeros((), device=real.device)
-    d_fake = disc(fake)                                                    # (B',)
+        d_real, r1 = judge(disc, real, real_cond), torch.zeros((), device=real.device)
+    d_fake = judge(disc, fake, fake_cond)                                  # (B',)
     adv = disc_loss(c.loss, d_real, d_fake)
     return {"loss": adv + 0.5 * c.r1_gamma * r1, "adv": adv.detach(), "r1": r1.detach(),
             "d_real": d_real.mean().detach(), "d_fake": d_fake.mean().detach()}

@@ -6,6 +6,13 @@ between consecutive levels, so 28x28 becomes 7x7 (28 -> 14 -> 7).
 Every convolution after the first is pre-activated (GroupNorm -> SiLU -> conv), the resampling
 ones included, so ``blocks=0`` is a plain stack of strided convs with a nonlinearity between
 each pair, not a linear map with one activation at the end.
+
+Conditioning on an embedding ``cond`` (B, D): every block here is built unconditional, and
+``add_conditioning(D)`` adds its conditioning layers afterwards, so that a family can create them
+after all its other modules: the existing parameters then draw the same initial values as in the
+unconditional model, and a model that never calls it (``cond_dim = 0``) is unchanged. The conv
+stacks take the condition by :class:`FiLM` after each of their GroupNorms (adaptive group norm);
+the :class:`Discriminator` by the projection of Miyato & Koyama (2018).
 """
 from __future__ import annotations
 
@@ -38,6 +45,50 @@ def groups_for(ch: int) -> int:
     return 1
 
 
+class FiLM(nn.Module):
+    """Feature-wise linear modulation (Perez et al. 2018) of a Sequential stack by a condition.
+
+    Right after each GroupNorm directly in ``net`` (not those inside its residual blocks), the
+    normalised map h (B, w, H, W) becomes ``h * (1 + scale) + shift`` with per-channel ``scale``
+    and ``shift`` (B, w) linear in ``cond`` (B, cond_dim): the conditional normalisation of
+    conditional BN / adaptive GroupNorm. One linear layer makes every site's (scale, shift).
+    """
+
+    def __init__(self, cond_dim: int, net: nn.Sequential):
+        super().__init__()
+        self.sites = tuple(i for i, m in enumerate(net) if isinstance(m, nn.GroupNorm))
+        if not self.sites:
+            raise ValueError("FiLM needs a stack with a GroupNorm to modulate")
+        self.widths = [net[i].num_channels for i in self.sites]
+        self.proj = nn.Linear(cond_dim, 2 * sum(self.widths))
+
+    def forward(self, net: nn.Sequential, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """``net(x)`` modulated by ``cond`` (B, cond_dim); ``net`` is the stack this FiLM was built for."""
+        scale, shift = self.proj(cond).chunk(2, dim=1)                     # (B, sum widths) each
+        mods = iter(zip(scale.split(self.widths, 1), shift.split(self.widths, 1)))
+        for i, layer in enumerate(net):
+            x = layer(x)
+            if i in self.sites:
+                s, t = next(mods)                                          # (B, w) each
+                x = x * (1 + s[:, :, None, None]) + t[:, :, None, None]    # (B, w, H, W)
+        return x
+
+
+def expect_cond(conditional: bool, cond: torch.Tensor | None, what: str) -> None:
+    """A ValueError unless ``cond`` is given exactly when the block (``what``) is conditional."""
+    if conditional and cond is None:
+        raise ValueError(f"this {what} is conditional: give cond (B, cond_dim)")
+    if not conditional and cond is not None:
+        raise ValueError(f"this {what} is unconditional: it takes no cond")
+
+
+def run_stack(net: nn.Sequential, film: FiLM | None, x: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+    """``net(x)`` for an unconditional stack (``film`` and ``cond`` None), else modulated by ``film``
+    at ``cond`` (B, cond_dim)."""
+    expect_cond(film is not None, cond, "stack")
+    return net(x) if film is None else film(net, x, cond)
+
+
 class ResBlock(nn.Module):
     """Pre-activation residual block: GN -> SiLU -> conv3 -> GN -> SiLU -> conv3, plus skip."""
 
@@ -67,9 +118,14 @@ class ConvEncoder(nn.Module):
                 layers += [*pre_act(w), nn.Conv2d(w, widths[i + 1], 4, stride=2, padding=1)]  # downsample x2
         layers += [*pre_act(widths[-1]), nn.Conv2d(widths[-1], out_ch, 3, padding=1)]
         self.net = nn.Sequential(*layers)
+        self.film = None   # FiLM after add_conditioning
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+    def add_conditioning(self, cond_dim: int) -> None:
+        """Make the encoder take ``cond`` (B, cond_dim): FiLM after each level's pre-activation norm."""
+        self.film = FiLM(cond_dim, self.net)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        return run_stack(self.net, self.film, x, cond)
 
 
 class ConvDecoder(nn.Module):
@@ -85,9 +141,14 @@ class ConvDecoder(nn.Module):
                 layers += [*pre_act(w), nn.ConvTranspose2d(w, rev[i + 1], 4, stride=2, padding=1)]  # upsample x2
         layers += [*pre_act(rev[-1]), nn.Conv2d(rev[-1], out_ch, 3, padding=1)]
         self.net = nn.Sequential(*layers)
+        self.film = None   # FiLM after add_conditioning
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net(z)
+    def add_conditioning(self, cond_dim: int) -> None:
+        """Make the decoder take ``cond`` (B, cond_dim): FiLM after each level's pre-activation norm."""
+        self.film = FiLM(cond_dim, self.net)
+
+    def forward(self, z: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        return run_stack(self.net, self.film, z, cond)
 
 
 def spectral(layer: nn.Module, enabled: bool = True) -> nn.Module:
@@ -104,6 +165,16 @@ class Discriminator(nn.Module):
     linear layer on the flattened features. LeakyReLU(0.2) between layers, every layer spectrally
     normalised (Miyato et al. 2018) unless ``spectral_norm=False``. No batch statistics anywhere,
     so the logit of image i depends only on image i.
+
+    Conditional (after :meth:`add_conditioning`): the projection discriminator of Miyato & Koyama
+    (2018), their f(x, y) = y^T V phi(x) + psi(phi(x)) with the class one-hot y replaced by the
+    embedding c: D(x, c) = psi(phi(x)) + <V c, phi(x)>. phi(x) is the flattened feature map h
+    (what the head psi reads) and V is tied across positions, <V c, phi(x)> = <E c, mean_ij h_ij>,
+    with ``embed`` E = Linear(cond_dim, F) without bias (so the null condition c = 0 leaves the
+    unconditional psi(phi(x))) and spectrally normalised like every other layer (their code
+    normalises the embedding too). The paper pools by a sum; the mean keeps |<V c, phi(x)>| within
+    |c| |phi(x)|, the bound psi's unit spectral norm gives the head; a sum over the h*w positions
+    would not.
     """
 
     def __init__(self, in_ch: int, image_size: int, widths: tuple[int, ...] = (32, 64), spectral_norm: bool = True):
@@ -117,14 +188,25 @@ class Discriminator(nn.Module):
         self.body = nn.Sequential(*layers)
         self.head = spectral(nn.Linear(c * size * size, 1), spectral_norm)
         self.feature_shape = (c, size, size)
+        self.spectral_norm = spectral_norm
+        self.embed = None   # the projection's embedding after add_conditioning
+
+    def add_conditioning(self, cond_dim: int) -> None:
+        """Make D a projection discriminator of ``cond`` (B, cond_dim): adds ``embed``."""
+        self.embed = spectral(nn.Linear(cond_dim, self.feature_shape[0], bias=False), self.spectral_norm)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> feature map (B, F, h, w) of the last conv layer (after its activation)."""
         return self.body(x)
 
-    def logits(self, h: torch.Tensor) -> torch.Tensor:
-        """Feature map (B, F, h, w) from :meth:`features` -> logits (B,)."""
-        return self.head(h.flatten(1)).squeeze(1)
+    def logits(self, h: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """Feature map (B, F, h, w) from :meth:`features` -> logits (B,); a conditional D needs
+        ``cond`` (B, cond_dim) and adds the projection term."""
+        expect_cond(self.embed is not None, cond, "discriminator")
+        out = self.head(h.flatten(1)).squeeze(1)                           # (B,) psi(phi(x))
+        if self.embed is None:
+            return out
+        return out + (self.embed(cond) * h.mean((2, 3))).sum(1)            # + <E c, mean-pooled h>
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B,)
-        return self.logits(self.features(x))
+    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:  # (B, C, H, W) -> (B,)
+        return self.logits(self.features(x), cond)

@@ -5,11 +5,16 @@ log|det dy/dx|, and ``inverse(y) -> x``.
 Layers: Squeeze (space-to-depth), ActNorm (per-channel affine with data-dependent init),
 InvConv1x1LU (invertible 1x1 convolution, LU-parameterized), AffineCoupling (half the
 channels scaled and shifted by a CNN of the other half), GaussianSplit (the conditional
-Gaussian prior of a factored-out half, written as a bijection to standard-normal noise).
+Gaussian prior of a factored-out half, written as a bijection to standard-normal noise) and
+GaussianPrior (a Gaussian given an embedding, the same kind of bijection). GaussianSplit
+optionally and GaussianPrior always take an embedding ``cond`` (B, cond_dim); AffineCoupling's
+optional ``cond`` is a feature map (B, cond_channels, H, W) instead.
 Hand-written because torch has no flow layers; checked against brute-force Jacobians in
 tests/test_coupling.py.
 """
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -18,6 +23,15 @@ from torch import nn
 
 def _zeros(x: torch.Tensor) -> torch.Tensor:
     return x.new_zeros(x.shape[0])
+
+
+def zero_linear(cin: int, cout: int) -> nn.Linear:
+    """A Linear with zero weight and bias, built without drawing from the global RNG
+    (``torch.nn.utils.skip_init``), so adding one leaves every later random initialization as it was."""
+    layer = torch.nn.utils.skip_init(nn.Linear, cin, cout)
+    nn.init.zeros_(layer.weight)
+    nn.init.zeros_(layer.bias)
+    return layer
 
 
 class Squeeze(nn.Module):
@@ -176,16 +190,21 @@ class AffineCoupling(nn.Module):
 
 
 class GaussianSplit(nn.Module):
-    """The learned prior of a factored-out half, p(z2 | z1) = N(mean(z1), exp(log_std(z1))^2),
+    """The learned prior of a factored-out half, p(z2 | z1[, c]) = N(mean, exp(log_std)^2),
     as a bijection x = [z1, z2] -> y = [z1, (z2 - mean) * exp(-log_std)], logdet = -sum log_std.
 
     After it, the second half is standard-normal noise under the model, so a flow ending in
     standard normals gets log p(z2 | z1) = log N(y2; 0, I) + logdet. mean and log_std come from
     a zero-initialized 3x3 conv of z1 (Glow's split2d prior), so it starts as N(0, I); log_std
     is tanh-bounded to (-bound, bound) for the same reason as AffineCoupling's scale.
+
+    With ``cond_dim > 0`` the prior also takes an embedding c (B, cond_dim): a zero-initialized
+    Linear of c adds a per-channel offset to the conv's (mean, log_std) output, so it starts as the
+    unconditional prior. z1 passes through unchanged either way, so the map stays a bijection of x
+    for every c. With ``cond_dim = 0`` no such layer exists (the state dict is unchanged).
     """
 
-    def __init__(self, channels: int, bound: float = 4.0):
+    def __init__(self, channels: int, bound: float = 4.0, cond_dim: int = 0):
         super().__init__()
         self.bound = bound
         self.ca = channels - channels // 2  # kept half
@@ -193,20 +212,62 @@ class GaussianSplit(nn.Module):
         self.conv = nn.Conv2d(self.ca, 2 * self.cb, 3, padding=1)
         nn.init.zeros_(self.conv.weight)
         nn.init.zeros_(self.conv.bias)
+        self.cond_proj = zero_linear(cond_dim, 2 * self.cb) if cond_dim > 0 else None
 
-    def _stats(self, z1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _stats(self, z1: torch.Tensor, cond: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.conv(z1)                   # (B, 2*cb, H, W)
+        if self.cond_proj is not None:
+            if cond is None:
+                raise ValueError("this GaussianSplit was built with cond_dim > 0: give cond")
+            h = h + self.cond_proj(cond)[:, :, None, None]   # per-channel offsets (B, 2*cb, 1, 1)
         return h[:, 0::2], self.bound * torch.tanh(h[:, 1::2] / self.bound)  # mean, log_std
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         z1, z2 = x[:, :self.ca], x[:, self.ca:]
-        mean, log_std = self._stats(z1)
+        mean, log_std = self._stats(z1, cond)
         return torch.cat([z1, (z2 - mean) * torch.exp(-log_std)], 1), -log_std.flatten(1).sum(1)
 
-    def inverse(self, y: torch.Tensor) -> torch.Tensor:
+    def inverse(self, y: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         z1, e = y[:, :self.ca], y[:, self.ca:]
-        mean, log_std = self._stats(z1)
+        mean, log_std = self._stats(z1, cond)
         return torch.cat([z1, mean + e * torch.exp(log_std)], 1)
+
+
+class GaussianPrior(nn.Module):
+    """A Gaussian over (C, H, W) given an embedding c (B, cond_dim), p(z | c) = N(mean(c),
+    exp(log_std(c))^2) elementwise, as a bijection z -> y = (z - mean) * exp(-log_std) with
+    logdet = -sum log_std, so that log p(z | c) = log N(y; 0, I) + logdet.
+
+    mean and log_std (each (B, C, H, W)) come from one Linear of c; log_std is tanh-bounded to
+    (-bound, bound) like GaussianSplit's. This is Glow's class-conditional top prior, with a mean
+    and scale per element instead of per channel: nothing else in the prior tells the top level's
+    positions apart. The bias starts at zero, so the prior of the null condition c = 0 starts as
+    N(0, I); the weight starts at zero too (``init_scale = 0``: N(0, I) for every c, no RNG draw)
+    or drawn from N(0, init_scale^2 / cond_dim) (global RNG), so that for an embedding of
+    unit-variance entries each mean and log_std starts at about +-init_scale.
+    """
+
+    def __init__(self, shape: tuple[int, int, int], cond_dim: int, bound: float = 4.0, init_scale: float = 0.0):
+        super().__init__()
+        if cond_dim < 1:
+            raise ValueError(f"GaussianPrior needs cond_dim >= 1, got {cond_dim}")
+        self.shape = tuple(shape)
+        self.bound = bound
+        self.proj = zero_linear(cond_dim, 2 * math.prod(self.shape))
+        if init_scale > 0:
+            nn.init.normal_(self.proj.weight, std=init_scale / math.sqrt(cond_dim))
+
+    def _stats(self, cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean, raw = self.proj(cond).view(cond.shape[0], 2, *self.shape).unbind(1)   # each (B, C, H, W)
+        return mean, self.bound * torch.tanh(raw / self.bound)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean, log_std = self._stats(cond)
+        return (x - mean) * torch.exp(-log_std), -log_std.flatten(1).sum(1)
+
+    def inverse(self, y: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        mean, log_std = self._stats(cond)
+        return mean + y * torch.exp(log_std)
 
 
 class FlowStep(nn.Module):

@@ -16,6 +16,15 @@ its registration and its loss (``class VAE(GaussianVAEMixin, Generator)``).
 A mixin rather than a submodule so that both families keep their public methods (``encode``,
 ``decode``, used by the tests and benchmarks) and their state-dict keys (``encoder.*``,
 ``to_posterior.*``, ``from_latent.*``, ``decoder.*``) without delegating methods.
+
+Conditional (``config.cond_dim = D > 0``): a conditional VAE (Sohn et al. 2015) on a text
+embedding c (B, D). Encoder q(z|x,c) and decoder p(x|z,c) both take c by FiLM after the norm of
+each resolution level (``zoo.nn.conv.FiLM``: per-channel scale and shift linear in c); the prior
+stays N(0, I), so ``log_prob(x, c)`` is the importance-weighted bound of log p(x|c). The FiLM
+layers (``encoder.film``, ``decoder.film``) are made by :meth:`GaussianVAEMixin.add_conditioning`,
+which a family calls after all its other modules; with ``cond_dim = 0`` nothing is made and every
+method runs exactly as before. ``cond`` None in a conditional model means the null condition
+(zeros), which prompt dropout trains: sampling without a prompt, and ``interpolate``, use it.
 """
 from __future__ import annotations
 
@@ -63,31 +72,49 @@ class GaussianVAEMixin:
         self.from_latent = nn.Linear(c.latent_dim, feat)
         self.decoder = ConvDecoder(c.widths[-1], 2 * c.channels, c.widths, c.blocks)
 
+    # ---- conditioning --------------------------------------------------------------------
+    def add_conditioning(self) -> None:
+        """For ``cond_dim > 0``: the FiLM layers of encoder and decoder. The family calls it after
+        all its other modules, so those draw the same initial weights as in the unconditional model."""
+        if self.is_conditional:
+            self.encoder.add_conditioning(self.config.cond_dim)
+            self.decoder.add_conditioning(self.config.cond_dim)
+
+    def loss_cond(self, cond: torch.Tensor | None, batch: int) -> torch.Tensor | None:
+        """The condition a ``loss`` trains on: None for an unconditional model (a ``cond`` given to one
+        is a ZooError), else ``cond`` (batch, cond_dim) after prompt dropout (``drop_cond``)."""
+        return self.drop_cond(cond, batch) if self.is_conditional or cond is not None else None
+
+    def _net_cond(self, cond: torch.Tensor | None, batch: int) -> torch.Tensor | None:
+        """What the networks take: ``cond``, or for a conditional model without one the null condition."""
+        return self.null_cond(batch) if cond is None and self.is_conditional else cond
+
     # ---- the two halves ------------------------------------------------------------------
-    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """x (B,C,H,W) in [-1,1] -> posterior mean and log-variance, each (B, latent_dim)."""
-        h = self.encoder(x).flatten(1)
+    def encode(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (B,C,H,W) in [-1,1] (and cond (B, cond_dim)) -> posterior mean and log-variance, each (B, latent_dim)."""
+        h = self.encoder(x, self._net_cond(cond, x.shape[0])).flatten(1)
         mu, log_var = self.to_posterior(h).chunk(2, dim=1)
         return mu, log_var.clamp(-12.0, 8.0)
 
-    def decode(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """z (B, latent_dim) -> pixel means and log-scales, each (B,C,H,W)."""
+    def decode(self, z: torch.Tensor, cond: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """z (B, latent_dim) (and cond (B, cond_dim)) -> pixel means and log-scales, each (B,C,H,W)."""
         h = self.from_latent(z).view(z.shape[0], self.config.widths[-1], self.h, self.h)
-        mean, log_scale = self.decoder(h).chunk(2, dim=1)
+        mean, log_scale = self.decoder(h, self._net_cond(cond, z.shape[0])).chunk(2, dim=1)
         return mean, log_scale
 
-    def reconstruction_logp(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """log p(x|z) summed over pixels: (B,)."""
-        mean, log_scale = self.decode(z)
+    def reconstruction_logp(self, x: torch.Tensor, z: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """log p(x|z[, cond]) summed over pixels: (B,)."""
+        mean, log_scale = self.decode(z, cond)
         return discretized_logistic_logp(x, mean, log_scale).flatten(1).sum(1)
 
     # ---- the Generator contract ----------------------------------------------------------
-    def generate(self, gens: list[torch.Generator], labels: torch.Tensor | None = None, *,
+    def generate(self, gens: list[torch.Generator], cond: torch.Tensor | None = None, *,
                  mode: str | None = None) -> torch.Tensor:
-        """Decode z ~ N(0, I): the decoder mean (``mode="mean"``) or a pixel draw from p(x|z)."""
+        """Decode z ~ N(0, I) (at ``cond``, or the null condition): the decoder mean (``mode="mean"``)
+        or a pixel draw from p(x|z)."""
         mode = mode or self.config.sample_mode
         z = rng.randn(gens, self.config.latent_dim)           # (B, D)
-        mean, log_scale = self.decode(z)
+        mean, log_scale = self.decode(z, cond)
         if mode == "mean":
             return mean.clamp(-1, 1)
         if mode == "sample":  # inverse-CDF draw from the logistic, per-sample uniforms
@@ -96,22 +123,29 @@ class GaussianVAEMixin:
         raise ZooError(f"unknown VAE sample mode {mode!r} (choose {' or '.join(SAMPLE_MODES)})")
 
     @torch.no_grad()
-    def log_prob(self, x: torch.Tensor, labels: torch.Tensor | None = None, *, k: int | None = None) -> torch.Tensor:
+    def log_prob(self, x: torch.Tensor, cond: torch.Tensor | None = None, *, k: int | None = None) -> torch.Tensor:
         """IWAE bound: log (1/k) sum_i p(x, z_i) / q(z_i | x), z_i ~ q(z|x). Nats per image, (B,).
+        Of a conditional model: the bound of log p(x|c) with q(z|x,c), p(x|z,c) at ``cond`` (B, cond_dim)
+        (None: the null condition).
 
         Uses the global RNG for the k posterior draws; callers seed it for reproducibility.
         """
         k = k or self.config.iw_samples
         x = x.to(self.device)
+        if cond is not None:
+            self.check_cond(cond, x.shape[0])
+            cond = cond.to(self.device)
         out = []
         per_chunk = max(1, 1024 // k)
         for s in range(0, x.shape[0], per_chunk):
             xb = x[s:s + per_chunk]                                                   # (b, C, H, W)
             b = xb.shape[0]
-            mu, log_var = self.encode(xb)                                             # (b, D) each
+            cb = self._net_cond(None if cond is None else cond[s:s + per_chunk], b)  # (b, cond_dim) or None
+            mu, log_var = self.encode(xb, cb)                                         # (b, D) each
             z = gaussian_sample(mu.unsqueeze(1).expand(b, k, -1), log_var.unsqueeze(1).expand(b, k, -1))  # (b, k, D)
             xk = xb.unsqueeze(1).expand(b, k, *xb.shape[1:]).reshape(b * k, *xb.shape[1:])
-            log_px = self.reconstruction_logp(xk, z.reshape(b * k, -1)).view(b, k)
+            ck = None if cb is None else cb.repeat_interleave(k, dim=0)              # (b k, cond_dim), as xk
+            log_px = self.reconstruction_logp(xk, z.reshape(b * k, -1), ck).view(b, k)
             log_pz = standard_normal_logp(z).sum(-1)                                  # (b, k)
             log_qz = gaussian_logp(z, mu.unsqueeze(1), log_var.unsqueeze(1)).sum(-1)  # (b, k)
             out.append(torch.logsumexp(log_px + log_pz - log_qz, dim=1) - math.log(k))
@@ -120,7 +154,7 @@ class GaussianVAEMixin:
     @torch.no_grad()
     def interpolate(self, a: torch.Tensor, b: torch.Tensor, *, steps: int = 8) -> torch.Tensor:
         """Decoder means (uint8, (steps, C, H, W), CPU) on the line between the posterior means of
-        uint8 images a and b."""
+        uint8 images a and b (at the null condition for a conditional model)."""
         mu, _ = self.encode(to_float(torch.stack([a, b])).to(self.device))   # (2, D)
         w = torch.linspace(0, 1, steps, device=mu.device).unsqueeze(1)       # (steps, 1)
         z = (1 - w) * mu[0] + w * mu[1]                                       # (steps, D)

@@ -6,8 +6,19 @@ position). Tokens are in raster order over ``grid = (rows, cols)``; position t i
 
 Shifting: ``forward(tokens)`` returns logits whose position t predicts ``tokens[:, t]`` from
 ``tokens[:, :t]``. The network input at position t is the embedding of ``tokens[:, t-1]`` (a
-learned start embedding at t = 0, plus a class embedding when conditional) plus the row and
+learned start embedding at t = 0, plus a class embedding when given labels) plus the row and
 column embeddings of the position being predicted, t.
+
+Conditioning on an embedding (``cond_dim > 0``): ``cond`` (B, cond_dim), e.g. a pooled text
+embedding, is projected by ``Linear(cond_dim, d_model)`` and added to the input at every position,
+the start (t = 0) included, in the full pass and in the cached sampler alike (which projects it once,
+at t = 0, and keeps it in the cache). Added at the start only, as a prefix, it would reach a position
+only through attention: never beyond the window under local attention (the pixel GPT's default), and
+too faintly to move a barely trained model's samples. The null condition is the zero vector
+(``cond=None``). ``sample(..., guidance=w)`` applies classifier-free guidance on the logits,
+``null + w * (cond - null)``, with the null and cond rows batched together (one doubled-batch
+evaluation per token; w = 0: the null rows only, w = 1: the cond rows only); temperature and
+top-k apply after mixing.
 
 Attention is ``torch.nn.functional.scaled_dot_product_attention``: ``is_causal=True`` for the
 full pass; the cached sampler appends one key/value per step to preallocated buffers and lets
@@ -57,6 +68,7 @@ class KVCache:
         self.v = [torch.empty(shape, dtype=dtype, device=device) for _ in range(n_layers)]
         self.batch = batch
         self.pos = 0  # number of positions filled
+        self.cond: Tensor | None = None  # the projected condition (B, D), set at position 0
 
 
 class CausalSelfAttention(nn.Module):
@@ -158,10 +170,16 @@ class CausalTransformer(nn.Module):
     """Decoder-only, pre-norm, causal self-attention via F.scaled_dot_product_attention, KV cache."""
 
     def __init__(self, vocab_size: int, grid: tuple[int, int], d_model: int, n_layers: int, n_heads: int,
-                 mlp_ratio: int = 4, dropout: float = 0.0, num_classes: int = 0, window_rows: int = 0):
+                 mlp_ratio: int = 4, dropout: float = 0.0, num_classes: int = 0, window_rows: int = 0,
+                 cond_dim: int = 0):
         """``window_rows = 0``: full causal attention; ``r > 0``: each token attends to the r grid
-        rows above it and its own row up to itself (local attention, O(T * r * cols) cost)."""
+        rows above it and its own row up to itself (local attention, O(T * r * cols) cost).
+        ``cond_dim > 0``: conditioned on an embedding (B, cond_dim) added, projected, to the input
+        at every position; ``cond_dim = 0`` builds nothing for it (the other parameters and their
+        init are the same either way)."""
         super().__init__()
+        if cond_dim < 0:
+            raise ValueError(f"cond_dim must be >= 0, got {cond_dim}")
         self.vocab_size = vocab_size
         self.grid = (int(grid[0]), int(grid[1]))
         self.seq_len = self.grid[0] * self.grid[1]
@@ -179,6 +197,12 @@ class CausalTransformer(nn.Module):
         self.ln_f = nn.LayerNorm(d_model)
         self.head = nn.Linear(d_model, vocab_size)
         self._init_weights()
+        self.cond_dim = cond_dim
+        self.cond_proj: nn.Linear | None = None
+        if cond_dim > 0:  # built after the rest is initialised: the rest draws the same init as without it
+            self.cond_proj = nn.Linear(cond_dim, d_model)
+            nn.init.normal_(self.cond_proj.weight, std=0.02)
+            nn.init.zeros_(self.cond_proj.bias)
 
     def _init_weights(self) -> None:
         """GPT-2 style: N(0, 0.02) weights, zero biases, residual projections scaled by 1/sqrt(2L)."""
@@ -208,21 +232,44 @@ class CausalTransformer(nn.Module):
             s = s + self.class_emb(labels)
         return s
 
+    def _cond(self, batch: int, cond: Tensor | None) -> Tensor | None:
+        """The projected condition added at every position, (B, D); the null condition (zeros) when
+        cond is None. None for a transformer built with cond_dim=0."""
+        if self.cond_proj is None:
+            return None
+        if cond is None:
+            cond = torch.zeros(batch, self.cond_dim, device=self.start.device)  # the null condition
+        return self.cond_proj(cond)                                             # (B, D)
+
     def _check_labels(self, labels: Tensor | None, batch: int) -> None:
         if labels is not None and labels.shape != (batch,):
             raise ValueError(f"labels must have shape ({batch},), got {tuple(labels.shape)}")
 
+    def _check_cond(self, cond: Tensor | None, batch: int) -> None:
+        if cond is None:
+            return
+        if self.cond_proj is None:
+            raise ValueError("this transformer was built with cond_dim=0: cond is not supported")
+        if tuple(cond.shape) != (batch, self.cond_dim) or not cond.is_floating_point():
+            raise ValueError(f"cond must be float ({batch}, {self.cond_dim}), got {tuple(cond.shape)}")
+
     # ---- full (teacher-forced) pass -----------------------------------------------------------
-    def forward(self, tokens: Tensor, labels: Tensor | None = None) -> Tensor:
+    def forward(self, tokens: Tensor, labels: Tensor | None = None, cond: Tensor | None = None) -> Tensor:
         """tokens (B, L) int64 with L <= T -> logits (B, L, vocab); logits[:, t] predicts tokens[:, t]
-        from tokens[:, :t] (the last token only serves as a target)."""
+        from tokens[:, :t] (the last token only serves as a target). ``cond`` (B, cond_dim) or None
+        (the null condition) for a transformer built with ``cond_dim > 0``."""
         b, length = tokens.shape
         if length > self.seq_len:
             raise ValueError(f"sequence of {length} tokens is longer than the grid's {self.seq_len}")
         self._check_labels(labels, b)
+        self._check_cond(cond, b)
         start = self._start(b, labels).unsqueeze(1)                             # (B, 1, D)
         x = torch.cat([start, self.tok_emb(tokens[:, :-1])], dim=1)             # (B, L, D)
-        x = self.drop(x + self._pos(0, length))
+        x = x + self._pos(0, length)
+        c = self._cond(b, cond)
+        if c is not None:
+            x = x + c.unsqueeze(1)                                              # (B, L, D)
+        x = self.drop(x)
         for blk in self.blocks:
             x = blk(x)
         return self.head(self.ln_f(x))                                          # (B, L, V)
@@ -234,17 +281,24 @@ class CausalTransformer(nn.Module):
         return KVCache(self.n_layers, batch, self.n_heads, self.seq_len, self.d_model // self.n_heads,
                        p.dtype, p.device)
 
-    def step(self, cache: KVCache, prev: Tensor | None, labels: Tensor | None = None) -> Tensor:
+    def step(self, cache: KVCache, prev: Tensor | None, labels: Tensor | None = None,
+             cond: Tensor | None = None) -> Tensor:
         """Logits (B, vocab) for position ``cache.pos`` given the previous token ``prev`` (B,)
-        (None at position 0, where the start embedding is the input); advances the cache."""
+        (None at position 0, where the start embedding is the input); advances the cache.
+        ``labels`` and ``cond`` are read at position 0 only: the cache keeps the sequence's condition."""
         t = cache.pos
         if t >= self.seq_len:
             raise ValueError(f"the cache is full ({self.seq_len} positions)")
         if t == 0:
+            self._check_cond(cond, cache.batch)
+            cache.cond = self._cond(cache.batch, cond)                          # (B, D) or None
             x = self._start(cache.batch, labels)                                # (B, D)
         else:
             x = self.tok_emb(prev)                                              # (B, D)
-        x = (x + self._pos(t, 1)).unsqueeze(1)                                  # (B, 1, D)
+        x = x + self._pos(t, 1)
+        if cache.cond is not None:
+            x = x + cache.cond
+        x = x.unsqueeze(1)                                                      # (B, 1, D)
         for i, blk in enumerate(self.blocks):
             x = blk.step(x, cache.k[i], cache.v[i], t)
         cache.pos = t + 1
@@ -262,26 +316,47 @@ class CausalTransformer(nn.Module):
 
     @torch.no_grad()
     def sample(self, gens: list[torch.Generator], *, temperature: float = 1.0, top_k: int | None = None,
-               labels: Tensor | None = None, use_cache: bool = True) -> Tensor:
+               labels: Tensor | None = None, cond: Tensor | None = None, guidance: float = 1.0,
+               use_cache: bool = True) -> Tensor:
         """(B, T) int64 tokens in raster order, B = len(gens); token t of sample i is drawn with
         ``zoo.rng.categorical`` from gens[i] only. ``use_cache=False`` is the reference sampler
         that recomputes the whole prefix at every step (O(T) times slower); both give the same
-        tokens for the same generators (up to float near-ties)."""
+        tokens for the same generators (up to float near-ties).
+
+        ``cond`` (B, cond_dim), or None for the null condition; ``guidance`` w mixes the logits as
+        ``null + w * (cond - null)`` (see the module docstring): the null and cond rows run as one
+        doubled batch and share the token drawn for their sample. Without ``cond`` it has no effect."""
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         if top_k is not None and top_k < 1:
             raise ValueError(f"top_k must be >= 1 or None, got {top_k}")
+        if not math.isfinite(guidance):
+            raise ValueError(f"guidance must be finite, got {guidance}")
         b = len(gens)
         self._check_labels(labels, b)
-        tokens = torch.zeros(b, self.seq_len, dtype=torch.long, device=self.head.weight.device)
+        self._check_cond(cond, b)
+        device = self.head.weight.device
+        mix = cond is not None and guidance not in (0, 1)
+        if cond is not None and guidance == 0:
+            cond = None                                                         # w = 0: the null rows only
+        elif mix:                                                               # rows: b null, then b cond
+            cond = torch.cat([torch.zeros_like(cond), cond])                    # (2B, cond_dim)
+            labels = torch.cat([labels, labels]) if labels is not None else None
+        rows = 2 * b if mix else b
+
+        def draw(logits: Tensor) -> Tensor:  # (rows, V) -> (rows,): one token per sample, on its rows
+            if not mix:
+                return self._draw(logits, gens, temperature, top_k)
+            null, c = logits[:b].float(), logits[b:].float()                     # each (B, V)
+            return self._draw(null + guidance * (c - null), gens, temperature, top_k).repeat(2)
+
+        tokens = torch.zeros(rows, self.seq_len, dtype=torch.long, device=device)  # (rows, T)
         if use_cache:
-            cache = self.init_cache(b)
+            cache = self.init_cache(rows)
             prev = None
             for t in range(self.seq_len):
-                logits = self.step(cache, prev, labels)                         # (B, V)
-                prev = tokens[:, t] = self._draw(logits, gens, temperature, top_k)
+                prev = tokens[:, t] = draw(self.step(cache, prev, labels, cond))  # step: (rows, V)
         else:
             for t in range(self.seq_len):
-                logits = self(tokens[:, :t + 1], labels)[:, t]                  # (B, V); tokens[:, t] unused
-                tokens[:, t] = self._draw(logits, gens, temperature, top_k)
-        return tokens
+                tokens[:, t] = draw(self(tokens[:, :t + 1], labels, cond)[:, t])  # (rows, V); tokens[:, t] unused
+        return tokens[:b]

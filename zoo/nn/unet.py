@@ -14,6 +14,16 @@ low-resolution image, upsampled, is concatenated to x_t as extra input channels 
 level of that image (a float in [0, 1] per sample: the same sinusoidal embedding and MLP as
 the timestep, on level * 1000) to the timestep embedding, so the network knows how corrupted
 its conditioning is (Ho et al. 2021; Saharia et al. 2022).
+
+Conditioning on a text embedding (``cond_dim > 0``): a small MLP maps ``cond`` (B, cond_dim) to
+the embedding width and adds it to the timestep embedding, so it reaches every residual block
+through the same scale-and-shift (FiLM) path as the timestep. It is built after every other
+module, so the other modules draw the same initial weights as in a UNet without it.
+
+``zero_init`` (default True) starts every residual block, the attention and the output layer at
+zero, so the untrained network is the identity on its skips and outputs zeros whatever its inputs
+(Ho et al. 2020). False leaves those layers at torch's default init (no extra random draws: the
+default init runs either way), so an untrained network already depends on its conditioning.
 """
 from __future__ import annotations
 
@@ -35,10 +45,16 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -
     return F.pad(emb, (0, dim % 2))
 
 
+def embedding_mlp(din: int, dim: int) -> nn.Sequential:
+    """Linear(din, dim) -> SiLU -> Linear(dim, dim): maps a timestep, level or text embedding to the
+    UNet's embedding width."""
+    return nn.Sequential(nn.Linear(din, dim), nn.SiLU(), nn.Linear(dim, dim))
+
+
 class TimeResBlock(nn.Module):
     """GN -> SiLU -> conv3 -> GN * (1 + scale) + shift (from the embedding) -> SiLU -> conv3, plus skip."""
 
-    def __init__(self, cin: int, cout: int, emb_dim: int, dropout: float = 0.0):
+    def __init__(self, cin: int, cout: int, emb_dim: int, dropout: float = 0.0, zero_init: bool = True):
         super().__init__()
         self.n1 = nn.GroupNorm(groups_for(cin), cin)
         self.c1 = nn.Conv2d(cin, cout, 3, padding=1)
@@ -46,8 +62,9 @@ class TimeResBlock(nn.Module):
         self.n2 = nn.GroupNorm(groups_for(cout), cout)
         self.drop = nn.Dropout(dropout)
         self.c2 = nn.Conv2d(cout, cout, 3, padding=1)
-        nn.init.zeros_(self.c2.weight)  # each block starts as the identity (Ho et al. 2020)
-        nn.init.zeros_(self.c2.bias)
+        if zero_init:  # each block starts as the identity (Ho et al. 2020)
+            nn.init.zeros_(self.c2.weight)
+            nn.init.zeros_(self.c2.bias)
         self.skip = nn.Identity() if cin == cout else nn.Conv2d(cin, cout, 1)
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
@@ -62,7 +79,7 @@ class TimeResBlock(nn.Module):
 class SelfAttention2d(nn.Module):
     """Multi-head self-attention over the H*W positions of a feature map, with a residual."""
 
-    def __init__(self, ch: int, heads: int = 4):
+    def __init__(self, ch: int, heads: int = 4, zero_init: bool = True):
         super().__init__()
         if ch % heads:
             raise ValueError(f"attention channels {ch} not divisible by heads {heads}")
@@ -70,8 +87,9 @@ class SelfAttention2d(nn.Module):
         self.norm = nn.GroupNorm(groups_for(ch), ch)
         self.qkv = nn.Conv2d(ch, 3 * ch, 1)
         self.proj = nn.Conv2d(ch, ch, 1)
-        nn.init.zeros_(self.proj.weight)
-        nn.init.zeros_(self.proj.bias)
+        if zero_init:
+            nn.init.zeros_(self.proj.weight)
+            nn.init.zeros_(self.proj.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, C, H, W = x.shape
@@ -83,54 +101,59 @@ class SelfAttention2d(nn.Module):
 
 
 class UNet(nn.Module):
-    """Noise predictor: (x (B, in_ch, H, W), t (B,) long[, labels (B,)]) -> (B, out_ch, H, W).
+    """Noise predictor: (x (B, in_ch, H, W), t (B,) long[, labels (B,)][, cond=(B, cond_dim)]) -> (B, out_ch, H, W).
 
     ``num_classes > 0`` adds a label embedding (index ``num_classes`` is the "no label" entry,
-    used when labels are None, e.g. for classifier-free guidance later).
+    used when labels are None). ``cond_dim > 0`` adds the text-embedding MLP (``cond_mlp``);
+    ``forward`` then needs ``cond``.
     """
 
     def __init__(self, in_ch: int, out_ch: int | None = None, widths: tuple[int, ...] = (16, 32, 64),
                  blocks: int = 1, attn_heads: int = 4, num_classes: int = 0, dropout: float = 0.0,
-                 mid_blocks: int = 1, noise_cond: bool = False):
+                 mid_blocks: int = 1, noise_cond: bool = False, cond_dim: int = 0, zero_init: bool = True):
         super().__init__()
         if not widths or blocks < 1:
             raise ValueError(f"need at least one level and one block, got widths={widths}, blocks={blocks}")
         out_ch = out_ch or in_ch
-        self.widths, self.blocks, self.num_classes = tuple(widths), blocks, num_classes
+        if cond_dim < 0:
+            raise ValueError(f"cond_dim must be >= 0, got {cond_dim}")
+        self.widths, self.blocks, self.num_classes, self.cond_dim = tuple(widths), blocks, num_classes, cond_dim
         w0 = widths[0]
         emb_dim = 4 * w0
         self.time_dim = w0
-        self.time_mlp = nn.Sequential(nn.Linear(w0, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        self.time_mlp = embedding_mlp(w0, emb_dim)
         self.label_emb = nn.Embedding(num_classes + 1, emb_dim) if num_classes > 0 else None
-        self.aug_mlp = (nn.Sequential(nn.Linear(w0, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
-                        if noise_cond else None)
+        self.aug_mlp = embedding_mlp(w0, emb_dim) if noise_cond else None
         self.conv_in = nn.Conv2d(in_ch, w0, 3, padding=1)
         L = len(widths)
         self.enc = nn.ModuleList()
         self.down = nn.ModuleList()
         for i, w in enumerate(widths):
             cin = w0 if i == 0 else widths[i - 1]
-            self.enc.append(nn.ModuleList([TimeResBlock(cin if b == 0 else w, w, emb_dim, dropout)
+            self.enc.append(nn.ModuleList([TimeResBlock(cin if b == 0 else w, w, emb_dim, dropout, zero_init)
                                            for b in range(blocks)]))
             if i + 1 < L:
                 self.down.append(nn.Conv2d(w, w, 3, stride=2, padding=1))  # H -> ceil(H / 2)
         wl = widths[-1]
-        self.mid = nn.ModuleList([TimeResBlock(wl, wl, emb_dim, dropout) for _ in range(2 * mid_blocks)])
-        self.attn = SelfAttention2d(wl, attn_heads)
+        self.mid = nn.ModuleList([TimeResBlock(wl, wl, emb_dim, dropout, zero_init) for _ in range(2 * mid_blocks)])
+        self.attn = SelfAttention2d(wl, attn_heads, zero_init)
         self.dec = nn.ModuleList()
         self.up = nn.ModuleList()
         for i, w in enumerate(widths):  # index i serves level i; run in reverse
-            self.dec.append(nn.ModuleList([TimeResBlock(2 * w if b == 0 else w, w, emb_dim, dropout)
+            self.dec.append(nn.ModuleList([TimeResBlock(2 * w if b == 0 else w, w, emb_dim, dropout, zero_init)
                                            for b in range(blocks)]))
             if i + 1 < L:
                 self.up.append(nn.Conv2d(widths[i + 1], w, 3, padding=1))  # after nearest upsampling
         self.norm_out = nn.GroupNorm(groups_for(w0), w0)
         self.conv_out = nn.Conv2d(w0, out_ch, 3, padding=1)
-        nn.init.zeros_(self.conv_out.weight)
-        nn.init.zeros_(self.conv_out.bias)
+        if zero_init:
+            nn.init.zeros_(self.conv_out.weight)
+            nn.init.zeros_(self.conv_out.bias)
+        # last, so that every module above draws the same initial weights as without it
+        self.cond_mlp = embedding_mlp(cond_dim, emb_dim) if cond_dim > 0 else None
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None,
-                aug_level: torch.Tensor | None = None) -> torch.Tensor:
+                aug_level: torch.Tensor | None = None, *, cond: torch.Tensor | None = None) -> torch.Tensor:
         emb = self.time_mlp(timestep_embedding(t, self.time_dim))              # (B, E)
         if self.aug_mlp is not None:  # noise-augmentation level of the conditioning, (B,) in [0, 1]
             if aug_level is None:
@@ -140,6 +163,12 @@ class UNet(nn.Module):
             if labels is None:
                 labels = torch.full((x.shape[0],), self.num_classes, dtype=torch.long, device=x.device)
             emb = emb + self.label_emb(labels)
+        if self.cond_mlp is not None:  # text embedding (B, cond_dim); the null condition is zeros
+            if cond is None:
+                raise ValueError("this UNet is text-conditioned: give cond (B, cond_dim)")
+            emb = emb + self.cond_mlp(cond)                                    # (B, E)
+        elif cond is not None:
+            raise ValueError("this UNet takes no cond (built with cond_dim=0)")
         emb = F.silu(emb)
         h = self.conv_in(x)                                                    # (B, w0, H, W)
         skips = []

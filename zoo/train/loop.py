@@ -1,7 +1,7 @@
 """fit(): the training loop, built from the pieces in this package. It knows no family.
 
 Per step, for each phase of the current stage: zero that phase's optimizer, call
-``model.loss(x, labels, phase=p)["loss"].backward()``, clip, step; then step the phase's lr
+``model.loss(x, cond, phase=p)["loss"].backward()``, clip, step; then step the phase's lr
 scheduler (if any) and update the EMA copy used for sampling.
 """
 from __future__ import annotations
@@ -40,7 +40,7 @@ class StopRequested(Exception):
     """Raised after SIGINT/SIGTERM once the current step finished and a checkpoint is written."""
 
 
-def fit(model: Generator, images: torch.Tensor, labels: torch.Tensor | None, out_dir: str | os.PathLike,
+def fit(model: Generator, images: torch.Tensor, cond: torch.Tensor | None, out_dir: str | os.PathLike,
         tcfg: TrainConfig, *, resume: bool = False, progress: bool = True, data_spec: str = "",
         extra_record: dict | None = None, device: str = "cpu", amp: bool = False,
         compile: bool = False) -> dict:
@@ -61,7 +61,7 @@ def fit(model: Generator, images: torch.Tensor, labels: torch.Tensor | None, out
         raise ZooError(f"batch_size {tcfg.batch_size} does not split over {dist.world()} processes: "
                        f"use a multiple of {dist.world()}")
     out = Path(out_dir)
-    t = _Trainer(model, images, labels, tcfg, out, device=device, amp=amp, compile=compile,
+    t = _Trainer(model, images, cond, tcfg, out, device=device, amp=amp, compile=compile,
                  progress=progress and dist.is_main())
     dist.barrier()  # every rank has checked the run folder before rank 0 writes into it
     made = None  # for a new run: whether fit made the folder
@@ -142,9 +142,9 @@ def _mean_over_ranks(means: dict[str, float]) -> dict[str, float]:
 class _Trainer:
     """The parts of one run (model, optimizers, schedulers, sampler, EMA, state) and one step."""
 
-    def __init__(self, model: Generator, images: torch.Tensor, labels: torch.Tensor | None, tcfg: TrainConfig,
+    def __init__(self, model: Generator, images: torch.Tensor, cond: torch.Tensor | None, tcfg: TrainConfig,
                  out: Path, *, device: str, amp: bool, compile: bool, progress: bool):
-        self.model, self.images, self.labels, self.tcfg, self.out, self.device = model, images, labels, tcfg, out, device
+        self.model, self.images, self.cond, self.tcfg, self.out, self.device = model, images, cond, tcfg, out, device
         self.progress = progress
         self.plan = model.stage_plan()
         model.to(device)
@@ -196,7 +196,7 @@ class _Trainer:
             share = self.tcfg.batch_size // dist.world()
             idx = idx[dist.rank() * share:(dist.rank() + 1) * share]
         x = to_float(self.images[idx]).to(self.device)
-        y = self.labels[idx].to(self.device) if self.labels is not None else None
+        y = self.cond[idx].to(self.device) if self.cond is not None else None   # the images' conditions
         out: dict[str, float] = {}
         step_flops = 0
         for p in phases:
