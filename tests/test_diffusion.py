@@ -143,15 +143,26 @@ def test_guided_nfe_equals_network_evaluations(name, w, per_step):
     assert sum(calls) == 5 * 4
 
 
+def live(model):
+    """``model`` with its zero-initialised layers (the UNet's output and residual branches start at
+    zero, so an untrained model ignores its condition) filled with small seeded weights."""
+    g = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1 and not p.any():
+                p.copy_(0.02 * torch.randn(p.shape, generator=g))
+    return model
+
+
 @pytest.mark.parametrize("name", ["diffusion", "latent_diffusion"])
 def test_guidance_mixes_null_and_cond(name):
     """guidance w gives the samplers null + w (cond - null) of the two network predictions."""
     torch.manual_seed(0)
-    model = tiny(name, cond_dim=D).eval()
+    model = live(tiny(name, cond_dim=D)).eval()
     x, t, c = torch.randn(3, *model.latent_shape()), torch.tensor([40, 20, 2]), torch.randn(3, D)
     null = model.denoiser(x, t, torch.zeros(3, D))
     full = model.denoiser(x, t, c)
-    assert not torch.allclose(null, full)   # not zero-initialised: the condition matters untrained
+    assert not torch.allclose(null, full)
     with torch.no_grad():
         got = model.guided_denoiser(c, 2.5)(x, t)
     assert torch.allclose(got, null + 2.5 * (full - null), atol=1e-5)
@@ -160,7 +171,7 @@ def test_guidance_mixes_null_and_cond(name):
 @pytest.mark.parametrize("name", ["diffusion", "latent_diffusion"])
 def test_prompt_dropout_in_training(name):
     torch.manual_seed(0)
-    model = tiny(name, cond_dim=D, cond_drop=1.0).train()
+    model = live(tiny(name, cond_dim=D, cond_drop=1.0)).train()
     x, c = to_float(data().images[:4]), torch.randn(4, D)
     phase = model.stage_plan()["diffusion" if name == "latent_diffusion" else "main"][0]
     torch.manual_seed(1)
@@ -184,7 +195,7 @@ def test_latent_autoencoder_stage_ignores_cond():
 
 def test_conditional_bound():
     torch.manual_seed(0)
-    model = tiny("diffusion", cond_dim=D, timesteps=10).eval()
+    model = live(tiny("diffusion", cond_dim=D, timesteps=10)).eval()
     x, c = to_float(data().images[:2]), torch.randn(2, D)
     torch.manual_seed(0)
     null = model.log_prob(x, terms=2)

@@ -214,7 +214,8 @@ class Generator(nn.Module):
                 for s, gens in rng.batches(seed, n, batch_size, only=mine):
                     b = len(gens)
                     cb = cond[s:s + b].to(self.device) if cond is not None else None
-                    x = self.generate(gens, cond=cb, **sampler)  # (b, C, H, W)
+                    # (b, C, H, W); a family written before conditioning (no cond argument) still samples
+                    x = self.generate(gens, cond=cb, **sampler) if cb is not None else self.generate(gens, **sampler)
                     out[s - first:s - first + b] = to_uint8(x)
                     if progress and bar is None and dist.is_main():  # shown once a batch has worked:
                         from tqdm.auto import tqdm                   # a bad option prints one line
