@@ -38,13 +38,13 @@ def test_resume_is_exact(tmp_path):
     d = data()
     torch.manual_seed(0)
     straight = tiny("vae")
-    fit(straight, d.images, d.labels, tmp_path / "a", TrainConfig(steps=20, batch_size=16), progress=False)
+    fit(straight, d.images, None, tmp_path / "a", TrainConfig(steps=20, batch_size=16), progress=False)
     torch.manual_seed(0)
     first = tiny("vae")
-    fit(first, d.images, d.labels, tmp_path / "b", TrainConfig(steps=10, batch_size=16), progress=False)
+    fit(first, d.images, None, tmp_path / "b", TrainConfig(steps=10, batch_size=16), progress=False)
     torch.manual_seed(999)  # resuming must not depend on the caller's RNG state
     again = tiny("vae")
-    fit(again, d.images, d.labels, tmp_path / "b", TrainConfig(steps=20, batch_size=16), resume=True, progress=False)
+    fit(again, d.images, None, tmp_path / "b", TrainConfig(steps=20, batch_size=16), resume=True, progress=False)
     wa, wb = _weights(tmp_path / "a"), _weights(tmp_path / "b")
     assert wa.keys() == wb.keys()
     for k in wa:
@@ -93,11 +93,11 @@ def test_refuses_to_overwrite_and_bad_budgets(tmp_path):
     m = tiny("vae")
     fit(m, d.images, None, tmp_path / "r", TrainConfig(steps=2, batch_size=16), progress=False)
     with pytest.raises(ZooError, match="already holds a run"):
-        fit(tiny("vae"), d.images, d.labels, tmp_path / "r", TrainConfig(steps=2, batch_size=16), progress=False)
+        fit(tiny("vae"), d.images, None, tmp_path / "r", TrainConfig(steps=2, batch_size=16), progress=False)
     with pytest.raises(ZooError, match="exactly one budget"):
-        fit(tiny("vae"), d.images, d.labels, tmp_path / "s", TrainConfig(batch_size=16), progress=False)
+        fit(tiny("vae"), d.images, None, tmp_path / "s", TrainConfig(batch_size=16), progress=False)
     with pytest.raises(ZooError, match="nothing to resume"):
-        fit(tiny("vae"), d.images, d.labels, tmp_path / "t", TrainConfig(steps=2), resume=True, progress=False)
+        fit(tiny("vae"), d.images, None, tmp_path / "t", TrainConfig(steps=2), resume=True, progress=False)
     with pytest.raises(ZooError, match="fewer than batch_size"):
         fit(tiny("vae"), d.images[:8], None, tmp_path / "u", TrainConfig(steps=2, batch_size=16), progress=False)
     assert not (tmp_path / "u").exists()  # refused before the run folder was made
@@ -113,7 +113,7 @@ def test_interrupt_checkpoints_and_resumes(tmp_path, monkeypatch):
     with pytest.raises(StopRequested, match="step 4"):
         fit(m, d.images, None, tmp_path / "r", TrainConfig(steps=30, batch_size=16), progress=False)
     monkeypatch.setattr(type(m), "loss", orig)
-    s = fit(tiny("vae"), d.images, d.labels, tmp_path / "r", TrainConfig(steps=30, batch_size=16), resume=True,
+    s = fit(tiny("vae"), d.images, None, tmp_path / "r", TrainConfig(steps=30, batch_size=16), resume=True,
             progress=False)
     assert s["steps"] == 30
     assert zoo.load(tmp_path / "r").sample(2).shape == (2, 1, 28, 28)
@@ -121,17 +121,17 @@ def test_interrupt_checkpoints_and_resumes(tmp_path, monkeypatch):
 
 def test_corrupt_checkpoint_is_one_line_error(tmp_path):
     d = data()
-    fit(tiny("vae"), d.images, d.labels, tmp_path / "r", TrainConfig(steps=2, batch_size=16), progress=False)
+    fit(tiny("vae"), d.images, None, tmp_path / "r", TrainConfig(steps=2, batch_size=16), progress=False)
     p = tmp_path / "r" / "checkpoint.safetensors"
     p.write_bytes(p.read_bytes()[:100])
     with pytest.raises(ZooError, match="corrupt or truncated"):
-        fit(tiny("vae"), d.images, d.labels, tmp_path / "r", TrainConfig(steps=4, batch_size=16), resume=True,
+        fit(tiny("vae"), d.images, None, tmp_path / "r", TrainConfig(steps=4, batch_size=16), resume=True,
             progress=False)
 
 
 def test_log_and_records_written(tmp_path):
     d = data()
-    fit(tiny("vae"), d.images, d.labels, tmp_path / "r", TrainConfig(steps=10, batch_size=16, log_every=5),
+    fit(tiny("vae"), d.images, None, tmp_path / "r", TrainConfig(steps=10, batch_size=16, log_every=5),
         progress=False, data_spec="synthetic")
     lines = [json.loads(x) for x in (tmp_path / "r" / "log.jsonl").read_text().splitlines()]
     assert [x["step"] for x in lines] == [5, 10]
@@ -166,7 +166,7 @@ def test_compiled_training_matches_eager(tmp_path, monkeypatch):
     runs = {}
     for name, comp in (("eager", False), ("compiled", True)):
         torch.manual_seed(0)
-        runs[name] = fit(tiny("vae"), d.images, d.labels, tmp_path / name,
+        runs[name] = fit(tiny("vae"), d.images, None, tmp_path / name,
                          TrainConfig(steps=6, batch_size=16, log_every=1), progress=False, compile=comp)
     assert runs["eager"]["flops_per_step"] == runs["compiled"]["flops_per_step"]
     curves = [[json.loads(line)["loss"] for line in (tmp_path / n / "log.jsonl").read_text().splitlines()]

@@ -121,7 +121,7 @@ def test_lr_follows_the_schedule_per_stage_with_a_flop_budget(tmp_path, monkeypa
     d = data()
     seen, base, handle = _record_lrs()
     try:
-        s = fit(tiny("vqvae"), d.images, d.labels, tmp_path / "r",
+        s = fit(tiny("vqvae"), d.images, None, tmp_path / "r",
                 TrainConfig(tflops=0.001, batch_size=16, warmup_steps=2, lr_decay=decay, min_lr_ratio=0.1),
                 progress=False)
     finally:
@@ -157,7 +157,7 @@ def test_resume_after_a_kill_is_exact_with_a_cosine_schedule_and_the_log_has_no_
     tcfg = TrainConfig(steps=10, batch_size=16, warmup_steps=2, lr_decay="cosine", min_lr_ratio=0.1,
                        ckpt_every=4, log_every=1)
     torch.manual_seed(0)
-    fit(tiny("vae"), d.images, d.labels, tmp_path / "a", tcfg, progress=False)
+    fit(tiny("vae"), d.images, None, tmp_path / "a", tcfg, progress=False)
     torch.manual_seed(0)
     m = tiny("vae")
 
@@ -171,7 +171,7 @@ def test_resume_after_a_kill_is_exact_with_a_cosine_schedule_and_the_log_has_no_
     assert [x["step"] for x in _log(tmp_path / "b")] == [1, 2, 3, 4, 5, 6]
     assert _meta(tmp_path / "b")["state"]["step"] == 4
     torch.manual_seed(999)  # resuming must not depend on the caller's RNG state
-    fit(tiny("vae"), d.images, d.labels, tmp_path / "b", tcfg, resume=True, progress=False)
+    fit(tiny("vae"), d.images, None, tmp_path / "b", tcfg, resume=True, progress=False)
     for name in ("checkpoint.safetensors", "model.safetensors"):
         wa, wb = _tensors(tmp_path / "a" / name), _tensors(tmp_path / "b" / name)
         assert wa.keys() == wb.keys()
@@ -188,9 +188,9 @@ def test_resume_after_a_kill_is_exact_with_a_cosine_schedule_and_the_log_has_no_
 
 def test_resume_refuses_another_schedule(tmp_path):
     d = data()
-    fit(tiny("vae"), d.images, d.labels, tmp_path / "r", TrainConfig(steps=2, batch_size=16), progress=False)
+    fit(tiny("vae"), d.images, None, tmp_path / "r", TrainConfig(steps=2, batch_size=16), progress=False)
     with pytest.raises(ZooError, match="lr_decay"):
-        fit(tiny("vae"), d.images, d.labels, tmp_path / "r", TrainConfig(steps=4, batch_size=16, lr_decay="cosine"),
+        fit(tiny("vae"), d.images, None, tmp_path / "r", TrainConfig(steps=4, batch_size=16, lr_decay="cosine"),
             resume=True, progress=False)
 
 
@@ -206,7 +206,7 @@ def test_run_files_follow_the_umask(tmp_path):
     d = data()
     old = os.umask(0o027)
     try:
-        fit(tiny("vae"), d.images, d.labels, tmp_path / "r", TrainConfig(steps=2, batch_size=16), progress=False)
+        fit(tiny("vae"), d.images, None, tmp_path / "r", TrainConfig(steps=2, batch_size=16), progress=False)
     finally:
         os.umask(old)
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "r").iterdir()}
