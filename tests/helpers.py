@@ -32,6 +32,18 @@ def train_tiny(name, out, steps=12, batch_size=16, seed=0, **fields):
     return zoo.load(out)
 
 
+def run_cache(tmp_path_factory, make):
+    """For a module-scoped fixture: ``get(name)`` = ``make(name, out)`` for a fresh run folder ``out``,
+    made once per family name and shared by the module's tests."""
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            cache[name] = make(name, tmp_path_factory.mktemp(name) / "run")
+        return cache[name]
+    return get
+
+
 def assert_same_images(a: torch.Tensor, b: torch.Tensor, max_frac: float = 2e-3):
     """Samples of the same (seed, i) taken at different batch sizes.
 

@@ -9,7 +9,7 @@ from zoo import ZooError
 from zoo.images import to_float
 from zoo.train import TrainConfig, fit
 
-from helpers import data, tiny
+from helpers import data, run_cache, tiny
 
 # the cascades (a base plus a super-resolution decoder) are not conditional yet: they refuse cond_dim
 FAMILIES = [n for n in zoo.list_models() if not n.startswith("cascade")]
@@ -24,19 +24,14 @@ def class_cond(labels: torch.Tensor) -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    cache = {}
-
-    def get(name):
-        if name not in cache:
-            out = tmp_path_factory.mktemp(name) / "run"
-            torch.manual_seed(0)
-            m = tiny(name, cond_dim=D)
-            d = data()
-            fit(m, d.images, class_cond(d.labels), out, TrainConfig(steps=12, batch_size=16, log_every=5),
-                progress=False)
-            cache[name] = zoo.load(out)
-        return cache[name]
-    return get
+    """One briefly trained tiny conditional run per family (conditioned on class_cond), shared below."""
+    def make(name, out):
+        torch.manual_seed(0)
+        m = tiny(name, cond_dim=D)
+        d = data()
+        fit(m, d.images, class_cond(d.labels), out, TrainConfig(steps=12, batch_size=16, log_every=5), progress=False)
+        return zoo.load(out)
+    return run_cache(tmp_path_factory, make)
 
 
 def test_drop_cond_rate_and_null():

@@ -6,7 +6,7 @@ import zoo
 from zoo import ZooError
 from zoo.images import to_float
 
-from helpers import assert_same_images, data, tiny, train_tiny
+from helpers import assert_same_images, data, run_cache, tiny, train_tiny
 
 FAMILIES = zoo.list_models()
 
@@ -14,14 +14,7 @@ FAMILIES = zoo.list_models()
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """One briefly trained tiny run directory per family, shared by the tests below."""
-    cache = {}
-
-    def get(name):
-        if name not in cache:
-            out = tmp_path_factory.mktemp(name) / "run"
-            cache[name] = (train_tiny(name, out), out)
-        return cache[name]
-    return get
+    return run_cache(tmp_path_factory, lambda name, out: (train_tiny(name, out), out))
 
 
 def _phase_losses(model, x):

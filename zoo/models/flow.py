@@ -167,14 +167,10 @@ class Flow(Generator):
         """The embedding the prior layers take for a batch like ``ref``: None for an unconditional model
         (which refuses a cond), the null condition for cond None, else the checked cond in ref's dtype."""
         b = ref.shape[0]
-        if not self.is_conditional:
-            if cond is not None:
-                self.check_cond(cond, b)   # raises: this model takes no condition
-            return None
-        if cond is None:
-            cond = self.null_cond(b)
-        self.check_cond(cond, b)
-        return cond.to(device=ref.device, dtype=ref.dtype)   # (B, cond_dim)
+        if cond is not None and not self.is_conditional:
+            self.check_cond(cond, b)   # raises: this model takes no condition
+        c = self.model_cond(cond, b)   # (B, cond_dim) or None
+        return None if c is None else c.to(device=ref.device, dtype=ref.dtype)
 
     def to_noise(self, v: torch.Tensor, cond: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """v (B,C,H,W) in the model range -> standard-normal noise e (B, D) and log|det de/dv| (B,).

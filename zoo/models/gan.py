@@ -158,6 +158,4 @@ class GAN(Generator):
         """Decode z ~ N(0, I), or a normal truncated to [-truncation, truncation] per coordinate, at
         ``cond`` (the null condition when None for a conditional model)."""
         z = truncated_normal(gens, self.config.latent_dim, truncation)     # (B, D)
-        if cond is None and self.is_conditional:
-            cond = self.null_cond(len(gens))
-        return self.gen(z, cond)
+        return self.gen(z, self.model_cond(cond, len(gens)))
