@@ -45,7 +45,7 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
 @click.pass_context
 @click.option("--profile", "profile_name", type=click.Choice(["gpu", "quick", "scaling", "standard"]),
               default="quick", show_default=True,
-              help="quick: 1 TFLOP per family, n=1000, 1 seed (the README's main job); standard: 10 TFLOP, "
+              help="quick: 0.5 TFLOP per family, n=1000, 1 seed (the README's main job); standard: 10 TFLOP, "
                    "n=5000, 3 seeds (the committed table); scaling: 1, 3, 10, 30 and 100 TFLOP, seed 0, "
                    "n=5000 (hours); gpu: CUDA, 200 TFLOP, n=10000.")
 @click.option("--families", default="all", help="Comma-separated families, or all.")
