@@ -6,6 +6,7 @@ import csv
 import dataclasses
 import io
 import json
+from datetime import datetime, timezone
 from pathlib import Path
 
 from ..api import atomic_write_text
@@ -72,7 +73,8 @@ def provenance_sentence(command: str, prov: dict, cells: list[dict]) -> str:
     cell_wall = sum(c.get("cell_wall_s", 0.0) for c in cells)
     return (f"Produced by `{command}`; cells trained and evaluated at commit{'s' if len(commits) > 1 else ''}"
             f" {', '.join(f'`{c}`' for c in commits)} {machines}; {len(cells)} cells took"
-            f" {cell_wall / 60:.0f} min of wall-clock in all (tables written {prov['date']}).")
+            f" {cell_wall / 60:.0f} min of wall-clock in all (tables written"
+            f" {datetime.now(timezone.utc).isoformat(timespec='seconds')}).")
 
 
 def method_paragraph(profile: Profile, data: str, cells: list[dict]) -> str:
