@@ -134,3 +134,11 @@ def test_ctrl_c_exits_130_and_resumes(tmp_path):
     assert "resume" in err and (out / "checkpoint.safetensors").exists()
     step = json.loads((out / "log.jsonl").read_text().splitlines()[-1])["step"]
     assert step >= 1
+
+
+def test_bad_diffusion_loss_weight_exits_2_in_one_line(tmp_path):
+    out = tmp_path / "run"
+    r = zoo("train", "diffusion", "--data", "synthetic", "--quiet", "--steps", 2, "--set", "widths=4,8,8",
+            "--set", "loss_weight=snr", "--out", out)
+    assert r.returncode == 2 and one_line(r.stderr) and "unknown loss_weight 'snr'" in r.stderr, r.stderr
+    assert not out.exists()

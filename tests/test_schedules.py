@@ -193,3 +193,41 @@ def test_resolve_options():
     for bad in ({"temperature": 1.0}, {"sampler": "euler"}, {"steps": 0}, {"steps": 1001}, {"spacing": "x"}):
         with pytest.raises(ZooError):
             resolve_options(d, bad, 1000)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_min_snr_weights_the_same_x0_error_alike_for_v_and_epsilon(kind):
+    """Min-SNR-gamma weights an x0 error by min(SNR, gamma) whatever the network predicts: a v output
+    and the epsilon output that imply the same x0 estimate get the same weighted loss, and that loss is
+    min(SNR, gamma) times the x0 error."""
+    s = NoiseSchedule(kind, 1000)
+    g = torch.Generator().manual_seed(0)
+    t = torch.tensor([0, 30, 200, 500, 800, 990])        # SNR from far above gamma=5 to far below it
+    x0 = torch.rand(6, 1, 4, 4, generator=g, dtype=torch.float64) * 2 - 1
+    noise = torch.randn(6, 1, 4, 4, generator=g, dtype=torch.float64)
+    x_t = s.add_noise(x0, noise, t)
+    v_hat = s.v_target(x0, noise, t) + 0.1 * torch.randn(6, 1, 4, 4, generator=g, dtype=torch.float64)
+    x0_hat, eps_hat = s.split(v_hat, x_t, t, "v")
+    per = lambda a, b: (a - b).pow(2).flatten(1).mean(1)  # noqa: E731
+    loss_v = s.loss_weight(t, "v", "min-snr", 5.0).double() * per(v_hat, s.v_target(x0, noise, t))
+    loss_eps = s.loss_weight(t, "epsilon", "min-snr", 5.0).double() * per(eps_hat, noise)
+    ab = s.alpha_bar(t)
+    loss_x0 = (ab / (1 - ab)).clamp(max=5.0) * per(x0_hat, x0)
+    torch.testing.assert_close(loss_v, loss_x0, rtol=1e-5, atol=0)
+    torch.testing.assert_close(loss_eps, loss_x0, rtol=1e-5, atol=0)
+    assert s.loss_weight(t, "v", "uniform", 5.0) is None
+
+
+def test_min_snr_loss_and_bad_settings():
+    from zoo import get_model_class
+    cls = get_model_class("diffusion")
+    torch.manual_seed(0)
+    m = cls(cls.tiny_config(loss_weight="min-snr"))
+    x = torch.rand(4, 1, 28, 28) * 2 - 1
+    out = m.loss(x)
+    assert out["loss"].item() < out["mse"].item()   # every weight is below 1 (gamma/(SNR+1) or SNR/(SNR+1))
+    out["loss"].backward()
+    for bad, msg in (({"loss_weight": "snr"}, "unknown loss_weight"), ({"loss_weight": "min-snr", "snr_gamma": 0.0},
+                                                                       "snr_gamma must be > 0")):
+        with pytest.raises(ZooError, match=msg):
+            cls(cls.tiny_config(**bad))

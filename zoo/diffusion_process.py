@@ -60,6 +60,8 @@ class DiffusionFields:
     spacing: str = "linspace"               # timestep spacing: "linspace" | "trailing" | "leading"
     clip: float = 1.0                       # clamp predicted x0 to [-clip, clip] when sampling (0: off)
     variance: str = "small"                 # fixed variance of p(x_{t-1}|x_t): "small" (beta tilde) | "large" (beta)
+    loss_weight: str = "uniform"            # weight of the simple loss over t: "uniform" | "min-snr" (Hang et al. 2023)
+    snr_gamma: float = 5.0                  # gamma of "min-snr" (the paper's default)
 
 
 def sampler_options(config: DiffusionFields, schedule: NoiseSchedule, opts: dict) -> dict:
@@ -85,6 +87,8 @@ class DiffusionMixin:
     def __init__(self, config) -> None:
         super().__init__(config)  # the Generator
         self.schedule = NoiseSchedule(config.schedule, config.timesteps)
+        self.schedule.loss_weight(torch.zeros(1, dtype=torch.long), config.prediction, config.loss_weight,
+                                  config.snr_gamma)  # a bad loss_weight or snr_gamma fails here, in one line
         ch = self.latent_shape()[0]
         cond_dim = getattr(config, "cond_dim", 0)
         self.unet = UNet(ch, ch, tuple(config.widths), config.blocks, config.attn_heads,
@@ -102,7 +106,8 @@ class DiffusionMixin:
 
     # ---- training ------------------------------------------------------------------------
     def diffusion_loss(self, x0: torch.Tensor, cond: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """The simple loss on x0 (B, *latent_shape): MSE of the epsilon/v prediction, t ~ U{0..T-1}.
+        """The simple loss on x0 (B, *latent_shape): MSE of the epsilon/v prediction, t ~ U{0..T-1},
+        weighted over t by ``config.loss_weight`` (uniform, or Min-SNR-gamma); "mse" is the unweighted MSE.
         Draws t and the noise from the global RNG (seeded by the trainer), on x0's device.
 
         ``cond`` (B, cond_dim): the batch's text embeddings, with prompt dropout applied here (a
@@ -113,8 +118,14 @@ class DiffusionMixin:
         x_t = self.schedule.add_noise(x0, noise, t)
         target = self.schedule.target(x0, noise, t, self.config.prediction)
         c = self.drop_cond(cond, B) if self.is_conditional else None       # (B, cond_dim) | None
-        mse = F.mse_loss(self.denoiser(x_t, t, c), target)
-        return {"loss": mse, "mse": mse.detach()}
+        pred = self.denoiser(x_t, t, c)
+        cfg = self.config
+        w = self.schedule.loss_weight(t, cfg.prediction, cfg.loss_weight, cfg.snr_gamma)  # (B,) | None
+        if w is None:
+            mse = F.mse_loss(pred, target)
+            return {"loss": mse, "mse": mse.detach()}
+        per = (pred - target).pow(2).flatten(1).mean(1)                       # (B,)
+        return {"loss": (w.to(per.device) * per).mean(), "mse": per.mean().detach()}
 
     def network_cond(self, cond: torch.Tensor | None, batch: int) -> torch.Tensor | None:
         """The condition the network takes for ``batch`` inputs: None for an unconditional model (which

@@ -43,6 +43,7 @@ from .errors import ZooError
 
 SCHEDULES = ("linear", "cosine")
 PREDICTIONS = ("epsilon", "v")
+LOSS_WEIGHTS = ("uniform", "min-snr")
 SAMPLERS = ("ddpm", "ddim", "dpm++2m", "dpm++2m-sde")
 SPACINGS = ("linspace", "trailing", "leading")
 VARIANCES = ("small", "large")
@@ -96,6 +97,26 @@ class NoiseSchedule:
         if prediction == "v":
             return self.v_target(x0, noise, t)
         raise ZooError(f"unknown prediction target {prediction!r} (choose {', '.join(PREDICTIONS)})")
+
+    def loss_weight(self, t: torch.Tensor, prediction: str, kind: str, gamma: float) -> torch.Tensor | None:
+        """Per-sample weight (B,) of the simple loss at timesteps t, or None for "uniform" (plain MSE).
+
+        "min-snr" is Min-SNR-gamma (Hang et al. 2023): the loss counted as an x0 error gets the weight
+        min(SNR, gamma), SNR = ab/(1 - ab). An epsilon error is SNR times an x0 error and a v error
+        (SNR + 1) times one, so the weight on the MSE is min(SNR, gamma)/SNR for "epsilon" and
+        min(SNR, gamma)/(SNR + 1) for "v"."""
+        if kind == "uniform":
+            return None
+        if kind != "min-snr":
+            raise ZooError(f"unknown loss_weight {kind!r} (choose {', '.join(LOSS_WEIGHTS)})")
+        if not gamma > 0:
+            raise ZooError(f"snr_gamma must be > 0, got {gamma}")
+        if prediction not in PREDICTIONS:
+            raise ZooError(f"unknown prediction target {prediction!r} (choose {', '.join(PREDICTIONS)})")
+        ab = self.alpha_bar(t)                                    # (B,) float64
+        snr = ab / (1 - ab)
+        w = snr.clamp(max=gamma) / (snr if prediction == "epsilon" else snr + 1)
+        return w.float()
 
     def split(self, out: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, prediction: str,
               clip: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
