@@ -12,7 +12,7 @@ import pytest
 
 from test_bench_safety import faked
 from zoo.bench import PROFILES, run_bench
-from zoo.bench.scaling import budget_profile, crossings, fit_power_law, run_scaling
+from zoo.bench.scaling import budget_profile, crossings, fit_power_law, run_scaling, write_scaling
 from zoo.errors import ZooError
 
 FAMILIES = ["vae", "gan"]
@@ -67,10 +67,15 @@ def test_scaling_runs_each_budget_and_reuses_the_standard_cells(reused):
     md = (out / "SCALING.md").read_text()
     assert "FID − floor ≈ a · C^(−b)" in md and "| vae |" in md and "figures/scaling.png" in md
     assert (out / "figures" / "scaling.png").stat().st_size > 0
+    assert "| 2 of 2 |" in md                                           # every family measured at each budget
+    (out / "4e-06tf" / "cells" / "gan-s0.json").unlink()                # a budget not finished for every family:
+    write_scaling(out, PROF, FAMILIES, "cmd", reuse=tmp_path / "standard", reuse_at=2e-6)
+    md = (out / "SCALING.md").read_text()
+    assert "| 4e-06 | vae |" in md and "| 1 of 2 (not gan) |" in md     # its winner is only among those measured
     calls.clear()
     run_scaling(PROF, FAMILIES, "synthetic", out, "fmnist-cnn", "cmd", reuse=tmp_path / "standard", tiny=True,
                 log=lambda s: None)
-    assert calls == []                                                  # resumed: nothing to redo
+    assert calls == ["gan-s0"]                                          # resumed: only the removed cell is redone
 
 
 def test_reuse_refuses_cells_made_with_other_settings(reused):

@@ -197,14 +197,17 @@ def scaling_markdown(profile: Profile, families: list[str], points: list[dict], 
         se = "—" if f["b_se"] is None else f"{f['b_se']:.3f}"
         r2 = "—" if f["r2"] is None else f"{f['r2']:.3f}"
         lines.append(f"| {fam} | {f['b']:.3f} | {se} | {f['a']:.2f} | {r2} | {f['points']} |")
-    lines += ["", "## Winner at each budget (lowest FID, seed mean)", "", "| TFLOP | winner | FID | runner-up | FID |",
-              "|---|---|---|---|---|"]
+    lines += ["", "## Winner at each budget (lowest FID, seed mean)", "",
+              "Among the families measured at that budget: a budget where some are missing has no overall winner yet.", "",
+              "| TFLOP | winner | FID | runner-up | FID | families measured |", "|---|---|---|---|---|---|"]
     for b in budgets:
         ranked = sorted((p for p in points if p["tflops"] == b and p.get("fid") is not None), key=lambda p: p["fid"])
         if ranked:
             ru = ranked[1] if len(ranked) > 1 else None
             second = f"{ru['family']} | {ru['fid']:.2f}" if ru else "— | —"
-            lines.append(f"| {b:g} | {ranked[0]['family']} | {ranked[0]['fid']:.2f} | {second} |")
+            missing = [f for f in families if f not in {p["family"] for p in ranked}]
+            measured = f"{len(ranked)} of {len(families)}" + (f" (not {', '.join(missing)})" if missing else "")
+            lines.append(f"| {b:g} | {ranked[0]['family']} | {ranked[0]['fid']:.2f} | {second} | {measured} |")
     flips = crossings(points, budgets)
     lines += ["", "## Where lines cross", ""] + ([f"- {c}" for c in flips] or ["- no two families change places "
                                                                                "between measured budgets"])
