@@ -233,8 +233,10 @@ def scaling_figure(out: Path, families: list[str], points: list[dict], fits: dic
             ps = sorted((p for p in points if p["family"] == fam and p.get(key) is not None), key=lambda p: p["tflops"])
             if not ps:
                 continue
+            # one colour per family on every panel (a family without bits/dim must not shift the others')
             line = ax.errorbar([p["tflops"] for p in ps], [p[key] for p in ps],
-                               yerr=[p.get(key + "_std") or 0.0 for p in ps], marker="o", label=fam, capsize=2)
+                               yerr=[p.get(key + "_std") or 0.0 for p in ps], marker="o", label=fam, capsize=2,
+                               color=f"C{families.index(fam) % 10}")
             f = fits.get(fam)
             if key == "fid" and f is not None and floor_fid is not None:
                 cs = [ps[0]["tflops"] * (ps[-1]["tflops"] / ps[0]["tflops"]) ** (i / 40) for i in range(41)]
