@@ -205,7 +205,8 @@ def scaling_markdown(profile: Profile, families: list[str], points: list[dict], 
         if ranked:
             ru = ranked[1] if len(ranked) > 1 else None
             second = f"{ru['family']} | {ru['fid']:.2f}" if ru else "— | —"
-            missing = [f for f in families if f not in {p["family"] for p in ranked}]
+            seen = {p["family"] for p in ranked}
+            missing = [f for f in families if f not in seen]
             measured = f"{len(ranked)} of {len(families)}" + (f" (not {', '.join(missing)})" if missing else "")
             lines.append(f"| {b:g} | {ranked[0]['family']} | {ranked[0]['fid']:.2f} | {second} | {measured} |")
     flips = crossings(points, budgets)

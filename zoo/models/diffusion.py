@@ -58,7 +58,7 @@ class Diffusion(DiffusionMixin, Generator):
     # step-limited at these budgets: at 1 TFLOP, batch 32 against 64 gave FID 48.6 against 52.8
     # (benchmarks/recipe_sweep.py, results/diffusion/README.md); the 10 TFLOP standard table checks
     # it on 3 seeds. Larger budgets keep it (untested there). Min-SNR-5 loss weighting (Hang et al.
-    # 2023) beat the uniform loss on 3 seeds at 10 TFLOP, FID 15.14 +- 1.01 against 19.81 +- 0.21, at
+    # 2023) beat the uniform loss on 3 seeds at 10 TFLOP, FID 15.14 +- 1.00 against 19.81 +- 0.21, at
     # the cost of a looser likelihood bound (results/diffusion/README.md, "Min-SNR")
     budget_rules = ((float("inf"), {"train.batch_size": 32, "loss_weight": "min-snr"}),)
 
