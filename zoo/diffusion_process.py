@@ -37,7 +37,7 @@ from . import rng
 from .errors import ZooError
 from .images import to_uint8
 from .nn.unet import UNet
-from .schedules import NoiseSchedule, SamplerOutput, evenly_spaced, resolve_options, sample as run_sampler
+from .schedules import NoiseSchedule, SamplerOutput, check_loss_weight, evenly_spaced, resolve_options, sample as run_sampler
 
 TRAJECTORY_BATCH = 256  # samples per sampler run in trajectory()
 DEFAULT_GUIDANCE = 1.0  # the classifier-free guidance scale when the sampler options give none
@@ -87,8 +87,7 @@ class DiffusionMixin:
     def __init__(self, config) -> None:
         super().__init__(config)  # the Generator
         self.schedule = NoiseSchedule(config.schedule, config.timesteps)
-        self.schedule.loss_weight(torch.zeros(1, dtype=torch.long), config.prediction, config.loss_weight,
-                                  config.snr_gamma)  # a bad loss_weight or snr_gamma fails here, in one line
+        check_loss_weight(config.loss_weight, config.snr_gamma, config.prediction)  # one line, before any training
         ch = self.latent_shape()[0]
         cond_dim = getattr(config, "cond_dim", 0)
         self.unet = UNet(ch, ch, tuple(config.widths), config.blocks, config.attn_heads,

@@ -49,6 +49,20 @@ SPACINGS = ("linspace", "trailing", "leading")
 VARIANCES = ("small", "large")
 
 
+def check_choice(what: str, value: str, choices: tuple[str, ...]) -> None:
+    """One-line ZooError unless ``value`` is one of ``choices`` (``what`` names the setting)."""
+    if value not in choices:
+        raise ZooError(f"unknown {what} {value!r} (choose {', '.join(choices)})")
+
+
+def check_loss_weight(kind: str, gamma: float, prediction: str) -> None:
+    """One-line ZooError for a bad loss weighting (``NoiseSchedule.loss_weight``'s arguments)."""
+    check_choice("loss_weight", kind, LOSS_WEIGHTS)
+    if kind == "min-snr" and not gamma > 0:
+        raise ZooError(f"snr_gamma must be > 0, got {gamma}")
+    check_choice("prediction target", prediction, PREDICTIONS)
+
+
 def _expand(a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """(B,) -> (B, 1, ..., 1) in x's dtype and device, for broadcasting against x."""
     return a.to(device=x.device, dtype=x.dtype).view(-1, *([1] * (x.dim() - 1)))
@@ -58,8 +72,7 @@ class NoiseSchedule:
     """A discrete variance-preserving noise schedule with T steps (float64 constants)."""
 
     def __init__(self, kind: str = "cosine", timesteps: int = 1000):
-        if kind not in SCHEDULES:
-            raise ZooError(f"unknown noise schedule {kind!r} (choose {', '.join(SCHEDULES)})")
+        check_choice("noise schedule", kind, SCHEDULES)
         if timesteps < 2:
             raise ZooError(f"timesteps must be >= 2, got {timesteps}")
         self.kind, self.T = kind, timesteps
@@ -92,11 +105,8 @@ class NoiseSchedule:
 
     def target(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor, prediction: str) -> torch.Tensor:
         """The regression target of the simple loss for ``prediction`` ("epsilon" or "v")."""
-        if prediction == "epsilon":
-            return noise
-        if prediction == "v":
-            return self.v_target(x0, noise, t)
-        raise ZooError(f"unknown prediction target {prediction!r} (choose {', '.join(PREDICTIONS)})")
+        check_choice("prediction target", prediction, PREDICTIONS)
+        return noise if prediction == "epsilon" else self.v_target(x0, noise, t)
 
     def loss_weight(self, t: torch.Tensor, prediction: str, kind: str, gamma: float) -> torch.Tensor | None:
         """Per-sample weight (B,) of the simple loss at timesteps t, or None for "uniform" (plain MSE).
@@ -105,14 +115,9 @@ class NoiseSchedule:
         min(SNR, gamma), SNR = ab/(1 - ab). An epsilon error is SNR times an x0 error and a v error
         (SNR + 1) times one, so the weight on the MSE is min(SNR, gamma)/SNR for "epsilon" and
         min(SNR, gamma)/(SNR + 1) for "v"."""
+        check_loss_weight(kind, gamma, prediction)
         if kind == "uniform":
             return None
-        if kind != "min-snr":
-            raise ZooError(f"unknown loss_weight {kind!r} (choose {', '.join(LOSS_WEIGHTS)})")
-        if not gamma > 0:
-            raise ZooError(f"snr_gamma must be > 0, got {gamma}")
-        if prediction not in PREDICTIONS:
-            raise ZooError(f"unknown prediction target {prediction!r} (choose {', '.join(PREDICTIONS)})")
         ab = self.alpha_bar(t)                                    # (B,) float64
         snr = ab / (1 - ab)
         w = snr.clamp(max=gamma) / (snr if prediction == "epsilon" else snr + 1)
@@ -125,16 +130,15 @@ class NoiseSchedule:
         With ``clip``, x0 is clamped to [-clip, clip] and eps recomputed from the clamped x0
         so that x_t = sqrt(ab) x0 + sqrt(1 - ab) eps still holds.
         """
+        check_choice("prediction target", prediction, PREDICTIONS)
         ab = _expand(self.alpha_bar(t), x_t)
         a, s = ab.sqrt(), (1 - ab).sqrt()
         if prediction == "epsilon":
             eps = out
             x0 = (x_t - s * eps) / a
-        elif prediction == "v":
+        else:  # v
             x0 = a * x_t - s * out
             eps = s * x_t + a * out
-        else:
-            raise ZooError(f"unknown prediction target {prediction!r} (choose {', '.join(PREDICTIONS)})")
         if clip is not None:
             x0 = x0.clamp(-clip, clip)
             eps = (x_t - a * x0) / s
@@ -169,6 +173,7 @@ def timesteps(T: int, steps: int, spacing: str = "linspace", t_start: int | None
     ``t_start`` (default T-1) is the noisiest timestep allowed; sampling from a partly noised
     image x_{t_start} uses the timesteps 0..t_start only.
     """
+    check_choice("timestep spacing", spacing, SPACINGS)
     top = T - 1 if t_start is None else int(t_start)
     if not 0 <= top < T:
         raise ZooError(f"t_start must be in [0, {T - 1}], got {t_start}")
@@ -179,10 +184,8 @@ def timesteps(T: int, steps: int, spacing: str = "linspace", t_start: int | None
         ts = torch.linspace(top, 0, steps, dtype=torch.float64).round().long() if steps > 1 else torch.tensor([top])
     elif spacing == "trailing":
         ts = torch.arange(n, 0, -n / steps, dtype=torch.float64).round().long() - 1
-    elif spacing == "leading":
+    else:  # leading
         ts = (torch.arange(steps, dtype=torch.long) * (n // steps)).flip(0)
-    else:
-        raise ZooError(f"unknown timestep spacing {spacing!r} (choose {', '.join(SPACINGS)})")
     out = ts.tolist()
     assert len(out) == steps and all(a > b for a, b in zip(out, out[1:])), out
     return out
@@ -218,14 +221,11 @@ def sample(net: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], shape: Seq
     "small" (posterior beta tilde) or "large" (beta). keep: step indices (0-based) whose x0
     prediction to return. x_init/t_start: start from a given x_{t_start} instead of noise.
     """
-    if sampler not in SAMPLERS:
-        raise ZooError(f"unknown sampler {sampler!r} (choose {', '.join(SAMPLERS)})")
-    if variance not in VARIANCES:
-        raise ZooError(f"unknown variance {variance!r} (choose {', '.join(VARIANCES)})")
+    check_choice("sampler", sampler, SAMPLERS)
+    check_choice("variance", variance, VARIANCES)
     if not 0.0 <= eta <= 1.0:
         raise ZooError(f"eta must be in [0, 1], got {eta}")
-    if prediction not in PREDICTIONS:
-        raise ZooError(f"unknown prediction target {prediction!r} (choose {', '.join(PREDICTIONS)})")
+    check_choice("prediction target", prediction, PREDICTIONS)
     span = schedule.T if t_start is None else int(t_start) + 1               # timesteps available
     steps = default_steps(sampler, span) if steps is None else int(steps)
     ts = timesteps(schedule.T, steps, spacing, t_start)
@@ -313,8 +313,7 @@ def resolve_options(defaults: dict, opts: dict, T: int) -> dict:
     if unknown:
         raise ZooError(f"unknown sampler option(s) {', '.join(unknown)} (known: {', '.join(SAMPLER_KEYS)})")
     o = {**defaults, **{k: v for k, v in opts.items() if v is not None}}
-    if o["sampler"] not in SAMPLERS:
-        raise ZooError(f"unknown sampler {o['sampler']!r} (choose {', '.join(SAMPLERS)})")
+    check_choice("sampler", o["sampler"], SAMPLERS)
     if opts.get("steps") is None and (o["sampler"] == "ddpm" or o.get("steps") is None):
         o["steps"] = default_steps(o["sampler"], T)  # ddpm without steps: all T (ancestral DDPM)
     try:
@@ -324,6 +323,5 @@ def resolve_options(defaults: dict, opts: dict, T: int) -> dict:
         raise ZooError(f"steps must be an integer and eta a number, got {o['steps']!r}, {o['eta']!r}") from None
     if not 1 <= o["steps"] <= T:
         raise ZooError(f"steps must be between 1 and {T}, got {o['steps']}")
-    if o["spacing"] not in SPACINGS:
-        raise ZooError(f"unknown timestep spacing {o['spacing']!r} (choose {', '.join(SPACINGS)})")
+    check_choice("timestep spacing", o["spacing"], SPACINGS)
     return o
