@@ -4,6 +4,7 @@ as in test_bench_safety."""
 import dataclasses
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -40,6 +41,17 @@ def test_crossings_name_the_budgets_where_the_order_flips():
     assert crossings(pts[:2], [1, 10]) == []
 
 
+
+def test_crossings_and_winner_say_when_the_gap_is_inside_the_seed_noise():
+    from zoo.bench.scaling import within_noise
+    pts = [{"family": "a", "tflops": 1, "fid": 30}, {"family": "b", "tflops": 1, "fid": 40},
+           {"family": "a", "tflops": 10, "fid": 13.1, "fid_std": 0.8},
+           {"family": "b", "tflops": 10, "fid": 12.9, "fid_std": 0.5}]
+    assert within_noise(pts[2], pts[3]) and not within_noise(pts[0], pts[1])  # one seed: no std, no claim
+    assert not within_noise({"fid": 10, "fid_std": 0.5}, {"fid": 12, "fid_std": 0.5})
+    assert crossings(pts, [1, 10]) == ["b overtakes a between 1 and 10 TFLOP (at 10 TFLOP the gap is inside the seed std)"]
+
+
 @pytest.fixture()
 def reused(tmp_path, monkeypatch):
     """A 'standard' folder at the middle budget with seeds 0 and 1 (canned measurements)."""
@@ -68,6 +80,9 @@ def test_scaling_runs_each_budget_and_reuses_the_standard_cells(reused):
     assert "FID − floor ≈ a · C^(−b)" in md and "| vae |" in md and "figures/scaling.png" in md
     assert (out / "figures" / "scaling.png").stat().st_size > 0
     assert "| 2 of 2 |" in md                                           # every family measured at each budget
+    # the two-seed budget says whether the winner's lead is inside the seed std; one-seed budgets cannot
+    assert re.search(r"\| 2e-06 \| \w+ \| [\d.]+ \| \w+ \| [\d.]+ \| (yes|no) \| 2 of 2 \|", md), md
+    assert re.search(r"\| 1e-06 \| \w+ \| [\d.]+ \| \w+ \| [\d.]+ \| — \| 2 of 2 \|", md), md
     (out / "4e-06tf" / "cells" / "gan-s0.json").unlink()                # a budget not finished for every family:
     write_scaling(out, PROF, FAMILIES, "cmd", reuse=tmp_path / "standard", reuse_at=2e-6)
     md = (out / "SCALING.md").read_text()

@@ -142,20 +142,32 @@ def fit_power_law(points: list[dict], floor: float) -> dict | None:
             "r2": None if exact else r.rvalue ** 2, "points": len(xs)}
 
 
+def within_noise(p: dict | None, q: dict | None) -> bool:
+    """True when two points' FID gap is smaller than the root-mean-square of their seed stds (both
+    measured over two or more seeds); False where that is not so, or not known (one seed)."""
+    if not p or not q or p.get("fid_std") is None or q.get("fid_std") is None:
+        return False
+    return abs(p["fid"] - q["fid"]) < math.sqrt((p["fid_std"] ** 2 + q["fid_std"] ** 2) / 2)
+
+
 def crossings(points: list[dict], budgets: list[float]) -> list[str]:
-    """Pairs of families whose FID order flips between two consecutive budgets both were measured at."""
-    by = {(p["family"], p["tflops"]): p["fid"] for p in points if p.get("fid") is not None}
+    """Pairs of families whose FID order flips between two consecutive budgets both were measured at;
+    a flip whose gap at either budget is inside the seed std is marked so (``within_noise``)."""
+    at = {(p["family"], p["tflops"]): p for p in points if p.get("fid") is not None}
     fams = sorted({p["family"] for p in points})
     out = []
     for lo, hi in zip(budgets, budgets[1:]):
         for i, f in enumerate(fams):
             for g in fams[i + 1:]:
-                vals = [by.get((f, lo)), by.get((g, lo)), by.get((f, hi)), by.get((g, hi))]
-                if None in vals:
+                ps = [at.get((f, lo)), at.get((g, lo)), at.get((f, hi)), at.get((g, hi))]
+                if None in ps:
                     continue
+                vals = [p["fid"] for p in ps]
                 if (vals[0] - vals[1]) * (vals[2] - vals[3]) < 0:
                     first, second = (f, g) if vals[2] < vals[3] else (g, f)
-                    out.append(f"{first} overtakes {second} between {lo:g} and {hi:g} TFLOP")
+                    noisy = [b for b, (x, y) in ((lo, ps[:2]), (hi, ps[2:])) if within_noise(x, y)]
+                    note = "".join(f" (at {b:g} TFLOP the gap is inside the seed std)" for b in noisy)
+                    out.append(f"{first} overtakes {second} between {lo:g} and {hi:g} TFLOP{note}")
     return out
 
 
@@ -198,8 +210,11 @@ def scaling_markdown(profile: Profile, families: list[str], points: list[dict], 
         r2 = "—" if f["r2"] is None else f"{f['r2']:.3f}"
         lines.append(f"| {fam} | {f['b']:.3f} | {se} | {f['a']:.2f} | {r2} | {f['points']} |")
     lines += ["", "## Winner at each budget (lowest FID, seed mean)", "",
-              "Among the families measured at that budget: a budget where some are missing has no overall winner yet.", "",
-              "| TFLOP | winner | FID | runner-up | FID | families measured |", "|---|---|---|---|---|---|"]
+              "Among the families measured at that budget: a budget where some are missing has no overall winner yet. "
+              "\"Gap inside seed std\": the winner's lead is smaller than the root-mean-square of the two seed stds "
+              "(— where a point has one seed, so no std).", "",
+              "| TFLOP | winner | FID | runner-up | FID | gap inside seed std | families measured |",
+              "|---|---|---|---|---|---|---|"]
     for b in budgets:
         ranked = sorted((p for p in points if p["tflops"] == b and p.get("fid") is not None), key=lambda p: p["fid"])
         if ranked:
@@ -208,7 +223,8 @@ def scaling_markdown(profile: Profile, families: list[str], points: list[dict], 
             seen = {p["family"] for p in ranked}
             missing = [f for f in families if f not in seen]
             measured = f"{len(ranked)} of {len(families)}" + (f" (not {', '.join(missing)})" if missing else "")
-            lines.append(f"| {b:g} | {ranked[0]['family']} | {ranked[0]['fid']:.2f} | {second} | {measured} |")
+            tie = "yes" if within_noise(ranked[0], ru) else "no" if ru and ranked[0].get("fid_std") is not None else "—"
+            lines.append(f"| {b:g} | {ranked[0]['family']} | {ranked[0]['fid']:.2f} | {second} | {tie} | {measured} |")
     flips = crossings(points, budgets)
     lines += ["", "## Where lines cross", ""] + ([f"- {c}" for c in flips] or ["- no two families change places "
                                                                                "between measured budgets"])
