@@ -136,9 +136,15 @@ def test_ctrl_c_exits_130_and_resumes(tmp_path):
     assert step >= 1
 
 
-def test_bad_diffusion_loss_weight_exits_2_in_one_line(tmp_path):
+@pytest.mark.parametrize("setting, message", [
+    ("loss_weight=snr", "unknown loss_weight 'snr'"),
+    ("spacing=even", "unknown timestep spacing 'even'"),   # a sampler setting fails before training, too
+    ("variance=tiny", "unknown variance 'tiny'"),
+    ("steps=5000", "steps must be between 1 and 1000"),
+])
+def test_bad_diffusion_setting_exits_2_in_one_line_before_training(tmp_path, setting, message):
     out = tmp_path / "run"
     r = zoo("train", "diffusion", "--data", "synthetic", "--quiet", "--steps", 2, "--set", "widths=4,8,8",
-            "--set", "loss_weight=snr", "--out", out)
-    assert r.returncode == 2 and one_line(r.stderr) and "unknown loss_weight 'snr'" in r.stderr, r.stderr
+            "--set", setting, "--out", out)
+    assert r.returncode == 2 and one_line(r.stderr) and message in r.stderr, r.stderr
     assert not out.exists()

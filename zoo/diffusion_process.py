@@ -87,7 +87,9 @@ class DiffusionMixin:
     def __init__(self, config) -> None:
         super().__init__(config)  # the Generator
         self.schedule = NoiseSchedule(config.schedule, config.timesteps)
-        check_loss_weight(config.loss_weight, config.snr_gamma, config.prediction)  # one line, before any training
+        # bad settings fail here in one line, before any training (not at sampling time, after it)
+        check_loss_weight(config.loss_weight, config.snr_gamma, config.prediction)
+        sampler_options(config, self.schedule, {})
         ch = self.latent_shape()[0]
         cond_dim = getattr(config, "cond_dim", 0)
         self.unet = UNet(ch, ch, tuple(config.widths), config.blocks, config.attn_heads,

@@ -314,6 +314,7 @@ def resolve_options(defaults: dict, opts: dict, T: int) -> dict:
         raise ZooError(f"unknown sampler option(s) {', '.join(unknown)} (known: {', '.join(SAMPLER_KEYS)})")
     o = {**defaults, **{k: v for k, v in opts.items() if v is not None}}
     check_choice("sampler", o["sampler"], SAMPLERS)
+    check_choice("variance", o["variance"], VARIANCES)
     if opts.get("steps") is None and (o["sampler"] == "ddpm" or o.get("steps") is None):
         o["steps"] = default_steps(o["sampler"], T)  # ddpm without steps: all T (ancestral DDPM)
     try:
