@@ -13,7 +13,7 @@ import pytest
 
 from test_bench_safety import faked
 from zoo.bench import PROFILES, run_bench
-from zoo.bench.scaling import budget_profile, crossings, fit_power_law, run_scaling, write_scaling
+from zoo.bench.scaling import budget_profile, crossings, fit_power_law, run_scaling, within_noise, write_scaling
 from zoo.errors import ZooError
 
 FAMILIES = ["vae", "gan"]
@@ -41,14 +41,13 @@ def test_crossings_name_the_budgets_where_the_order_flips():
     assert crossings(pts[:2], [1, 10]) == []
 
 
-
 def test_crossings_and_winner_say_when_the_gap_is_inside_the_seed_noise():
-    from zoo.bench.scaling import within_noise
     pts = [{"family": "a", "tflops": 1, "fid": 30}, {"family": "b", "tflops": 1, "fid": 40},
            {"family": "a", "tflops": 10, "fid": 13.1, "fid_std": 0.8},
            {"family": "b", "tflops": 10, "fid": 12.9, "fid_std": 0.5}]
-    assert within_noise(pts[2], pts[3]) and not within_noise(pts[0], pts[1])  # one seed: no std, no claim
-    assert not within_noise({"fid": 10, "fid_std": 0.5}, {"fid": 12, "fid_std": 0.5})
+    assert within_noise(pts[2], pts[3]) is True and within_noise(pts[0], pts[1]) is None  # one seed: no std, no claim
+    assert within_noise(pts[2], {"fid": 20}) is None                   # one of the two without a std: unknown
+    assert within_noise({"fid": 10, "fid_std": 0.5}, {"fid": 12, "fid_std": 0.5}) is False
     assert crossings(pts, [1, 10]) == ["b overtakes a between 1 and 10 TFLOP (at 10 TFLOP the gap is inside the seed std)"]
 
 

@@ -142,11 +142,11 @@ def fit_power_law(points: list[dict], floor: float) -> dict | None:
             "r2": None if exact else r.rvalue ** 2, "points": len(xs)}
 
 
-def within_noise(p: dict | None, q: dict | None) -> bool:
-    """True when two points' FID gap is smaller than the root-mean-square of their seed stds (both
-    measured over two or more seeds); False where that is not so, or not known (one seed)."""
+def within_noise(p: dict | None, q: dict | None) -> bool | None:
+    """Whether two points' FID gap is smaller than the root-mean-square of their seed stds; None
+    where that is not known (a point missing, or measured at one seed, so without a std)."""
     if not p or not q or p.get("fid_std") is None or q.get("fid_std") is None:
-        return False
+        return None
     return abs(p["fid"] - q["fid"]) < math.sqrt((p["fid_std"] ** 2 + q["fid_std"] ** 2) / 2)
 
 
@@ -223,7 +223,7 @@ def scaling_markdown(profile: Profile, families: list[str], points: list[dict], 
             seen = {p["family"] for p in ranked}
             missing = [f for f in families if f not in seen]
             measured = f"{len(ranked)} of {len(families)}" + (f" (not {', '.join(missing)})" if missing else "")
-            tie = "yes" if within_noise(ranked[0], ru) else "no" if ru and ranked[0].get("fid_std") is not None else "—"
+            tie = {True: "yes", False: "no", None: "—"}[within_noise(ranked[0], ru)]
             lines.append(f"| {b:g} | {ranked[0]['family']} | {ranked[0]['fid']:.2f} | {second} | {tie} | {measured} |")
     flips = crossings(points, budgets)
     lines += ["", "## Where lines cross", ""] + ([f"- {c}" for c in flips] or ["- no two families change places "
