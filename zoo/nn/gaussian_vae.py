@@ -107,13 +107,26 @@ class GaussianVAEMixin:
         mean, log_scale = self.decode(z, cond)
         return discretized_logistic_logp(x, mean, log_scale).flatten(1).sum(1)
 
+    # ---- the prior -----------------------------------------------------------------------
+    # N(0, I), or the learned Gaussian mixture that a family puts in ``self.mixture``
+    # (``zoo.nn.mixture``; the VAE's ``prior=mixture``): sampling and the likelihood bound both use it.
+    def prior_logp(self, z: torch.Tensor) -> torch.Tensor:
+        """log p(z) of latents (..., D): (...)."""
+        mixture = getattr(self, "mixture", None)
+        return standard_normal_logp(z).sum(-1) if mixture is None else mixture.log_prob(z)
+
+    def prior_sample(self, gens: list[torch.Generator]) -> torch.Tensor:
+        """One latent per generator from the prior, (len(gens), D)."""
+        mixture = getattr(self, "mixture", None)
+        return rng.randn(gens, self.config.latent_dim) if mixture is None else mixture.sample(gens)
+
     # ---- the Generator contract ----------------------------------------------------------
     def generate(self, gens: list[torch.Generator], cond: torch.Tensor | None = None, *,
                  mode: str | None = None) -> torch.Tensor:
-        """Decode z ~ N(0, I) (at ``cond``, or the null condition): the decoder mean (``mode="mean"``)
+        """Decode z from the prior (at ``cond``, or the null condition): the decoder mean (``mode="mean"``)
         or a pixel draw from p(x|z)."""
         mode = mode or self.config.sample_mode
-        z = rng.randn(gens, self.config.latent_dim)           # (B, D)
+        z = self.prior_sample(gens)                           # (B, D)
         mean, log_scale = self.decode(z, cond)
         if mode == "mean":
             return mean.clamp(-1, 1)
@@ -124,7 +137,8 @@ class GaussianVAEMixin:
 
     @torch.no_grad()
     def log_prob(self, x: torch.Tensor, cond: torch.Tensor | None = None, *, k: int | None = None) -> torch.Tensor:
-        """IWAE bound: log (1/k) sum_i p(x, z_i) / q(z_i | x), z_i ~ q(z|x). Nats per image, (B,).
+        """IWAE bound: log (1/k) sum_i p(x, z_i) / q(z_i | x), z_i ~ q(z|x), with p(z) the prior that
+        ``generate`` samples (N(0, I) or the learned mixture). Nats per image, (B,).
         Of a conditional model: the bound of log p(x|c) with q(z|x,c), p(x|z,c) at ``cond`` (B, cond_dim)
         (None: the null condition).
 
@@ -146,7 +160,7 @@ class GaussianVAEMixin:
             xk = xb.unsqueeze(1).expand(b, k, *xb.shape[1:]).reshape(b * k, *xb.shape[1:])
             ck = None if cb is None else cb.repeat_interleave(k, dim=0)              # (b k, cond_dim), as xk
             log_px = self.reconstruction_logp(xk, z.reshape(b * k, -1), ck).view(b, k)
-            log_pz = standard_normal_logp(z).sum(-1)                                  # (b, k)
+            log_pz = self.prior_logp(z)                                               # (b, k)
             log_qz = gaussian_logp(z, mu.unsqueeze(1), log_var.unsqueeze(1)).sum(-1)  # (b, k)
             out.append(torch.logsumexp(log_px + log_pz - log_qz, dim=1) - math.log(k))
         return torch.cat(out)

@@ -1,0 +1,141 @@
+"""The VAE's learned mixture prior (``prior=mixture``, zoo.nn.mixture): it fits a known mixture, samples
+per image seed, leaves the autoencoder's training alone, and is what both sampling and the bound use."""
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from zoo import rng
+from zoo.distributions import standard_normal_logp
+from zoo.images import to_float
+from zoo.nn.mixture import GaussianMixture
+
+from helpers import data, tiny
+
+ZOO = str(Path(sys.executable).parent / "zoo")
+
+
+def true_mixture():
+    """Two well-separated 2-D Gaussians, weights 0.7 / 0.3, one of them correlated."""
+    means = torch.tensor([[-2.0, 0.0], [3.0, 1.0]])
+    tril = torch.tensor([[[0.5, 0.0], [0.3, 0.4]], [[1.0, 0.0], [0.0, 0.3]]])
+    return torch.distributions.MixtureSameFamily(torch.distributions.Categorical(torch.tensor([0.7, 0.3])),
+                                                 torch.distributions.MultivariateNormal(means, scale_tril=tril))
+
+
+def test_fits_a_known_mixture_by_gradient_descent():
+    torch.manual_seed(0)
+    truth = true_mixture()
+    z = truth.sample((4000,))
+    gm = GaussianMixture(2, 2)
+    opt = torch.optim.Adam(gm.parameters(), lr=0.05)
+    for _ in range(600):
+        opt.zero_grad()
+        (-gm.log_prob(z).mean()).backward()
+        opt.step()
+    with torch.no_grad():
+        fitted, best = gm.log_prob(z).mean().item(), truth.log_prob(z).mean().item()
+        weights = gm.logits.softmax(0).sort().values
+    # maximum likelihood on the sample: at least the true parameters' fit, give or take the optimizer
+    assert fitted > best - 0.02, (fitted, best)
+    assert torch.allclose(weights, torch.tensor([0.3, 0.7]), atol=0.03), weights
+
+
+def test_samples_are_per_image_and_follow_the_density():
+    torch.manual_seed(0)
+    gm = GaussianMixture(3, 4)
+    with torch.no_grad():
+        gm.lower.normal_()
+        gm.logits.copy_(torch.tensor([0.0, 1.0, -1.0, 0.5]))
+    batch = gm.sample(rng.generators(7, 0, 6))
+    one_by_one = torch.cat([gm.sample(rng.generators(7, i, 1)) for i in range(6)])
+    assert torch.equal(batch, one_by_one)                                   # a sample depends on its own seed only
+    z = torch.cat([gm.sample(rng.generators(1, i, 1000)) for i in range(0, 20000, 1000)])
+    d = gm.distribution()
+    assert torch.allclose(z.mean(0), d.mean.detach(), atol=0.08), (z.mean(0), d.mean)
+    assert torch.allclose(z.var(0), d.variance.detach(), rtol=0.06), (z.var(0), d.variance)
+
+
+def test_one_standard_component_is_the_normal_prior():
+    torch.manual_seed(0)
+    z = torch.randn(5, 7, 3)
+    gm = GaussianMixture(3, 1)
+    with torch.no_grad():
+        gm.means.zero_()
+    assert torch.allclose(gm.log_prob(z), standard_normal_logp(z).sum(-1), atol=1e-5)
+    # ... so the VAE's bound with it equals the bound under N(0, I), for the same posterior draws
+    torch.manual_seed(0)
+    m = tiny("vae", prior="mixture", prior_components=1).eval()
+    with torch.no_grad():
+        m.mixture.means.zero_()
+    x = to_float(data().images[:4])
+    torch.manual_seed(1)
+    with_mixture = m.log_prob(x, k=3)
+    m.mixture = None
+    torch.manual_seed(1)
+    assert torch.allclose(with_mixture, m.log_prob(x, k=3), atol=1e-4)
+
+
+def test_vae_samples_and_bounds_with_its_mixture():
+    torch.manual_seed(0)
+    m = tiny("vae", prior="mixture", prior_components=3).eval()
+    gens = rng.generators(0, 0, 4)
+    z = m.mixture.sample(rng.generators(0, 0, 4))
+    assert torch.equal(m.generate(gens), m.decode(z)[0].clamp(-1, 1))
+    x = to_float(data().images[:4])
+    torch.manual_seed(1)
+    before = m.log_prob(x, k=3)
+    with torch.no_grad():
+        m.mixture.means.add_(3.0)                                           # a prior far from q(z): a worse bound
+    torch.manual_seed(1)
+    assert (m.log_prob(x, k=3) < before).all()
+
+
+def test_the_mixture_does_not_train_the_autoencoder():
+    torch.manual_seed(0)
+    m = tiny("vae", prior="mixture", prior_components=3)
+    x = to_float(data().images[:8])
+    torch.manual_seed(1)
+    out = m.loss(x)
+    out["loss"].backward()
+    assert out["prior_nll"] > 0 and all(p.grad.abs().sum() > 0 for p in m.mixture.parameters())
+    with_prior = {n: p.grad.clone() for n, p in m.named_parameters() if not n.startswith("mixture.")}
+    m.zero_grad()
+    mixture, m.mixture = m.mixture, None
+    torch.manual_seed(1)
+    m.loss(x)["loss"].backward()                                            # the plain ELBO, same posterior draw
+    assert all(torch.allclose(p.grad, with_prior[n]) for n, p in m.named_parameters())
+    m.mixture = mixture
+    groups = m.configure_optimizer("main", m.param_groups()["main"]).param_groups
+    assert [g["lr"] for g in groups] == [m.config.lr, m.config.prior_lr]
+    assert {id(p) for p in groups[1]["params"]} == {id(p) for p in mixture.parameters()}
+
+
+def test_trains_saves_and_samples_through_the_command(tmp_path):
+    out = tmp_path / "run"
+    args = ["train", "vae", "--data", "synthetic", "--quiet", "--steps", 3, "--batch-size", 8,
+            "--set", "widths=8,16,16", "--set", "latent_dim=4", "--set", "prior=mixture",
+            "--set", "prior_components=2", "--out", out]
+    r = subprocess.run([ZOO, *map(str, args)], capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run([ZOO, "sample", str(out), "--n", "2", "--out", str(tmp_path / "g.png")],
+                       capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0 and (tmp_path / "g.png").exists(), r.stderr
+    import zoo
+    m = zoo.load(out)
+    assert m.mixture is not None and m.mixture.means.shape == (2, 4)
+    assert math.isfinite(float(m.mixture.log_prob(torch.zeros(4)).detach()))
+
+
+@pytest.mark.parametrize("setting, message", [("prior=flat", "unknown VAE prior 'flat'"),
+                                              ("prior_components=0", "prior_components must be >= 1")])
+def test_bad_prior_exits_2_in_one_line(tmp_path, setting, message):
+    out = tmp_path / "run"
+    r = subprocess.run([ZOO, "train", "vae", "--data", "synthetic", "--quiet", "--steps", "2", "--set", "prior=mixture",
+                        "--set", setting, "--out", str(out)], capture_output=True, text=True, timeout=180)
+    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    assert r.returncode == 2 and len(lines) == 1 and message in r.stderr, r.stderr
+    assert not out.exists()
