@@ -1,5 +1,7 @@
-"""The VAE's learned mixture prior (``prior=mixture``, zoo.nn.mixture): it fits a known mixture, samples
-per image seed, leaves the autoencoder's training alone, and is what both sampling and the bound use."""
+"""The learned mixture prior of the VAE and the VAE-GAN (``prior=mixture``, zoo.nn.mixture): it fits a
+known mixture, samples per image seed, leaves the autoencoder's training alone, and is what both
+sampling and the bound use."""
+import copy
 import math
 import subprocess
 import sys
@@ -79,9 +81,10 @@ def test_one_standard_component_is_the_normal_prior():
     assert torch.allclose(with_mixture, m.log_prob(x, k=3), atol=1e-4)
 
 
-def test_vae_samples_and_bounds_with_its_mixture():
+@pytest.mark.parametrize("family", ["vae", "vae_gan"])
+def test_samples_and_bounds_with_its_mixture(family):
     torch.manual_seed(0)
-    m = tiny("vae", prior="mixture", prior_components=3).eval()
+    m = tiny(family, prior="mixture", prior_components=3).eval()
     gens = rng.generators(0, 0, 4)
     z = m.mixture.sample(rng.generators(0, 0, 4))
     assert torch.equal(m.generate(gens), m.decode(z)[0].clamp(-1, 1))
@@ -94,24 +97,30 @@ def test_vae_samples_and_bounds_with_its_mixture():
     assert (m.log_prob(x, k=3) < before).all()
 
 
-def test_the_mixture_does_not_train_the_autoencoder():
+@pytest.mark.parametrize("family, phase", [("vae", "main"), ("vae_gan", "vae")])
+def test_the_mixture_does_not_train_the_autoencoder(family, phase):
     torch.manual_seed(0)
-    m = tiny("vae", prior="mixture", prior_components=3)
+    m = tiny(family, prior="mixture", prior_components=3)
     x = to_float(data().images[:8])
+    start = copy.deepcopy(m.state_dict())     # D's spectral norm moves its power-iteration vectors each forward
     torch.manual_seed(1)
-    out = m.loss(x)
+    out = m.loss(x, phase=phase)
     out["loss"].backward()
     assert out["prior_nll"] > 0 and all(p.grad.abs().sum() > 0 for p in m.mixture.parameters())
-    with_prior = {n: p.grad.clone() for n, p in m.named_parameters() if not n.startswith("mixture.")}
+    grads = {n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None and not n.startswith("mixture.")}
+    assert grads
     m.zero_grad()
+    m.load_state_dict(start)
     mixture, m.mixture = m.mixture, None
     torch.manual_seed(1)
-    m.loss(x)["loss"].backward()                                            # the plain ELBO, same posterior draw
-    assert all(torch.allclose(p.grad, with_prior[n]) for n, p in m.named_parameters())
+    m.loss(x, phase=phase)["loss"].backward()                              # without the prior's term, same draws
+    assert {n for n, p in m.named_parameters() if p.grad is not None} == set(grads)
+    assert all(torch.allclose(p.grad, grads[n]) for n, p in m.named_parameters() if p.grad is not None)
     m.mixture = mixture
-    groups = m.configure_optimizer("main", m.param_groups()["main"]).param_groups
+    groups = m.configure_optimizer(phase, m.param_groups()[phase]).param_groups
     assert [g["lr"] for g in groups] == [m.config.lr, m.config.prior_lr]
     assert {id(p) for p in groups[1]["params"]} == {id(p) for p in mixture.parameters()}
+    assert all(id(p) not in {id(q) for q in groups[0]["params"]} for p in mixture.parameters())
 
 
 def test_trains_saves_and_samples_through_the_command(tmp_path):

@@ -7,13 +7,12 @@ Encoder q(z|x) = N(mu, diag(sigma^2)); decoder p(x|z) = per-pixel discretized lo
 units as the exact-likelihood families.
 
 Prior: N(0, I) (``prior=normal``), or with ``prior=mixture`` a learned prior, a full-covariance
-Gaussian mixture (``zoo.nn.mixture``) fitted during training, by its own Adam learning rate, to the
-negative log-likelihood of the posterior samples z ~ q(z|x) of each batch, detached: the two-stage
-idea of Dai & Wipf (2019) and the ex-post mixture of Ghosh et al. (2020), fitted online. The ELBO
-still takes its KL to N(0, I), so the encoder and decoder train exactly as with ``prior=normal``;
-the mixture only follows the aggregate posterior q(z) that the decoder learned to decode, and
-``generate`` samples it where N(0, I) would also draw latents from regions q(z) leaves empty.
-``log_prob`` bounds the model that is sampled: its p(z) is the mixture.
+Gaussian mixture fitted during training to the aggregate posterior q(z) (``zoo.nn.gaussian_vae``,
+"the prior"): the two-stage idea of Dai & Wipf (2019) with the ex-post mixture of Ghosh et al.
+(2020) as the second stage, fitted online. The ELBO still takes its KL to N(0, I), so the encoder
+and decoder train exactly as with ``prior=normal``; the mixture only follows the q(z) that the
+decoder learned to decode, and ``generate`` samples it where N(0, I) would also draw latents from
+regions q(z) leaves empty. ``log_prob`` bounds the model that is sampled: its p(z) is the mixture.
 
 With ``cond_dim > 0`` it is a conditional VAE (see ``zoo.nn.gaussian_vae``): q(z|x,c), p(x|z,c),
 prior N(0, I) (or one mixture for every condition), trained on the ELBO of log p(x|c) with prompt
@@ -24,24 +23,14 @@ from __future__ import annotations
 import dataclasses
 import math
 
-import torch
-
 from ..api import Generator, ModelConfig, register_model
 from ..distributions import gaussian_sample, kl_standard_normal
-from ..errors import ZooError
 from ..nn.gaussian_vae import TINY_FIELDS, GaussianVAEConfig, GaussianVAEMixin
-from ..nn.mixture import GaussianMixture
-from ..schedules import check_choice
-
-PRIORS = ("normal", "mixture")
 
 
 @dataclasses.dataclass
 class VAEConfig(GaussianVAEConfig, ModelConfig):
     lr: float = 1e-3
-    prior: str = "normal"          # "normal": N(0, I); "mixture": a Gaussian mixture fitted to q(z) in training
-    prior_components: int = 50     # components of the mixture prior
-    prior_lr: float = 1e-2         # Adam learning rate of the mixture's parameters
 
 
 @register_model("vae")
@@ -63,21 +52,13 @@ class VAE(GaussianVAEMixin, Generator):
         return cls.Config(**{**TINY_FIELDS, **fields})
 
     def __init__(self, config: VAEConfig):
-        check_choice("VAE prior", config.prior, PRIORS)
-        if config.prior == "mixture" and config.prior_components < 1:
-            raise ZooError(f"prior_components must be >= 1, got {config.prior_components}")
         super().__init__(config)
         self.add_conditioning()  # FiLM layers, for cond_dim > 0 only, after the other modules
-        # last, so that every other module draws the same initial weights as with prior=normal
-        self.mixture = GaussianMixture(config.latent_dim, config.prior_components) if config.prior == "mixture" else None
+        self.add_prior()         # the mixture prior, for prior=mixture only, last
 
     def configure_optimizer(self, phase, params):
-        """Adam at ``lr``, the mixture prior's parameters (if any) at ``prior_lr``."""
-        own = set() if self.mixture is None else {id(p) for p in self.mixture.parameters()}
-        groups = [{"params": [p for p in params if id(p) not in own]}]
-        if own:
-            groups.append({"params": [p for p in params if id(p) in own], "lr": self.config.prior_lr})
-        return torch.optim.Adam(groups, lr=self.config.lr, betas=(0.9, 0.99))
+        """Adam at ``lr`` (the contract's default), the mixture prior's parameters (if any) at ``prior_lr``."""
+        return self.with_prior_group(lambda ps: Generator.configure_optimizer(self, phase, ps), params)
 
     def loss(self, x, cond=None, *, phase="main"):
         cond = self.loss_cond(cond, x.shape[0])              # (B, cond_dim) after prompt dropout, or None
@@ -89,8 +70,8 @@ class VAE(GaussianVAEMixin, Generator):
         neg_elbo = (rec + kl).mean() / dims                   # nats per dim
         out = {"loss": neg_elbo, "bpd_elbo": neg_elbo.detach() / math.log(2),
                "rec": rec.mean().detach() / dims, "kl": kl.mean().detach() / dims}
-        if self.mixture is not None:  # the prior follows q(z); no gradient reaches the encoder
-            prior_nll = -self.mixture.log_prob(z.detach()).mean() / dims
+        prior_nll = self.prior_fit_loss(z)                    # the mixture prior follows q(z), or None
+        if prior_nll is not None:
             out["loss"] = neg_elbo + prior_nll
             out["prior_nll"] = prior_nll.detach()
         return out

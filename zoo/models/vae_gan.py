@@ -42,6 +42,11 @@ and judges every image at its own condition: the real images at theirs, the reco
 the prior samples (decoded for the first half of the batch's conditions) at the ones they were
 decoded for. The feature term compares D's feature map, which does not depend on c.
 
+Prior: N(0, I), or with ``prior=mixture`` the learned Gaussian mixture of ``zoo.nn.gaussian_vae``,
+fitted during training to the posterior samples of the "vae" phase (detached) and used by
+``generate`` and ``log_prob``. The prior samples of the adversarial terms stay N(0, I) draws, so
+the encoder, decoder and D train exactly as with ``prior=normal``; only sampling changes.
+
 Likelihood: declared ``"bound"``. ``log_prob`` is the VAE's importance-weighted bound
 log (1/k) sum_i p(x|z_i) p(z_i) / q(z_i|x). It stays a valid lower bound on the probability of
 the 8-bit image for *any* encoder and decoder weights, because p(x|z) is a normalized
@@ -104,6 +109,7 @@ class VAEGAN(GaussianVAEMixin, Generator):
         if self.is_conditional:  # after every other module, so those draw their unconditional initial weights
             self.disc.add_conditioning(c.cond_dim)
         self.add_conditioning()
+        self.add_prior()  # the mixture prior, for prior=mixture only, last
 
     def param_groups(self):
         disc = {id(p) for p in self.disc.parameters()}
@@ -111,7 +117,7 @@ class VAEGAN(GaussianVAEMixin, Generator):
                 "vae": [p for p in self.parameters() if id(p) not in disc]}
 
     def configure_optimizer(self, phase, params):
-        return adversarial_optimizer(self.config, phase, params)
+        return self.with_prior_group(lambda ps: adversarial_optimizer(self.config, phase, ps), params)
 
     def loss(self, x, cond=None, *, phase="disc"):
         c = self.config
@@ -146,7 +152,12 @@ class VAEGAN(GaussianVAEMixin, Generator):
             feat = 0.5 * (f_fake[:b] - f_real).pow(2).flatten(1).sum(1).mean() / dims
             adv = gen_loss(c.loss, d_fake)
             loss = c.pixel_weight * neg_elbo + c.feature_weight * feat + c.adv_weight * adv
-            return {"loss": loss, "bpd_elbo": neg_elbo.detach() / math.log(2),
-                    "rec": rec.mean().detach() / dims, "kl": kl.mean().detach() / dims,
-                    "feat": feat.detach(), "adv": adv.detach(), "d_fake": d_fake.mean().detach()}
+            out = {"loss": loss, "bpd_elbo": neg_elbo.detach() / math.log(2),
+                   "rec": rec.mean().detach() / dims, "kl": kl.mean().detach() / dims,
+                   "feat": feat.detach(), "adv": adv.detach(), "d_fake": d_fake.mean().detach()}
+            prior_nll = self.prior_fit_loss(z)                                # the mixture prior follows q(z), or None
+            if prior_nll is not None:
+                out["loss"] = loss + prior_nll
+                out["prior_nll"] = prior_nll.detach()
+            return out
         raise ZooError(f"unknown phase {phase!r} for vae_gan (phases: disc, vae)")

@@ -38,9 +38,12 @@ from .. import rng
 from ..distributions import discretized_logistic_logp, gaussian_logp, gaussian_sample, standard_normal_logp
 from ..errors import ZooError
 from ..images import to_float, to_uint8
+from ..schedules import check_choice
 from .conv import ConvDecoder, ConvEncoder, latent_side
+from .mixture import GaussianMixture
 
 SAMPLE_MODES = ("mean", "sample")
+PRIORS = ("normal", "mixture")
 #: fields of a tiny test config (a family's ``tiny_config`` adds its own)
 TINY_FIELDS = {"widths": (8, 16, 16), "latent_dim": 8}
 
@@ -53,6 +56,9 @@ class GaussianVAEConfig:
     latent_dim: int = 32
     iw_samples: int = 16                    # default k of the importance-weighted log_prob bound
     sample_mode: str = "mean"               # "mean": decoder mean; "sample": draw pixels from p(x|z)
+    prior: str = "normal"                   # "normal": N(0, I); "mixture": a Gaussian mixture fitted to q(z) in training
+    prior_components: int = 50              # components of the mixture prior
+    prior_lr: float = 1e-2                  # Adam learning rate of the mixture's parameters
 
 
 class GaussianVAEMixin:
@@ -108,17 +114,45 @@ class GaussianVAEMixin:
         return discretized_logistic_logp(x, mean, log_scale).flatten(1).sum(1)
 
     # ---- the prior -----------------------------------------------------------------------
-    # N(0, I), or the learned Gaussian mixture that a family puts in ``self.mixture``
-    # (``zoo.nn.mixture``; the VAE's ``prior=mixture``): sampling and the likelihood bound both use it.
+    # N(0, I), or with ``prior=mixture`` a learned Gaussian mixture (``zoo.nn.mixture``) in
+    # ``self.mixture``, fitted during training to the negative log-likelihood of each batch's posterior
+    # samples, detached (``prior_fit_loss``, added to the family's loss), at its own learning rate
+    # (``with_prior_group``). The ELBO keeps its KL to N(0, I), so the encoder and decoder train as
+    # with ``prior=normal``; sampling and the likelihood bound both use the mixture.
+    def add_prior(self) -> None:
+        """Check the prior settings and, for ``prior=mixture``, make ``self.mixture``. The family calls it
+        after all its other modules, so those draw the same initial weights as with ``prior=normal``."""
+        c = self.config
+        check_choice("VAE prior", c.prior, PRIORS)
+        if c.prior == "mixture" and c.prior_components < 1:
+            raise ZooError(f"prior_components must be >= 1, got {c.prior_components}")
+        self.mixture = GaussianMixture(c.latent_dim, c.prior_components) if c.prior == "mixture" else None
+
+    def prior_fit_loss(self, z: torch.Tensor) -> torch.Tensor | None:
+        """The mixture's negative log-likelihood of posterior samples z (B, D), detached so that no
+        gradient reaches the encoder, in nats per image dimension; None with the N(0, I) prior."""
+        if self.mixture is None:
+            return None
+        dims = self.config.channels * self.config.image_size ** 2
+        return -self.mixture.log_prob(z.detach()).mean() / dims
+
+    def with_prior_group(self, make, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+        """``make(params)`` (the family's optimizer) over all but the mixture's parameters, with one more
+        group holding the mixture's at ``prior_lr`` when they are among ``params``."""
+        own = set() if self.mixture is None else {id(p) for p in self.mixture.parameters()}
+        opt = make([p for p in params if id(p) not in own])
+        mix = [p for p in params if id(p) in own]
+        if mix:
+            opt.add_param_group({"params": mix, "lr": self.config.prior_lr})
+        return opt
+
     def prior_logp(self, z: torch.Tensor) -> torch.Tensor:
         """log p(z) of latents (..., D): (...)."""
-        mixture = getattr(self, "mixture", None)
-        return standard_normal_logp(z).sum(-1) if mixture is None else mixture.log_prob(z)
+        return standard_normal_logp(z).sum(-1) if self.mixture is None else self.mixture.log_prob(z)
 
     def prior_sample(self, gens: list[torch.Generator]) -> torch.Tensor:
         """One latent per generator from the prior, (len(gens), D)."""
-        mixture = getattr(self, "mixture", None)
-        return rng.randn(gens, self.config.latent_dim) if mixture is None else mixture.sample(gens)
+        return rng.randn(gens, self.config.latent_dim) if self.mixture is None else self.mixture.sample(gens)
 
     # ---- the Generator contract ----------------------------------------------------------
     def generate(self, gens: list[torch.Generator], cond: torch.Tensor | None = None, *,
