@@ -48,6 +48,8 @@ def test_crossings_and_winner_say_when_the_gap_is_inside_the_seed_noise():
     assert within_noise(pts[2], pts[3]) is True and within_noise(pts[0], pts[1]) is None  # one seed: no std, no claim
     assert within_noise(pts[2], {"fid": 20}) is None                   # one of the two without a std: unknown
     assert within_noise({"fid": 10, "fid_std": 0.5}, {"fid": 12, "fid_std": 0.5}) is False
+    # the larger std decides, as in the bench tables' winner column (a root-mean-square, 1.76, would not)
+    assert within_noise({"fid": 10.55, "fid_std": 2.45}, {"fid": 12.85, "fid_std": 0.47}) is True
     assert crossings(pts, [1, 10]) == ["b overtakes a between 1 and 10 TFLOP (at 10 TFLOP the gap is inside the seed std)"]
 
 

@@ -143,11 +143,12 @@ def fit_power_law(points: list[dict], floor: float) -> dict | None:
 
 
 def within_noise(p: dict | None, q: dict | None) -> bool | None:
-    """Whether two points' FID gap is smaller than the root-mean-square of their seed stds; None
-    where that is not known (a point missing, or measured at one seed, so without a std)."""
+    """Whether two points' FID gap is smaller than the larger of their seed stds (the rule of the bench
+    tables' "inside seed std" column, ``zoo.bench.tables.winners``); None where that is not known (a
+    point missing, or measured at one seed, so without a std)."""
     if not p or not q or p.get("fid_std") is None or q.get("fid_std") is None:
         return None
-    return abs(p["fid"] - q["fid"]) < math.sqrt((p["fid_std"] ** 2 + q["fid_std"] ** 2) / 2)
+    return abs(p["fid"] - q["fid"]) < max(p["fid_std"], q["fid_std"])
 
 
 def crossings(points: list[dict], budgets: list[float]) -> list[str]:
@@ -211,7 +212,7 @@ def scaling_markdown(profile: Profile, families: list[str], points: list[dict], 
         lines.append(f"| {fam} | {f['b']:.3f} | {se} | {f['a']:.2f} | {r2} | {f['points']} |")
     lines += ["", "## Winner at each budget (lowest FID, seed mean)", "",
               "Among the families measured at that budget: a budget where some are missing has no overall winner yet. "
-              "\"Gap inside seed std\": the winner's lead is smaller than the root-mean-square of the two seed stds "
+              "\"Gap inside seed std\": the winner's lead is smaller than the larger of the two seed stds "
               "(— where a point has one seed, so no std).", "",
               "| TFLOP | winner | FID | runner-up | FID | gap inside seed std | families measured |",
               "|---|---|---|---|---|---|---|"]
