@@ -1,6 +1,7 @@
 """A Gaussian mixture density over R^D with learnable weights, means and full covariances.
 
-Used as a learned prior over a VAE's latent (``zoo.models.vae``, ``prior=mixture``): fitted by
+Used as a learned prior over the latent of the VAE and the VAE-GAN (``prior=mixture``,
+``zoo.nn.gaussian_vae``): fitted by
 gradient descent on the negative log-likelihood of posterior samples, it models the aggregate
 posterior q(z) that the decoder was trained on, where N(0, I) leaves regions that decode to
 nothing. The density is torch.distributions' ``MixtureSameFamily`` of ``MultivariateNormal``s;
@@ -17,8 +18,10 @@ from .. import rng
 
 
 class GaussianMixture(nn.Module):
-    """K full-covariance Gaussians over R^D. At initialization the means are standard normal draws
-    (from torch's global RNG) and every covariance is I, so the mixture starts close to N(0, I)."""
+    """K full-covariance Gaussians over R^D. At initialization the weights are equal, the means are
+    standard normal draws (from torch's global RNG) and every covariance is I: unit Gaussians spread
+    around the origin (about N(0, 2I) in all). ``lower`` is a full (K, D, D) tensor of which only the
+    strictly lower triangle is used, so the parameter count overstates the free parameters."""
 
     def __init__(self, dim: int, components: int) -> None:
         super().__init__()
