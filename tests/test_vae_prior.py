@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import zoo
 from zoo import rng
 from zoo.distributions import standard_normal_logp
 from zoo.images import to_float
@@ -133,7 +134,6 @@ def test_trains_saves_and_samples_through_the_command(tmp_path):
     r = subprocess.run([ZOO, "sample", str(out), "--n", "2", "--out", str(tmp_path / "g.png")],
                        capture_output=True, text=True, timeout=180)
     assert r.returncode == 0 and (tmp_path / "g.png").exists(), r.stderr
-    import zoo
     m = zoo.load(out)
     assert m.mixture is not None and m.mixture.means.shape == (2, 4)
     assert math.isfinite(float(m.mixture.log_prob(torch.zeros(4)).detach()))

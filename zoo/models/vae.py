@@ -70,8 +70,4 @@ class VAE(GaussianVAEMixin, Generator):
         neg_elbo = (rec + kl).mean() / dims                   # nats per dim
         out = {"loss": neg_elbo, "bpd_elbo": neg_elbo.detach() / math.log(2),
                "rec": rec.mean().detach() / dims, "kl": kl.mean().detach() / dims}
-        prior_nll = self.prior_fit_loss(z)                    # the mixture prior follows q(z), or None
-        if prior_nll is not None:
-            out["loss"] = neg_elbo + prior_nll
-            out["prior_nll"] = prior_nll.detach()
-        return out
+        return self.with_prior_fit(out, z)                    # the mixture prior follows q(z)

@@ -157,9 +157,5 @@ class VAEGAN(GaussianVAEMixin, Generator):
             out = {"loss": loss, "bpd_elbo": neg_elbo.detach() / math.log(2),
                    "rec": rec.mean().detach() / dims, "kl": kl.mean().detach() / dims,
                    "feat": feat.detach(), "adv": adv.detach(), "d_fake": d_fake.mean().detach()}
-            prior_nll = self.prior_fit_loss(z)                                # the mixture prior follows q(z), or None
-            if prior_nll is not None:
-                out["loss"] = loss + prior_nll
-                out["prior_nll"] = prior_nll.detach()
-            return out
+            return self.with_prior_fit(out, z)                                # the mixture prior follows q(z)
         raise ZooError(f"unknown phase {phase!r} for vae_gan (phases: disc, vae)")

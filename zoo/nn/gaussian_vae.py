@@ -116,7 +116,7 @@ class GaussianVAEMixin:
     # ---- the prior -----------------------------------------------------------------------
     # N(0, I), or with ``prior=mixture`` a learned Gaussian mixture (``zoo.nn.mixture``) in
     # ``self.mixture``, fitted during training to the negative log-likelihood of each batch's posterior
-    # samples, detached (``prior_fit_loss``, added to the family's loss), at its own learning rate
+    # samples, detached (``with_prior_fit``, added to the family's loss), at its own learning rate
     # (``with_prior_group``). The ELBO keeps its KL to N(0, I), so the encoder and decoder train as
     # with ``prior=normal``; sampling and the likelihood bound both use the mixture.
     def add_prior(self) -> None:
@@ -128,13 +128,16 @@ class GaussianVAEMixin:
             raise ZooError(f"prior_components must be >= 1, got {c.prior_components}")
         self.mixture = GaussianMixture(c.latent_dim, c.prior_components) if c.prior == "mixture" else None
 
-    def prior_fit_loss(self, z: torch.Tensor) -> torch.Tensor | None:
-        """The mixture's negative log-likelihood of posterior samples z (B, D), detached so that no
-        gradient reaches the encoder, in nats per image dimension; None with the N(0, I) prior."""
+    def with_prior_fit(self, out: dict[str, torch.Tensor], z: torch.Tensor) -> dict[str, torch.Tensor]:
+        """A family's named losses ``out`` with, for the mixture prior, the mixture's negative
+        log-likelihood of posterior samples z (B, D) added to ``out["loss"]`` and reported as
+        ``"prior_nll"``: nats per image dimension, of z detached so that no gradient reaches the
+        encoder. Unchanged with the N(0, I) prior."""
         if self.mixture is None:
-            return None
+            return out
         dims = self.config.channels * self.config.image_size ** 2
-        return -self.mixture.log_prob(z.detach()).mean() / dims
+        prior_nll = -self.mixture.log_prob(z.detach()).mean() / dims
+        return {**out, "loss": out["loss"] + prior_nll, "prior_nll": prior_nll.detach()}
 
     def with_prior_group(self, make, params: list[nn.Parameter]) -> torch.optim.Optimizer:
         """``make(params)`` (the family's optimizer) over all but the mixture's parameters, with one more
