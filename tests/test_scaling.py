@@ -14,6 +14,7 @@ import pytest
 from test_bench_safety import faked
 from zoo.bench import PROFILES, run_bench
 from zoo.bench.scaling import budget_profile, crossings, fit_power_law, run_scaling, within_noise, write_scaling
+from zoo.bench.tables import winners
 from zoo.errors import ZooError
 
 FAMILIES = ["vae", "gan"]
@@ -51,6 +52,17 @@ def test_crossings_and_winner_say_when_the_gap_is_inside_the_seed_noise():
     # the larger std decides, as in the bench tables' winner column (a root-mean-square, 1.76, would not)
     assert within_noise({"fid": 10.55, "fid_std": 2.45}, {"fid": 12.85, "fid_std": 0.47}) is True
     assert crossings(pts, [1, 10]) == ["b overtakes a between 1 and 10 TFLOP (at 10 TFLOP the gap is inside the seed std)"]
+
+
+def test_bench_winner_column_applies_the_same_rule():
+    def row(fam, fid, std):
+        return {"family": fam, "fid": fid, "fid_std": std}
+    fid = lambda rows: next(w for w in winners(rows) if w["key"] == "fid")
+    assert fid([row("vae_gan", 10.55, 2.45), row("latent", 12.85, 0.47)])["within_seed_spread"] is True
+    assert fid([row("a", 10.0, 0.5), row("b", 12.0, 0.5)])["within_seed_spread"] is False
+    # where scaling.within_noise says "unknown", the bench table counts the missing std as 0
+    w = fid([row("a", 10.0, None), row("b", 10.4, None)])
+    assert w["winner"] == "a" and w["within_seed_spread"] is False and w["margin"] == pytest.approx(0.4)
 
 
 @pytest.fixture()

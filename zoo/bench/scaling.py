@@ -26,7 +26,7 @@ from ..errors import RunFailed, ZooError
 from .profiles import Profile
 from .settings import cell_settings, difference
 from .store import read_cells, read_reference
-from .tables import fmt, mean_std
+from .tables import fmt, inside_seed_std, mean_std
 
 # settings that only decide what else is measured on a cell: a reused cell may differ in these
 REUSE_FREE = ("profile", "seed", "sweep_steps", "sweep_n")
@@ -143,12 +143,12 @@ def fit_power_law(points: list[dict], floor: float) -> dict | None:
 
 
 def within_noise(p: dict | None, q: dict | None) -> bool | None:
-    """Whether two points' FID gap is smaller than the larger of their seed stds (the rule of the bench
-    tables' "inside seed std" column, ``zoo.bench.tables.winners``); None where that is not known (a
-    point missing, or measured at one seed, so without a std)."""
+    """Whether two points' FID gap is inside their seed std (``zoo.bench.tables.inside_seed_std``, the
+    rule of the bench tables' winners); None where that is not known (a point missing, or measured at
+    one seed, so without a std: unlike the bench tables, which count a missing std as 0)."""
     if not p or not q or p.get("fid_std") is None or q.get("fid_std") is None:
         return None
-    return abs(p["fid"] - q["fid"]) < max(p["fid_std"], q["fid_std"])
+    return inside_seed_std(abs(p["fid"] - q["fid"]), p["fid_std"], q["fid_std"])
 
 
 def crossings(points: list[dict], budgets: list[float]) -> list[str]:

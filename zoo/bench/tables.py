@@ -81,6 +81,12 @@ def aggregate(cells: list[dict]) -> list[dict]:
     return rows
 
 
+def inside_seed_std(gap: float, *stds: float) -> bool:
+    """The one rule for "inside the seed std", used by this module's winners and by the scaling
+    table: a gap is inside when it is smaller than the larger of the compared rows' seed stds."""
+    return gap < max(stds)
+
+
 def winners(rows: list[dict]) -> list[dict]:
     """Per column: the best family by its seed mean (all of them on a tie), the runner-up (the best
     value behind it), the margin, and whether the margin is inside the seed spread (smaller than the
@@ -99,9 +105,10 @@ def winners(rows: list[dict]) -> list[dict]:
         if rest:
             b = rest[0]
             gap = abs(a[key] - b[key])
-            spread = max(max((r.get(key + "_std") or 0.0) for r in best), b.get(key + "_std") or 0.0)
+            stds = [r.get(key + "_std") or 0.0 for r in best + [b]]   # a row without a std counts as 0
             rec.update(runner_up=b["family"], runner_up_value=b[key], margin=gap,
-                       margin_rel=gap / abs(b[key]) if b[key] else None, within_seed_spread=gap < spread)
+                       margin_rel=gap / abs(b[key]) if b[key] else None,
+                       within_seed_spread=inside_seed_std(gap, *stds))
         out.append(rec)
     return out
 
