@@ -91,21 +91,17 @@ class GaussianVAEMixin:
         is a ZooError), else ``cond`` (batch, cond_dim) after prompt dropout (``drop_cond``)."""
         return self.drop_cond(cond, batch) if self.is_conditional or cond is not None else None
 
-    def _net_cond(self, cond: torch.Tensor | None, batch: int) -> torch.Tensor | None:
-        """What the networks take: ``cond``, or for a conditional model without one the null condition."""
-        return self.null_cond(batch) if cond is None and self.is_conditional else cond
-
     # ---- the two halves ------------------------------------------------------------------
     def encode(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """x (B,C,H,W) in [-1,1] (and cond (B, cond_dim)) -> posterior mean and log-variance, each (B, latent_dim)."""
-        h = self.encoder(x, self._net_cond(cond, x.shape[0])).flatten(1)
+        h = self.encoder(x, self.model_cond(cond, x.shape[0])).flatten(1)
         mu, log_var = self.to_posterior(h).chunk(2, dim=1)
         return mu, log_var.clamp(-12.0, 8.0)
 
     def decode(self, z: torch.Tensor, cond: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """z (B, latent_dim) (and cond (B, cond_dim)) -> pixel means and log-scales, each (B,C,H,W)."""
         h = self.from_latent(z).view(z.shape[0], self.config.widths[-1], self.h, self.h)
-        mean, log_scale = self.decoder(h, self._net_cond(cond, z.shape[0])).chunk(2, dim=1)
+        mean, log_scale = self.decoder(h, self.model_cond(cond, z.shape[0])).chunk(2, dim=1)
         return mean, log_scale
 
     def reconstruction_logp(self, x: torch.Tensor, z: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
@@ -191,7 +187,7 @@ class GaussianVAEMixin:
         for s in range(0, x.shape[0], per_chunk):
             xb = x[s:s + per_chunk]                                                   # (b, C, H, W)
             b = xb.shape[0]
-            cb = self._net_cond(None if cond is None else cond[s:s + per_chunk], b)  # (b, cond_dim) or None
+            cb = self.model_cond(None if cond is None else cond[s:s + per_chunk], b)  # (b, cond_dim) or None
             mu, log_var = self.encode(xb, cb)                                         # (b, D) each
             z = gaussian_sample(mu.unsqueeze(1).expand(b, k, -1), log_var.unsqueeze(1).expand(b, k, -1))  # (b, k, D)
             xk = xb.unsqueeze(1).expand(b, k, *xb.shape[1:]).reshape(b * k, *xb.shape[1:])
