@@ -115,6 +115,25 @@ def test_warmup_schedule_survives_resume():
     assert again.param_groups[0]["lr"] == pytest.approx(1e-2)
 
 
+@pytest.mark.parametrize("warm", [0, 3])
+def test_own_warmup_composes_with_the_trainers_lr_decay(tmp_path, warm):
+    """train.lr_decay reaches the pixel GPT: the lr of each step is its own warm-up factor times the
+    trainer's schedule (it once overwrote that schedule with its constant lr)."""
+    from torch.optim.optimizer import register_optimizer_step_post_hook
+    from zoo.train import TrainConfig, fit
+    from zoo.train.schedule import lr_factor
+    seen = []
+    handle = register_optimizer_step_post_hook(lambda opt, a, k: seen.append(opt.param_groups[0]["lr"]))
+    tcfg = TrainConfig(steps=8, batch_size=8, lr_decay="linear", min_lr_ratio=0.1, log_every=1)
+    m = _model(warmup_steps=warm, lr=1e-2)
+    try:
+        fit(m, _images(n=16), None, tmp_path / "r", tcfg, progress=False)
+    finally:
+        handle.remove()
+    want = [1e-2 * (min(1.0, (t + 1) / warm) if warm else 1.0) * lr_factor(t, 8, tcfg) for t in range(8)]
+    assert seen == pytest.approx(want) and seen[-1] < 3e-3  # decayed, not held at 1e-2
+
+
 def test_rgb_palette_fit_save_load(tmp_path):
     d = load_dataset("synthetic:16:3", "train")
     torch.manual_seed(0)

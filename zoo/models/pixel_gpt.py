@@ -123,7 +123,12 @@ class PixelGPT(Generator):
     # ---- training ------------------------------------------------------------------------
     def configure_optimizer(self, phase, params):
         """AdamW with a linear warm-up over ``warmup_steps``, read from the optimizer's own step
-        count so it survives checkpoint/resume (the trainer has no scheduler)."""
+        count so it survives checkpoint/resume.
+
+        The warm-up multiplies whatever lr the trainer's own schedule (``train.warmup_steps``,
+        ``train.lr_decay``) gives: that schedule's ``LambdaLR`` sets each group's lr afresh from its
+        ``initial_lr`` after every step, so the factor here is applied once per step and never
+        compounds. Without a trainer schedule the lr is set from ``config.lr``."""
         opt = torch.optim.AdamW(params, lr=self.config.lr, betas=(0.9, 0.95), weight_decay=0.0)
         warm, base = self.config.warmup_steps, self.config.lr
 
@@ -131,8 +136,9 @@ class PixelGPT(Generator):
             st = optimizer.state.get(optimizer.param_groups[0]["params"][0], {})
             step = int(st["step"]) + 1 if "step" in st else 1                   # the step about to run
             for group in optimizer.param_groups:
-                group["lr"] = base * min(1.0, step / warm) if warm > 0 else base
-        opt.register_step_pre_hook(warmup)
+                group["lr"] = (group["lr"] if "initial_lr" in group else base) * min(1.0, step / warm)
+        if warm > 0:
+            opt.register_step_pre_hook(warmup)
         return opt
 
     def loss(self, x, cond=None, *, phase="main"):
