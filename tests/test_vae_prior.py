@@ -148,3 +148,61 @@ def test_bad_prior_exits_2_in_one_line(tmp_path, setting, message):
     lines = [l for l in r.stderr.splitlines() if l.strip()]
     assert r.returncode == 2 and len(lines) == 1 and message in r.stderr, r.stderr
     assert not out.exists()
+
+
+def test_a_conditional_mixture_learns_weights_per_condition_and_the_null_one_is_caption_free():
+    torch.manual_seed(0)
+    cond = torch.eye(2)[torch.randint(0, 2, (2000,))]                      # one-hot "captions"
+    z = torch.where(cond[:, :1] > 0, -3.0, 3.0) + 0.5 * torch.randn(2000, 1)  # caption 0 -> z near -3, 1 -> +3
+    gm = GaussianMixture(1, 2, cond_dim=2)
+    assert torch.equal(gm.weight_logits(torch.zeros(3, 2)), gm.logits.expand(3, -1))  # W = 0 at the start
+    opt = torch.optim.Adam(gm.parameters(), lr=0.05)
+    for _ in range(400):
+        opt.zero_grad()
+        (-gm.log_prob(z, cond).mean()).backward()
+        opt.step()
+    with torch.no_grad():
+        for c, sign in ((0, -1.0), (1, 1.0)):
+            draws = torch.cat([gm.sample(rng.generators(c, i, 1), torch.eye(2)[c:c + 1]) for i in range(200)])
+            assert (draws * sign > 0).float().mean() > 0.95                 # a caption's draws sit at its cluster
+        both = gm.sample(rng.generators(5, 0, 400))                          # the null condition: both clusters
+        assert 0.3 < (both > 0).float().mean() < 0.7
+        zk = torch.randn(4, 3, 1)                                            # (B, k, D) against (B, cond_dim)
+        c4 = torch.eye(2)[[0, 1, 1, 0]]
+        per_row = torch.stack([gm.log_prob(zk[i], c4[i:i + 1].expand(3, -1)) for i in range(4)])
+        assert torch.allclose(gm.log_prob(zk, c4), per_row, atol=1e-5)
+        assert torch.allclose(gm.log_prob(zk, torch.zeros(4, 2)), gm.log_prob(zk), atol=1e-5)
+
+
+def test_a_conditional_prior_saved_without_caption_weights_loads_as_before():
+    torch.manual_seed(0)
+    old = GaussianMixture(3, 4)                                              # its state dict has no cond_logits
+    new = GaussianMixture(3, 4, cond_dim=5)
+    new.load_state_dict(old.state_dict())
+    z, c = torch.randn(6, 3), torch.randn(6, 5)
+    assert torch.equal(new.cond_logits, torch.zeros(4, 5))
+    assert torch.allclose(new.log_prob(z, c), old.log_prob(z), atol=1e-6)
+
+
+@pytest.mark.parametrize("family", ["vae", "vae_gan"])
+def test_conditional_models_sample_and_bound_at_the_prompt(family):
+    torch.manual_seed(0)
+    m = tiny(family, prior="mixture", prior_components=2, cond_dim=3).eval()
+    prompt = torch.tensor([[1.0, 0.0, 0.0]]).expand(4, -1)
+    with torch.no_grad():
+        m.mixture.means.copy_(torch.stack([torch.full((m.config.latent_dim,), -4.0),
+                                           torch.full((m.config.latent_dim,), 4.0)]))
+        m.mixture.cond_logits[:, 0] = torch.tensor([-20.0, 20.0])            # the prompt picks component 1
+    z = m.prior_sample(rng.generators(0, 0, 4), prompt)
+    assert (z > 0).all()                                                     # all from component 1
+    assert not torch.equal(m.generate(rng.generators(0, 0, 4), prompt), m.generate(rng.generators(0, 0, 4)))
+    log_pz = m.prior_logp(torch.full((4, 2, m.config.latent_dim), -4.0), prompt)  # at component 0's mean
+    assert (log_pz < m.prior_logp(torch.full((4, 2, m.config.latent_dim), -4.0)) - 10).all()
+    x = to_float(data().images[:4])
+    torch.manual_seed(1)
+    at_prompt = m.log_prob(x, prompt, k=2)
+    with torch.no_grad():
+        m.mixture.cond_logits.zero_()                                        # same decoder, caption-free prior
+    torch.manual_seed(1)
+    caption_free = m.log_prob(x, prompt, k=2)
+    assert not torch.allclose(at_prompt, caption_free)                       # the bound uses p(z|c)

@@ -70,4 +70,4 @@ class VAE(GaussianVAEMixin, Generator):
         neg_elbo = (rec + kl).mean() / dims                   # nats per dim
         out = {"loss": neg_elbo, "bpd_elbo": neg_elbo.detach() / math.log(2),
                "rec": rec.mean().detach() / dims, "kl": kl.mean().detach() / dims}
-        return self.with_prior_fit(out, z)                    # the mixture prior follows q(z)
+        return self.with_prior_fit(out, z, cond)              # the mixture prior follows q(z[|c])

@@ -157,5 +157,5 @@ class VAEGAN(GaussianVAEMixin, Generator):
             out = {"loss": loss, "bpd_elbo": neg_elbo.detach() / math.log(2),
                    "rec": rec.mean().detach() / dims, "kl": kl.mean().detach() / dims,
                    "feat": feat.detach(), "adv": adv.detach(), "d_fake": d_fake.mean().detach()}
-            return self.with_prior_fit(out, z)                                # the mixture prior follows q(z)
+            return self.with_prior_fit(out, z, cond)                          # the mixture prior follows q(z[|c])
         raise ZooError(f"unknown phase {phase!r} for vae_gan (phases: disc, vae)")

@@ -114,7 +114,9 @@ class GaussianVAEMixin:
     # ``self.mixture``, fitted during training to the negative log-likelihood of each batch's posterior
     # samples, detached (``with_prior_fit``, added to the family's loss), at its own learning rate
     # (``with_prior_group``). The ELBO keeps its KL to N(0, I), so the encoder and decoder train as
-    # with ``prior=normal``; sampling and the likelihood bound both use the mixture.
+    # with ``prior=normal``; sampling and the likelihood bound both use the mixture. A conditional
+    # model's mixture weights follow the caption (``GaussianMixture(cond_dim=...)``): p(z|c), fitted to
+    # z ~ q(z|x, c) at the same (prompt-dropped) conditions, sampled and bounded at the prompt.
     def add_prior(self) -> None:
         """Check the prior settings and, for ``prior=mixture``, make ``self.mixture``. The family calls it
         after all its other modules, so those draw the same initial weights as with ``prior=normal``."""
@@ -122,17 +124,20 @@ class GaussianVAEMixin:
         check_choice("VAE prior", c.prior, PRIORS)
         if c.prior == "mixture" and c.prior_components < 1:
             raise ZooError(f"prior_components must be >= 1, got {c.prior_components}")
-        self.mixture = GaussianMixture(c.latent_dim, c.prior_components) if c.prior == "mixture" else None
+        cond_dim = c.cond_dim if self.is_conditional else 0   # a conditional model's weights follow the caption
+        self.mixture = GaussianMixture(c.latent_dim, c.prior_components, cond_dim) if c.prior == "mixture" else None
 
-    def with_prior_fit(self, out: dict[str, torch.Tensor], z: torch.Tensor) -> dict[str, torch.Tensor]:
+    def with_prior_fit(self, out: dict[str, torch.Tensor], z: torch.Tensor,
+                       cond: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """A family's named losses ``out`` with, for the mixture prior, the mixture's negative
-        log-likelihood of posterior samples z (B, D) added to ``out["loss"]`` and reported as
-        ``"prior_nll"``: nats per image dimension, of z detached so that no gradient reaches the
-        encoder. Unchanged with the N(0, I) prior."""
+        log-likelihood of posterior samples z (B, D) (at the conditions ``cond`` (B, cond_dim) they were
+        encoded with, after prompt dropout) added to ``out["loss"]`` and reported as ``"prior_nll"``:
+        nats per image dimension, of z detached so that no gradient reaches the encoder. Unchanged
+        with the N(0, I) prior."""
         if self.mixture is None:
             return out
         dims = self.config.channels * self.config.image_size ** 2
-        prior_nll = -self.mixture.log_prob(z.detach()).mean() / dims
+        prior_nll = -self.mixture.log_prob(z.detach(), cond).mean() / dims
         return {**out, "loss": out["loss"] + prior_nll, "prior_nll": prior_nll.detach()}
 
     def with_prior_group(self, make, params: list[nn.Parameter]) -> torch.optim.Optimizer:
@@ -145,13 +150,15 @@ class GaussianVAEMixin:
             opt.add_param_group({"params": mix, "lr": self.config.prior_lr})
         return opt
 
-    def prior_logp(self, z: torch.Tensor) -> torch.Tensor:
-        """log p(z) of latents (..., D): (...)."""
-        return standard_normal_logp(z).sum(-1) if self.mixture is None else self.mixture.log_prob(z)
+    def prior_logp(self, z: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """log p(z[|c]) of latents (B, ..., D): (B, ...), at ``cond`` (B, cond_dim) or None."""
+        return standard_normal_logp(z).sum(-1) if self.mixture is None else self.mixture.log_prob(z, cond)
 
-    def prior_sample(self, gens: list[torch.Generator]) -> torch.Tensor:
-        """One latent per generator from the prior, (len(gens), D)."""
-        return rng.randn(gens, self.config.latent_dim) if self.mixture is None else self.mixture.sample(gens)
+    def prior_sample(self, gens: list[torch.Generator], cond: torch.Tensor | None = None) -> torch.Tensor:
+        """One latent per generator from the prior, (len(gens), D), at ``cond`` (len(gens), cond_dim) or None."""
+        if self.mixture is None:
+            return rng.randn(gens, self.config.latent_dim)
+        return self.mixture.sample(gens, self.model_cond(cond, len(gens)))
 
     # ---- the Generator contract ----------------------------------------------------------
     def generate(self, gens: list[torch.Generator], cond: torch.Tensor | None = None, *,
@@ -159,7 +166,7 @@ class GaussianVAEMixin:
         """Decode z from the prior (at ``cond``, or the null condition): the decoder mean (``mode="mean"``)
         or a pixel draw from p(x|z)."""
         mode = mode or self.config.sample_mode
-        z = self.prior_sample(gens)                           # (B, D)
+        z = self.prior_sample(gens, cond)                     # (B, D)
         mean, log_scale = self.decode(z, cond)
         if mode == "mean":
             return mean.clamp(-1, 1)
@@ -193,7 +200,7 @@ class GaussianVAEMixin:
             xk = xb.unsqueeze(1).expand(b, k, *xb.shape[1:]).reshape(b * k, *xb.shape[1:])
             ck = None if cb is None else cb.repeat_interleave(k, dim=0)              # (b k, cond_dim), as xk
             log_px = self.reconstruction_logp(xk, z.reshape(b * k, -1), ck).view(b, k)
-            log_pz = self.prior_logp(z)                                               # (b, k)
+            log_pz = self.prior_logp(z, cb)                                           # (b, k)
             log_qz = gaussian_logp(z, mu.unsqueeze(1), log_var.unsqueeze(1)).sum(-1)  # (b, k)
             out.append(torch.logsumexp(log_px + log_pz - log_qz, dim=1) - math.log(k))
         return torch.cat(out)
