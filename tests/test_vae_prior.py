@@ -206,3 +206,33 @@ def test_conditional_models_sample_and_bound_at_the_prompt(family):
     torch.manual_seed(1)
     caption_free = m.log_prob(x, prompt, k=2)
     assert not torch.allclose(at_prompt, caption_free)                       # the bound uses p(z|c)
+
+
+def test_vae_gan_can_train_its_adversarial_terms_on_mixture_draws():
+    torch.manual_seed(0)
+    m = tiny("vae_gan", prior="mixture", prior_components=2)
+    with torch.no_grad():
+        m.mixture.means.copy_(torch.stack([torch.full((m.config.latent_dim,), 50.0)] * 2))  # far from N(0, I)
+    seen = []
+    m.decode = (lambda f: lambda z, c=None: (seen.append(z.detach().clone()), f(z, c))[1])(m.decode)
+    x = to_float(data().images[:8])
+    for adv in ("normal", "prior"):
+        m.config.adv_latents = adv
+        seen.clear()
+        m.loss(x, phase="disc")
+        m.loss(x, phase="vae")
+        prior_half = torch.cat([seen[0][4:], seen[1][8:]])                  # D's fakes, the generator's
+        assert prior_half.shape == (8, m.config.latent_dim)
+        assert (prior_half.mean() > 40) == (adv == "prior"), adv
+    torch.manual_seed(3)                                                     # draws use the global RNG,
+    a = m.mixture.draw(4)                                                    # which the trainer seeds
+    torch.manual_seed(3)
+    assert torch.equal(a, m.mixture.draw(4)) and a.shape == (4, m.config.latent_dim)
+    gm = GaussianMixture(1, 2, cond_dim=2)                                   # at captions: one per row
+    with torch.no_grad():
+        gm.means.copy_(torch.tensor([[-5.0], [5.0]]))
+        gm.cond_logits.copy_(torch.tensor([[30.0, -30.0], [-30.0, 30.0]]))
+    signs = gm.draw(6, torch.eye(2)[[0, 1, 1, 0, 0, 1]]).sign().flatten()
+    assert signs.tolist() == [-1, 1, 1, -1, -1, 1]
+    with pytest.raises(zoo.ZooError, match="adv_latents"):
+        tiny("vae_gan", adv_latents="posterior")

@@ -44,8 +44,11 @@ decoded for. The feature term compares D's feature map, which does not depend on
 
 Prior: N(0, I), or with ``prior=mixture`` the learned Gaussian mixture of ``zoo.nn.gaussian_vae``,
 fitted during training to the posterior samples of the "vae" phase (detached) and used by
-``generate`` and ``log_prob``. The prior samples of the adversarial terms stay N(0, I) draws, so
-the encoder, decoder and D train exactly as with ``prior=normal``; only sampling changes.
+``generate`` and ``log_prob``. By default (``adv_latents="normal"``) the prior samples of the
+adversarial terms stay N(0, I) draws, so the encoder, decoder and D train exactly as with
+``prior=normal`` and only sampling changes; ``adv_latents="prior"`` draws them from the mixture
+instead (at their captions for a conditional model), so the adversarial terms see the latents that
+sampling decodes.
 
 Likelihood: declared ``"bound"``. ``log_prob`` is the VAE's importance-weighted bound
 log (1/k) sum_i p(x|z_i) p(z_i) / q(z_i|x). It stays a valid lower bound on the probability of
@@ -70,6 +73,9 @@ from ..nn.adversarial import (AdversarialConfig, adversarial_optimizer, check_ad
                               discriminator_phase, frozen, gen_loss)
 from ..nn.conv import Discriminator
 from ..nn.gaussian_vae import TINY_FIELDS, GaussianVAEConfig, GaussianVAEMixin
+from ..schedules import check_choice
+
+ADV_LATENTS = ("normal", "prior")
 
 
 @dataclasses.dataclass
@@ -78,6 +84,9 @@ class VAEGANConfig(AdversarialConfig, GaussianVAEConfig, ModelConfig):
     pixel_weight: float = 1.0              # weight of the negative ELBO (nats/dim)
     feature_weight: float = 10.0           # weight of the feature-space reconstruction error (per dim)
     adv_weight: float = 4.0                # weight of the generator loss on reconstructions + prior samples
+    # latents of those prior samples (D's fakes and the adversarial term): "normal", N(0, I) whatever the
+    # prior; "prior", the prior that sampling uses (with prior=mixture, draws from the mixture)
+    adv_latents: str = "normal"
     lr: float = 5e-4                       # encoder + decoder learning rate
 
 
@@ -105,6 +114,7 @@ class VAEGAN(GaussianVAEMixin, Generator):
         super().__init__(config)  # the VAE's networks first, then D
         c = config
         check_adversarial_config(c)
+        check_choice("VAE-GAN adv_latents", c.adv_latents, ADV_LATENTS)
         if min(c.pixel_weight, c.feature_weight, c.adv_weight) < 0:
             raise ZooError("pixel_weight, feature_weight and adv_weight must be >= 0")
         self.disc = Discriminator(c.channels, c.image_size, c.d_widths, spectral_norm=c.spectral_norm)
@@ -121,6 +131,14 @@ class VAEGAN(GaussianVAEMixin, Generator):
     def configure_optimizer(self, phase, params):
         return self.with_prior_group(lambda ps: adversarial_optimizer(self.config, phase, ps), params)
 
+    def _adv_latents(self, like: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+        """Latents of the adversarial terms' prior samples, as many as ``like`` (n, D) has rows, at
+        ``cond`` (n, cond_dim) or None: N(0, I), or with ``adv_latents="prior"`` and the mixture prior,
+        mixture draws (detached: D and the decoder do not train the prior)."""
+        if self.config.adv_latents == "prior" and self.mixture is not None:
+            return self.mixture.draw(like.shape[0], cond)
+        return torch.randn_like(like)
+
     def loss(self, x, cond=None, *, phase="disc"):
         c = self.config
         b = x.shape[0]
@@ -131,7 +149,7 @@ class VAEGAN(GaussianVAEMixin, Generator):
             fake_cond = None if cond is None else first.repeat(2, 1)          # (2 half, cond_dim)
             with torch.no_grad():
                 mu, log_var = self.encode(x[:half], first)                    # (half, D) each
-                z = torch.cat([gaussian_sample(mu, log_var), torch.randn_like(mu)])  # (2 half, D)
+                z = torch.cat([gaussian_sample(mu, log_var), self._adv_latents(mu, first)])  # (2 half, D)
                 fake = self.decode(z, fake_cond)[0].clamp(-1, 1)              # (2 half, C, H, W)
             return discriminator_phase(self.disc, x, fake, c, real_cond=cond, fake_cond=fake_cond)
         if phase == "vae":
@@ -141,7 +159,7 @@ class VAEGAN(GaussianVAEMixin, Generator):
             gen_cond = None if cond is None else torch.cat([cond, cond[:half]])  # (B + half, cond_dim)
             mu, log_var = self.encode(x, cond)                                # (B, D) each
             z = gaussian_sample(mu, log_var)                                  # (B, D)
-            mean, log_scale = self.decode(torch.cat([z, torch.randn_like(z[:half])]), gen_cond)  # (B + half, C, H, W)
+            mean, log_scale = self.decode(torch.cat([z, self._adv_latents(z[:half], None if cond is None else cond[:half])]), gen_cond)  # (B + half, C, H, W)
             rec_mean = mean[:b]
             rec = -discretized_logistic_logp(x, rec_mean, log_scale[:b]).flatten(1).sum(1)  # (B,) nats
             kl = kl_standard_normal(mu, log_var).sum(1)                       # (B,) nats

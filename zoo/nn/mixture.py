@@ -68,6 +68,14 @@ class GaussianMixture(nn.Module):
         return torch.logsumexp(log_w + components.log_prob(z.unsqueeze(-2)), dim=-1)
 
     @torch.no_grad()
+    def draw(self, n: int, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """n draws (n, D) from torch's global RNG (in training, which the trainer seeds), at ``cond``
+        (n, cond_dim) or the null condition; no gradient."""
+        k = Categorical(logits=self.weight_logits(cond)).sample(() if cond is not None else (n,))  # (n,)
+        eps = torch.randn(n, self.means.shape[1], device=self.means.device)  # (n, D)
+        return self.means[k] + (self.scale_tril()[k] @ eps.unsqueeze(-1)).squeeze(-1)
+
+    @torch.no_grad()
     def sample(self, gens: list[torch.Generator], cond: torch.Tensor | None = None) -> torch.Tensor:
         """One draw per generator, (len(gens), D), at ``cond`` (len(gens), cond_dim) or the null
         condition: the component by inverse CDF from one uniform, then mean + L eps, each from that
