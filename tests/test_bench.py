@@ -62,6 +62,22 @@ def test_outputs_parse(finished):
         assert (finished / "figures" / fig).stat().st_size > 0, fig
 
 
+def test_a_merge_without_the_run_folders_keeps_the_figures(finished, extractor, tmp_path):
+    """A fresh clone has the cells and figures but not runs/: --merge there must not lose figures."""
+    import shutil
+    out = tmp_path / "clone"
+    shutil.copytree(finished, out, ignore=shutil.ignore_patterns("runs"))
+    figs = out / "figures"
+    before = {f: (figs / f).read_bytes() for f in ("training_curves.png", "interpolations.png", "samples-vae.png")}
+    run_bench(tiny_quick(), FAMILIES, "synthetic", out, extractor, "test-command", log=lambda *_: None,
+              tiny=True, merge=True)
+    md = (out / "RESULTS.md").read_text()
+    for f, data in before.items():
+        assert (figs / f).read_bytes() == data, f                       # kept, not redrawn empty
+        assert f"![figures/{f}](figures/{f})" in md, f                  # and still linked
+    assert "samples-gan.png" in md and (figs / "pareto.png").exists()
+
+
 def test_provenance_fields_present(finished):
     doc = json.loads((finished / "results.json").read_text())
     assert PROVENANCE <= set(doc["provenance"])

@@ -1,6 +1,11 @@
 """The bench's figures, one function each, all written atomically under ``<out>/figures``:
 sample grids, FID against sampling throughput, training curves, FID against NFE, interpolations.
-Each returns the names (relative to ``out``) of what it wrote, for RESULTS.md."""
+Each returns the names (relative to ``out``) of what it wrote or kept, for RESULTS.md.
+
+Sample grids, training curves and interpolations are drawn from the cells' run folders, which are
+not committed with the tables (a fresh clone has the cells but not ``runs/``). A figure that needs
+a run folder that is gone is therefore kept as it was drawn when the folder was there, not redrawn
+with less in it: a merge in a fresh clone must not lose figures."""
 from __future__ import annotations
 
 import json
@@ -43,13 +48,19 @@ def sample_grids(out: Path, figdir: Path, rows: list[dict]) -> list[str]:
     """Copy each family's sample grid from its lowest-seed run (identical sampling seeds across families)."""
     names = []
     for r in rows:
-        src = _first_seed_file(out, r, "samples.png")
+        src, dst = _first_seed_file(out, r, "samples.png"), figdir / f"samples-{r['family']}.png"
         if src.exists():
             tmp = figdir / f"samples-{r['family']}.tmp.png"
             tmp.write_bytes(src.read_bytes())
-            os.replace(tmp, figdir / f"samples-{r['family']}.png")
+            os.replace(tmp, dst)
+        if dst.exists():  # copied now, or kept from when the run folder was there
             names.append(f"{FIGURES_DIR}/samples-{r['family']}.png")
     return names
+
+
+def _kept(figdir: Path, name: str) -> list[str]:
+    """An existing figure kept as it is (its run folders are gone): its name, or nothing."""
+    return [f"{FIGURES_DIR}/{name}"] if (figdir / name).exists() else []
 
 
 def pareto_figure(figdir: Path, rows: list[dict]) -> list[str]:
@@ -87,6 +98,9 @@ def training_curves_figure(out: Path, figdir: Path, cells: list[dict]) -> list[s
     fams = sorted({c["family"] for c in cells})
     if not fams:
         return []
+    logs = {(c["family"], c["seed"]): run_dir(out, cell_name(c["family"], c["seed"])) / "log.jsonl" for c in cells}
+    if not all(p.exists() for p in logs.values()) and (figdir / "training_curves.png").exists():
+        return _kept(figdir, "training_curves.png")
     plt = _plt()
     cols = min(4, len(fams))
     nrows = math.ceil(len(fams) / cols)
@@ -95,7 +109,7 @@ def training_curves_figure(out: Path, figdir: Path, cells: list[dict]) -> list[s
         for c in cells:
             if c["family"] != fam:
                 continue
-            curve = _loss_curve(run_dir(out, cell_name(fam, c["seed"])) / "log.jsonl")
+            curve = _loss_curve(logs[(fam, c["seed"])])
             if curve:
                 key, xs, ys = curve
                 ax.plot(xs, ys, label=f"seed {c['seed']}", lw=1)
@@ -139,6 +153,9 @@ def interpolations_figure(out: Path, figdir: Path, rows: list[dict]) -> list[str
     import torchvision.transforms.functional as TF
     from torchvision.utils import make_grid, save_image
     strips = [(r["family"], _first_seed_file(out, r, "interpolation.png")) for r in rows]
+    if not all(run_dir(out, cell_name(r["family"], min(r["seeds"]))).exists() for r in rows) \
+            and (figdir / "interpolations.png").exists():
+        return _kept(figdir, "interpolations.png")
     strips = [(f, p) for f, p in strips if p.exists()]
     if not strips:
         return []
