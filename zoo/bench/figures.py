@@ -152,10 +152,10 @@ def interpolations_figure(out: Path, figdir: Path, rows: list[dict]) -> list[str
     from PIL import Image
     import torchvision.transforms.functional as TF
     from torchvision.utils import make_grid, save_image
-    strips = [(r["family"], _first_seed_file(out, r, "interpolation.png")) for r in rows]
     if not all(run_dir(out, cell_name(r["family"], min(r["seeds"]))).exists() for r in rows) \
             and (figdir / "interpolations.png").exists():
         return _kept(figdir, "interpolations.png")
+    strips = [(r["family"], _first_seed_file(out, r, "interpolation.png")) for r in rows]
     strips = [(f, p) for f, p in strips if p.exists()]
     if not strips:
         return []

@@ -52,20 +52,26 @@ class GaussianMixture(nn.Module):
             return self.logits
         return self.logits + cond @ self.cond_logits.T
 
+    def components(self) -> MultivariateNormal:
+        """The K Gaussians, batch shape (K,)."""
+        return MultivariateNormal(self.means, scale_tril=self.scale_tril())
+
     def distribution(self) -> MixtureSameFamily:
         """The caption-free density (the null condition's, for a conditional prior)."""
-        return MixtureSameFamily(Categorical(logits=self.logits),
-                                 MultivariateNormal(self.means, scale_tril=self.scale_tril()))
+        return MixtureSameFamily(Categorical(logits=self.logits), self.components())
 
     def log_prob(self, z: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         """log density of z (B, ..., D): (B, ...); at ``cond`` (B, cond_dim) for a conditional prior
         (None: the null condition), one condition per leading index of z."""
         if cond is None or self.cond_logits is None:
             return self.distribution().log_prob(z)
-        components = MultivariateNormal(self.means, scale_tril=self.scale_tril())
         log_w = self.weight_logits(cond).log_softmax(-1)                     # (B, K)
         log_w = log_w.view(log_w.shape[0], *([1] * (z.dim() - 2)), -1)       # (B, 1.., K), as z's middle dims
-        return torch.logsumexp(log_w + components.log_prob(z.unsqueeze(-2)), dim=-1)
+        return torch.logsumexp(log_w + self.components().log_prob(z.unsqueeze(-2)), dim=-1)
+
+    def _point(self, k: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        """Component k's mean + L eps: (n, D) from components k (n,) and standard normal eps (n, D)."""
+        return self.means[k] + (self.scale_tril()[k] @ eps.unsqueeze(-1)).squeeze(-1)
 
     @torch.no_grad()
     def draw(self, n: int, cond: torch.Tensor | None = None) -> torch.Tensor:
@@ -73,7 +79,7 @@ class GaussianMixture(nn.Module):
         (n, cond_dim) or the null condition; no gradient."""
         k = Categorical(logits=self.weight_logits(cond)).sample(() if cond is not None else (n,))  # (n,)
         eps = torch.randn(n, self.means.shape[1], device=self.means.device)  # (n, D)
-        return self.means[k] + (self.scale_tril()[k] @ eps.unsqueeze(-1)).squeeze(-1)
+        return self._point(k, eps)
 
     @torch.no_grad()
     def sample(self, gens: list[torch.Generator], cond: torch.Tensor | None = None) -> torch.Tensor:
@@ -83,4 +89,4 @@ class GaussianMixture(nn.Module):
         probs = self.weight_logits(cond).softmax(-1).expand(len(gens), -1)   # (B, K)
         k = rng.categorical(gens, probs).to(self.means.device)               # (B,)
         eps = rng.randn(gens, self.means.shape[1]).to(self.means.device)     # (B, D)
-        return self.means[k] + (self.scale_tril()[k] @ eps.unsqueeze(-1)).squeeze(-1)
+        return self._point(k, eps)
