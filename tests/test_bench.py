@@ -62,20 +62,66 @@ def test_outputs_parse(finished):
         assert (finished / "figures" / fig).stat().st_size > 0, fig
 
 
-def test_a_merge_without_the_run_folders_keeps_the_figures(finished, extractor, tmp_path):
-    """A fresh clone has the cells and figures but not runs/: --merge there must not lose figures."""
+def _clone(finished, out, *, kept=True):
+    """``finished`` as a fresh clone has it: no runs/; with kept=False also without what the figures
+    keep of the run folders (a folder made before they were kept)."""
     import shutil
-    out = tmp_path / "clone"
-    shutil.copytree(finished, out, ignore=shutil.ignore_patterns("runs"))
-    figs = out / "figures"
-    before = {f: (figs / f).read_bytes() for f in ("training_curves.png", "interpolations.png", "samples-vae.png")}
+    ignore = ["runs"] + ([] if kept else ["curves", "interpolation-*.png"])
+    shutil.copytree(finished, out, ignore=shutil.ignore_patterns(*ignore))
+    return out / "figures"
+
+
+def _merge(out, extractor):
     run_bench(tiny_quick(), FAMILIES, "synthetic", out, extractor, "test-command", log=lambda *_: None,
               tiny=True, merge=True)
+
+
+def test_a_merge_without_the_run_folders_keeps_the_figures(finished, extractor, tmp_path):
+    """A fresh clone has the cells and figures but not runs/: --merge there must not lose figures,
+    even of cells made before the figures kept what they need of the run folders."""
+    out = tmp_path / "clone"
+    figs = _clone(finished, out, kept=False)
+    before = {f: (figs / f).read_bytes() for f in ("training_curves.png", "interpolations.png", "samples-vae.png")}
+    _merge(out, extractor)
     md = (out / "RESULTS.md").read_text()
     for f, data in before.items():
         assert (figs / f).read_bytes() == data, f                       # kept, not redrawn empty
         assert f"![figures/{f}](figures/{f})" in md, f                  # and still linked
     assert "samples-gan.png" in md and (figs / "pareto.png").exists()
+
+
+def test_the_figures_are_redrawn_from_what_they_kept(finished, extractor, tmp_path):
+    """Each cell's loss curve and each family's interpolation strip are kept beside the figures, so
+    a fresh clone redraws the figures whole from them."""
+    from zoo.bench.figures import cell_curves
+    cells = [json.loads(p.read_text()) for p in sorted((finished / "cells").glob("[!_]*.json"))]
+    from_logs, fresh = cell_curves(finished, finished / "figures", cells)
+    assert fresh and all(from_logs.values()) and len(from_logs) == len(cells)
+    out = tmp_path / "clone"
+    figs = _clone(finished, out)
+    assert cell_curves(out, figs, cells) == (from_logs, False)          # the same curves, with runs/ gone
+    for f in ("training_curves.png", "interpolations.png"):
+        (figs / f).unlink()
+    _merge(out, extractor)
+    assert (figs / "training_curves.png").stat().st_size > 0
+    assert (figs / "interpolations.txt").read_text() == "rows, top to bottom: vae\n"
+    assert (figs / "interpolations.png").read_bytes() == (finished / "figures" / "interpolations.png").read_bytes()
+
+
+def test_a_cell_made_here_redraws_a_figure_instead_of_keeping_it(finished, extractor, tmp_path):
+    """A cell (re)made in a checkout that lacks the other cells' run folders and kept curves: the
+    figures are redrawn with what there is, not kept showing the replaced cell's old curve or strip."""
+    import shutil
+    out = tmp_path / "clone"
+    figs = _clone(finished, out, kept=False)
+    shutil.copytree(finished / "runs" / "vae-s0", out / "runs" / "vae-s0")   # made here; the GAN's is gone
+    stale = b"an old figure"
+    for f in ("training_curves.png", "interpolations.png"):
+        (figs / f).write_bytes(stale)
+    _merge(out, extractor)
+    assert (figs / "training_curves.png").read_bytes() != stale
+    assert (figs / "interpolations.png").read_bytes() != stale
+    assert sorted(p.name for p in (figs / "curves").iterdir()) == ["vae-s0.json"]
 
 
 def test_provenance_fields_present(finished):

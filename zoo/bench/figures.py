@@ -2,10 +2,14 @@
 sample grids, FID against sampling throughput, training curves, FID against NFE, interpolations.
 Each returns the names (relative to ``out``) of what it wrote or kept, for RESULTS.md.
 
-Sample grids, training curves and interpolations are drawn from the cells' run folders, which are
-not committed with the tables (a fresh clone has the cells but not ``runs/``). A figure that needs
-a run folder that is gone is therefore kept as it was drawn when the folder was there, not redrawn
-with less in it: a merge in a fresh clone must not lose figures."""
+Sample grids, training curves and interpolations come from the cells' run folders, which are not
+committed with the tables (a fresh clone has the cells but not ``runs/``). So what they need is kept
+under ``figures/`` beside them while a run folder is there: the sample grid and interpolation strip
+of each family's lowest seed (``samples-<family>.png``, ``interpolation-<family>.png``) and each
+cell's loss curve (``curves/<cell>.json``). A merge draws from those when the run folder is gone.
+Where neither is there (cells made before this was kept), a figure is kept as it was drawn unless
+some cell was (re)made in this checkout: then it is redrawn with what there is, and says what is
+missing, rather than show a replaced cell's old curve or strip."""
 from __future__ import annotations
 
 import json
@@ -44,17 +48,25 @@ def _first_seed_file(out: Path, row: dict, name: str) -> Path:
     return run_dir(out, cell_name(row["family"], min(row["seeds"]))) / name
 
 
+def _keep_copy(out: Path, figdir: Path, row: dict, src_name: str, dst_name: str) -> tuple[Path | None, bool]:
+    """Copy ``src_name`` of the row's lowest-seed run folder to ``figdir/dst_name`` when the folder
+    has it. Returns (the copy, or None if there is none, new or kept; whether it was copied now)."""
+    src, dst = _first_seed_file(out, row, src_name), figdir / dst_name
+    fresh = src.exists()
+    if fresh:
+        tmp = dst.with_suffix(".tmp.png")
+        tmp.write_bytes(src.read_bytes())
+        os.replace(tmp, dst)
+    return (dst if dst.exists() else None), fresh
+
+
 def sample_grids(out: Path, figdir: Path, rows: list[dict]) -> list[str]:
-    """Copy each family's sample grid from its lowest-seed run (identical sampling seeds across families)."""
+    """Each family's sample grid from its lowest-seed run (identical sampling seeds across families)."""
     names = []
     for r in rows:
-        src, dst = _first_seed_file(out, r, "samples.png"), figdir / f"samples-{r['family']}.png"
-        if src.exists():
-            tmp = figdir / f"samples-{r['family']}.tmp.png"
-            tmp.write_bytes(src.read_bytes())
-            os.replace(tmp, dst)
-        if dst.exists():  # copied now, or kept from when the run folder was there
-            names.append(f"{FIGURES_DIR}/samples-{r['family']}.png")
+        grid, _ = _keep_copy(out, figdir, r, "samples.png", f"samples-{r['family']}.png")
+        if grid is not None:  # copied now, or kept from when the run folder was there
+            names.append(f"{FIGURES_DIR}/{grid.name}")
     return names
 
 
@@ -82,15 +94,45 @@ def pareto_figure(figdir: Path, rows: list[dict]) -> list[str]:
     return [save_figure(fig, figdir, "pareto.png")]
 
 
+CURVES_DIR = "curves"
+CURVE_POINTS = 400   # a kept curve's most points: enough for a 3 x 2.6 inch panel
+
+
 def _loss_curve(log_file: Path) -> tuple[str, list[float], list[float]] | None:
-    """(loss key, training TFLOP, loss) of the first logged key ending in 'loss', from a log.jsonl."""
+    """(loss key, training TFLOP, loss) of the first logged key ending in 'loss', from a log.jsonl,
+    thinned to at most CURVE_POINTS evenly spaced records (the last one always in)."""
     if not log_file.exists():
         return None
     recs = [json.loads(x) for x in log_file.read_text().splitlines() if x.strip()]
     key = next((k for k in recs[0] if k.endswith("loss")), None) if recs else None
     if not key:
         return None
-    return key, [x["flops"] / 1e12 for x in recs if key in x], [x[key] for x in recs if key in x]
+    recs = [x for x in recs if key in x]
+    if len(recs) > CURVE_POINTS:
+        recs = [recs[round(i * (len(recs) - 1) / (CURVE_POINTS - 1))] for i in range(CURVE_POINTS)]
+    return key, [x["flops"] / 1e12 for x in recs], [x[key] for x in recs]
+
+
+def cell_curves(out: Path, figdir: Path, cells: list[dict]) -> tuple[dict, bool]:
+    """{(family, seed): (key, TFLOP, loss) or None} from each run folder's log (kept then under
+    figures/curves/) or, with the run folder gone, from what was kept; and whether any came from a
+    run folder now."""
+    kept_dir = figdir / CURVES_DIR
+    curves, fresh = {}, False
+    for c in cells:
+        name = cell_name(c["family"], c["seed"])
+        kept = kept_dir / f"{name}.json"
+        curve = _loss_curve(run_dir(out, name) / "log.jsonl")
+        if curve is not None:
+            fresh = True
+            kept_dir.mkdir(exist_ok=True)
+            key, xs, ys = curve
+            atomic_write_text(kept, json.dumps({"key": key, "tflops": xs, "loss": ys}) + "\n")
+        elif kept.exists():
+            doc = json.loads(kept.read_text())
+            curve = doc["key"], doc["tflops"], doc["loss"]
+        curves[(c["family"], c["seed"])] = curve
+    return curves, fresh
 
 
 def training_curves_figure(out: Path, figdir: Path, cells: list[dict]) -> list[str]:
@@ -98,22 +140,27 @@ def training_curves_figure(out: Path, figdir: Path, cells: list[dict]) -> list[s
     fams = sorted({c["family"] for c in cells})
     if not fams:
         return []
-    logs = {(c["family"], c["seed"]): run_dir(out, cell_name(c["family"], c["seed"])) / "log.jsonl" for c in cells}
-    if not all(p.exists() for p in logs.values()) and (figdir / "training_curves.png").exists():
+    curves, fresh = cell_curves(out, figdir, cells)
+    if not fresh and not all(curves.values()) and (figdir / "training_curves.png").exists():
         return _kept(figdir, "training_curves.png")
     plt = _plt()
     cols = min(4, len(fams))
     nrows = math.ceil(len(fams) / cols)
     fig, axes = plt.subplots(nrows, cols, figsize=(3.2 * cols, 2.6 * nrows), squeeze=False)
     for ax, fam in zip(axes.flat, fams):
-        for c in cells:
-            if c["family"] != fam:
+        missing = []
+        for (f, seed), curve in sorted(curves.items()):
+            if f != fam:
                 continue
-            curve = _loss_curve(logs[(fam, c["seed"])])
-            if curve:
-                key, xs, ys = curve
-                ax.plot(xs, ys, label=f"seed {c['seed']}", lw=1)
-                ax.set_ylabel(key, fontsize=8)
+            if curve is None:
+                missing.append(str(seed))
+                continue
+            key, xs, ys = curve
+            ax.plot(xs, ys, label=f"seed {seed}", lw=1)
+            ax.set_ylabel(key, fontsize=8)
+        if missing:
+            ax.text(0.5, 0.5, f"seed {', '.join(missing)}: curve not kept\n(run folder gone)", transform=ax.transAxes,
+                    ha="center", va="center", fontsize=7, color="gray")
         ax.set_title(fam, fontsize=9)
         ax.set_xlabel("training TFLOP", fontsize=8)
     for ax in list(axes.flat)[len(fams):]:
@@ -146,17 +193,32 @@ def quality_vs_nfe_figure(figdir: Path, cells: list[dict]) -> list[str]:
     return [save_figure(fig, figdir, "quality_vs_nfe.png")]
 
 
+def _has_latent(family: str) -> bool:
+    """Whether the family draws an interpolation strip (True for a family not registered here)."""
+    from ..api import get_model_class
+    from ..errors import ZooError
+    try:
+        return get_model_class(family).has_latent
+    except ZooError:
+        return True
+
+
 def interpolations_figure(out: Path, figdir: Path, rows: list[dict]) -> list[str]:
     """The lowest-seed interpolation strips stacked, one row per family with a latent (named in
-    interpolations.txt)."""
+    interpolations.txt, with the families whose strip is unknown: run folder gone, nothing kept)."""
     from PIL import Image
     import torchvision.transforms.functional as TF
     from torchvision.utils import make_grid, save_image
-    if not all(run_dir(out, cell_name(r["family"], min(r["seeds"]))).exists() for r in rows) \
-            and (figdir / "interpolations.png").exists():
+    strips, unknown, fresh = [], [], False
+    for r in rows:
+        strip, copied = _keep_copy(out, figdir, r, "interpolation.png", f"interpolation-{r['family']}.png")
+        fresh |= copied
+        if strip is not None:
+            strips.append((r["family"], strip))
+        elif _has_latent(r["family"]) and not run_dir(out, cell_name(r["family"], min(r["seeds"]))).exists():
+            unknown.append(r["family"])
+    if unknown and not fresh and (figdir / "interpolations.png").exists():
         return _kept(figdir, "interpolations.png")
-    strips = [(r["family"], _first_seed_file(out, r, "interpolation.png")) for r in rows]
-    strips = [(f, p) for f, p in strips if p.exists()]
     if not strips:
         return []
     ims = [TF.pil_to_tensor(Image.open(p).convert("RGB")) for _, p in strips]
@@ -165,7 +227,9 @@ def interpolations_figure(out: Path, figdir: Path, rows: list[dict]) -> list[str
     tmp = figdir / "interpolations.tmp.png"
     save_image(make_grid([i.float() / 255 for i in ims], nrow=1, padding=4, pad_value=1.0), str(tmp))
     os.replace(tmp, figdir / "interpolations.png")
-    atomic_write_text(figdir / "interpolations.txt", "rows, top to bottom: " + ", ".join(f for f, _ in strips) + "\n")
+    note = f"; not kept (run folder gone): {', '.join(unknown)}" if unknown else ""
+    atomic_write_text(figdir / "interpolations.txt", "rows, top to bottom: " + ", ".join(f for f, _ in strips)
+                      + note + "\n")
     return [f"{FIGURES_DIR}/interpolations.png"]
 
 
