@@ -55,7 +55,9 @@ def one(family: str, tflops: float, seed: int, name: str, sets: list[str], args)
     return {"family": family, "variant": name, "sets": sets, "tflops": tflops, "seed": seed, "run": str(rd),
             "steps": summary.get("steps"), "train_wall_s": summary.get("wall_s"),
             "fid": metrics.get("fid"), "precision": metrics.get("precision"), "recall": metrics.get("recall"),
-            "coverage": metrics.get("coverage"), "bpd": bpd.get("bpd"), "n": args.n}
+            "coverage": metrics.get("coverage"), "bpd": bpd.get("bpd"), "n": args.n,
+            # runs finished before summaries named their machine have None here
+            "threads": summary.get("machine", {}).get("threads"), "cpu": summary.get("machine", {}).get("cpu")}
 
 
 def main() -> None:

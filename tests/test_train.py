@@ -140,6 +140,8 @@ def test_log_and_records_written(tmp_path):
     assert rec["data"] == "synthetic" and rec["train"]["steps"] == 10
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert summary["steps"] == 10 and summary["wall_s"] > 0
+    import torch
+    assert summary["machine"]["threads"] == torch.get_num_threads() and summary["machine"]["cpu"]
 
 
 @pytest.mark.slow

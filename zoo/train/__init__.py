@@ -24,7 +24,8 @@ Run directory:
                       checkpoint's step are dropped first)
   checkpoint.safetensors   full state for --resume (weights, EMA, optimizers, schedulers, RNG, counters)
   model.safetensors   EMA weights, what `zoo.load` and sampling use
-  summary.json        steps, FLOPs, epochs, wall-clock at the end
+  summary.json        steps, FLOPs, epochs, wall-clock at the end; the machine (CPU, GPU, threads)
+                      and git commit that finished the run
 """
 from .checkpoint import CHECKPOINT_FILE
 from .config import TrainConfig

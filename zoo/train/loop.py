@@ -18,6 +18,7 @@ from ..api import Generator
 from ..config import from_dict, to_dict
 from ..errors import RunFailed, ZooError
 from ..images import to_float
+from ..provenance import git_commit, machine
 from .budget import resume_stage_steps, stage_steps, steps_for_flops
 from .checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
 from .config import TrainConfig
@@ -270,7 +271,9 @@ class _Trainer:
                    "train_tflops": st.flops / 1e12, "epochs": round(self.sampler.epochs, 4),
                    "wall_s": round(st.wall, 2), "stage_steps": st.stage_steps,
                    "flops_per_step": st.flops_per_step, "batch_size": self.tcfg.batch_size,
-                   "params": self.model.num_params()}
+                   "params": self.model.num_params(),
+                   # the same seed trains differently at another thread count or on another CPU: say which
+                   "machine": machine(), "git_commit": git_commit()}
         if dist.is_main():
             write_results(self.out, self.ema.model, summary)
         dist.barrier()
