@@ -158,6 +158,9 @@ def training_curves_figure(out: Path, figdir: Path, cells: list[dict]) -> list[s
             key, xs, ys = curve
             ax.plot(xs, ys, label=f"seed {seed}", lw=1)
             ax.set_ylabel(key, fontsize=8)
+        if missing and len(missing) == sum(f == fam for f, _ in curves):
+            ax.set_xticks([])
+            ax.set_yticks([])
         if missing:
             ax.text(0.5, 0.5, f"seed {', '.join(missing)}: curve not kept\n(run folder gone)", transform=ax.transAxes,
                     ha="center", va="center", fontsize=7, color="gray")
