@@ -122,6 +122,8 @@ def test_a_cell_made_here_redraws_a_figure_instead_of_keeping_it(finished, extra
     assert (figs / "training_curves.png").read_bytes() != stale
     assert (figs / "interpolations.png").read_bytes() != stale
     assert sorted(p.name for p in (figs / "curves").iterdir()) == ["vae-s0.json"]
+    # the GAN has no latent, so no strip is missing although its run folder is gone
+    assert (figs / "interpolations.txt").read_text() == "rows, top to bottom: vae\n"
 
 
 def test_provenance_fields_present(finished):
