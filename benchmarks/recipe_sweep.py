@@ -52,12 +52,12 @@ def one(family: str, tflops: float, seed: int, name: str, sets: list[str], args)
     metrics = json.loads(ev.read_text())
     bpd_file = rd / "bpd.json"
     bpd = json.loads(bpd_file.read_text()) if bpd_file.exists() else {}
+    made_on = summary.get("machine", {})   # runs finished before summaries named their machine: {}
     return {"family": family, "variant": name, "sets": sets, "tflops": tflops, "seed": seed, "run": str(rd),
             "steps": summary.get("steps"), "train_wall_s": summary.get("wall_s"),
             "fid": metrics.get("fid"), "precision": metrics.get("precision"), "recall": metrics.get("recall"),
             "coverage": metrics.get("coverage"), "bpd": bpd.get("bpd"), "n": args.n,
-            # runs finished before summaries named their machine have None here
-            "threads": summary.get("machine", {}).get("threads"), "cpu": summary.get("machine", {}).get("cpu")}
+            "threads": made_on.get("threads"), "cpu": made_on.get("cpu")}
 
 
 def main() -> None:

@@ -44,8 +44,13 @@ def save_figure(fig, figdir: Path, name: str) -> str:
     return f"{FIGURES_DIR}/{name}"
 
 
+def _first_seed_run(out: Path, row: dict) -> Path:
+    """The run folder of the row's lowest seed."""
+    return run_dir(out, cell_name(row["family"], min(row["seeds"])))
+
+
 def _first_seed_file(out: Path, row: dict, name: str) -> Path:
-    return run_dir(out, cell_name(row["family"], min(row["seeds"]))) / name
+    return _first_seed_run(out, row) / name
 
 
 def _keep_copy(out: Path, figdir: Path, row: dict, src_name: str, dst_name: str) -> tuple[Path | None, bool]:
@@ -218,7 +223,7 @@ def interpolations_figure(out: Path, figdir: Path, rows: list[dict]) -> list[str
         fresh |= copied
         if strip is not None:
             strips.append((r["family"], strip))
-        elif _has_latent(r["family"]) and not run_dir(out, cell_name(r["family"], min(r["seeds"]))).exists():
+        elif _has_latent(r["family"]) and not _first_seed_run(out, r).exists():
             unknown.append(r["family"])
     if unknown and not fresh and (figdir / "interpolations.png").exists():
         return _kept(figdir, "interpolations.png")
