@@ -5,6 +5,9 @@ failed cells) is in test_bench_safety.py."""
 import csv
 import dataclasses
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -124,6 +127,25 @@ def test_a_cell_made_here_redraws_a_figure_instead_of_keeping_it(finished, extra
     assert sorted(p.name for p in (figs / "curves").iterdir()) == ["vae-s0.json"]
     # the GAN has no latent, so no strip is missing although its run folder is gone
     assert (figs / "interpolations.txt").read_text() == "rows, top to bottom: vae\n"
+
+
+def test_a_folder_trained_again_reproduces_every_cell(finished, extractor, tmp_path):
+    """Training the same cells from scratch in another folder gives the same figures, and
+    benchmarks/reproduce_cells.py says so; a figure changed beyond --rtol makes it fail, naming it."""
+    again = tmp_path / "again"
+    run_bench(tiny_quick(), FAMILIES, "synthetic", again, extractor, "test-command", log=lambda *_: None, tiny=True)
+    script = [sys.executable, str(Path(__file__).parents[1] / "benchmarks" / "reproduce_cells.py"),
+              str(finished), str(again)]
+    r = subprocess.run(script, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "2 cells in both" in r.stdout and "0 beyond it" in r.stdout
+    p = again / "cells" / "vae-s0.json"
+    rec = json.loads(p.read_text())
+    rec["coverage"] = rec["coverage"] + 0.01
+    p.write_text(json.dumps(rec))
+    r = subprocess.run(script, capture_output=True, text=True)
+    assert r.returncode == 1 and "1 beyond it" in r.stdout
+    assert next(line for line in r.stdout.splitlines() if line.startswith("| vae-s0 |")).count("| coverage |") == 1
 
 
 def test_provenance_fields_present(finished):

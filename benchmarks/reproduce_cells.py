@@ -1,0 +1,105 @@
+"""Does a bench folder rebuilt from scratch reproduce a committed one? Cell by cell, every figure
+that training and sampling decide (FID, KID, precision/recall, density/coverage, class shares,
+bits/dim, steps, the NFE sweep's FIDs) is compared for exact equality; timings and provenance are
+not (they depend on the machine's load), but each side's git commit and thread count are shown,
+since training is deterministic only at a fixed thread count on one kind of CPU.
+
+  zoo bench --profile standard --families vae --out runs/rebuild       # train the cells again
+  .venv/bin/python benchmarks/reproduce_cells.py results/standard runs/rebuild
+
+Prints a markdown table, one row per cell present in both folders, with the largest relative
+difference of any measured figure; exits 1 when one exceeds --rtol or the folders share no cell,
+so it can gate a script.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+# what a cell records that depends on the machine's load or the moment, not on the model
+TIMING = {"train_wall_s", "sample_wall_s", "cell_wall_s", "images_per_s", "latency_s", "peak_mem_mb", "time_s",
+          "metrics_provenance", "provenance"}
+
+
+def cells(folder: Path) -> dict[str, dict]:
+    """The (family, seed) cell records of a bench folder, by file stem ('vae-s0')."""
+    out = {}
+    for p in sorted((folder / "cells").glob("*-s*.json")):
+        try:
+            out[p.stem] = json.loads(p.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            sys.exit(f"{p}: unreadable cell ({e})")
+    return out
+
+
+def measured(rec: dict) -> dict:
+    """The part of a cell record that the trained model and the sampling seeds decide."""
+    m = {k: v for k, v in rec.items() if k not in TIMING}
+    m["sweep"] = [{k: v for k, v in row.items() if k != "images_per_s"} for row in rec.get("sweep") or []]
+    return m
+
+
+def _flat(x, prefix: str = "") -> dict:
+    """Nested dicts and lists as one {'sweep.0.fid': value} mapping."""
+    if isinstance(x, dict):
+        return {k2: v for k, v in x.items() for k2, v in _flat(v, f"{prefix}{k}.").items()}
+    if isinstance(x, list):
+        return {k2: v for i, v in enumerate(x) for k2, v in _flat(v, f"{prefix}{i}.").items()}
+    return {prefix.rstrip("."): x}
+
+
+def largest_difference(a: dict, b: dict) -> tuple[float, str]:
+    """The largest relative difference between two measured records, and where it is: 0.0 when
+    every value is identical, inf when a non-number or the set of keys differs."""
+    fa, fb = _flat(a), _flat(b)
+    worst, where = 0.0, ""
+    for key in sorted(set(fa) | set(fb)):
+        va, vb = fa.get(key), fb.get(key)
+        if va == vb:
+            continue
+        if isinstance(va, (int, float)) and isinstance(vb, (int, float)):
+            rel = abs(va - vb) / max(abs(va), abs(vb))
+        else:
+            rel = float("inf")
+        if rel > worst:
+            worst, where = rel, key
+    return worst, where
+
+
+def origin(rec: dict) -> str:
+    p = rec.get("provenance") or {}
+    return f"{str(p.get('git_commit', '?'))[:8]}, {p.get('threads', '?')} thr"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("committed", type=Path, help="bench folder of record (e.g. results/standard)")
+    ap.add_argument("rebuilt", type=Path, help="bench folder trained again with the same profile")
+    ap.add_argument("--rtol", type=float, default=1e-6,
+                    help="largest relative difference still counted as reproduced (default 1e-6: the "
+                         "printed digits of every table)")
+    args = ap.parse_args()
+    a, b = cells(args.committed), cells(args.rebuilt)
+    common = sorted(set(a) & set(b))
+    if not common:
+        print(f"no cell is in both {args.committed} and {args.rebuilt}", file=sys.stderr)
+        return 1
+    print("| cell | FID committed | FID rebuilt | largest relative difference | in | committed made at | "
+          "rebuilt made at |")
+    print("|---|---|---|---|---|---|---|")
+    exact = differ = 0
+    for name in common:
+        rel, where = largest_difference(measured(a[name]), measured(b[name]))
+        exact += rel == 0
+        differ += rel > args.rtol
+        print(f"| {name} | {a[name].get('fid', float('nan')):.4f} | {b[name].get('fid', float('nan')):.4f} | "
+              f"{rel:.1e} | {where or '—'} | {origin(a[name])} | {origin(b[name])} |")
+    print(f"\n{len(common)} cells in both: {exact} identical in every measured figure, "
+          f"{len(common) - exact - differ} within a relative {args.rtol:g}, {differ} beyond it.")
+    return 1 if differ else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
