@@ -8,8 +8,8 @@ since training is deterministic only at a fixed thread count on one kind of CPU.
   .venv/bin/python benchmarks/reproduce_cells.py results/standard runs/rebuild
 
 Prints a markdown table, one row per cell present in both folders, with the largest relative
-difference of any measured figure; exits 1 when one exceeds --rtol or the folders share no cell,
-so it can gate a script.
+difference of any measured figure, then the names of the figures that differ at all in any cell;
+exits 1 when a difference exceeds --rtol or the folders share no cell, so it can gate a script.
 """
 from __future__ import annotations
 
@@ -50,15 +50,19 @@ def _flat(x, prefix: str = "") -> dict:
     return {prefix.rstrip("."): x}
 
 
+def differing(a: dict, b: dict) -> list[str]:
+    """The (flattened) keys whose values differ at all between two measured records."""
+    fa, fb = _flat(a), _flat(b)
+    return sorted(k for k in set(fa) | set(fb) if fa.get(k) != fb.get(k))
+
+
 def largest_difference(a: dict, b: dict) -> tuple[float, str]:
     """The largest relative difference between two measured records, and where it is: 0.0 when
     every value is identical, inf when a non-number or the set of keys differs."""
     fa, fb = _flat(a), _flat(b)
     worst, where = 0.0, ""
-    for key in sorted(set(fa) | set(fb)):
+    for key in differing(a, b):
         va, vb = fa.get(key), fb.get(key)
-        if va == vb:
-            continue
         if isinstance(va, (int, float)) and isinstance(vb, (int, float)):
             rel = abs(va - vb) / max(abs(va), abs(vb))
         else:
@@ -90,14 +94,17 @@ def main() -> int:
           "rebuilt made at |")
     print("|---|---|---|---|---|---|---|")
     exact = differ = 0
+    moved: set[str] = set()
     for name in common:
         rel, where = largest_difference(measured(a[name]), measured(b[name]))
+        moved.update(differing(measured(a[name]), measured(b[name])))
         exact += rel == 0
         differ += rel > args.rtol
         print(f"| {name} | {a[name].get('fid', float('nan')):.4f} | {b[name].get('fid', float('nan')):.4f} | "
               f"{rel:.1e} | {where or '—'} | {origin(a[name])} | {origin(b[name])} |")
     print(f"\n{len(common)} cells in both: {exact} identical in every measured figure, "
           f"{len(common) - exact - differ} within a relative {args.rtol:g}, {differ} beyond it.")
+    print(f"Figures that differ at all, in any cell: {', '.join(sorted(moved)) or 'none'}.")
     return 1 if differ else 0
 
 

@@ -145,6 +145,7 @@ def test_a_folder_trained_again_reproduces_every_cell(finished, extractor, tmp_p
     p.write_text(json.dumps(rec))
     r = subprocess.run(script, capture_output=True, text=True)
     assert r.returncode == 1 and "1 beyond it" in r.stdout
+    assert "coverage" in r.stdout.splitlines()[-1]   # the figures that moved anywhere
     assert next(line for line in r.stdout.splitlines() if line.startswith("| vae-s0 |")).count("| coverage |") == 1
 
 
