@@ -18,9 +18,12 @@ import json
 import sys
 from pathlib import Path
 
-# what a cell records that depends on the machine's load or the moment, not on the model
+from zoo.bench.settings import difference
+
+# what a cell records that depends on the machine's load or the moment, not on the model; its
+# settings are compared apart, as the bench does (an older cell lacks keys added later)
 TIMING = {"train_wall_s", "sample_wall_s", "cell_wall_s", "images_per_s", "latency_s", "peak_mem_mb", "time_s",
-          "metrics_provenance", "provenance"}
+          "metrics_provenance", "provenance", "settings"}
 
 
 def cells(folder: Path) -> dict[str, dict]:
@@ -98,6 +101,10 @@ def main() -> int:
     for name in common:
         rel, where = largest_difference(measured(a[name]), measured(b[name]))
         moved.update(differing(measured(a[name]), measured(b[name])))
+        made_with = difference(a[name].get("settings"), b[name].get("settings") or {})
+        if made_with:   # not the same cell: its figures are not comparable
+            rel, where = float("inf"), f"settings: {made_with}"
+            moved.add("settings")
         exact += rel == 0
         differ += rel > args.rtol
         print(f"| {name} | {a[name].get('fid', float('nan')):.4f} | {b[name].get('fid', float('nan')):.4f} | "

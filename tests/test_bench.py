@@ -146,6 +146,13 @@ def test_a_folder_trained_again_reproduces_every_cell(finished, extractor, tmp_p
     r = subprocess.run(script, capture_output=True, text=True)
     assert r.returncode == 1 and "1 beyond it" in r.stdout
     assert "coverage" in r.stdout.splitlines()[-1]   # the figures that moved anywhere
+    p = again / "cells" / "gan-s0.json"               # a cell made with other settings is not the same cell
+    rec = json.loads(p.read_text())
+    rec["settings"]["tflops"] = 1.0
+    p.write_text(json.dumps(rec))
+    r = subprocess.run(script, capture_output=True, text=True)
+    assert r.returncode == 1 and "2 beyond it" in r.stdout
+    assert "settings: tflops=0.01, not 1" in next(line for line in r.stdout.splitlines() if line.startswith("| gan-s0 |"))
     assert next(line for line in r.stdout.splitlines() if line.startswith("| vae-s0 |")).count("| coverage |") == 1
 
 
