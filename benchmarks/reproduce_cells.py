@@ -14,34 +14,34 @@ exits 1 when a difference exceeds --rtol or the folders share no cell, so it can
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 from zoo.bench.settings import difference
+from zoo.bench.store import CorruptFile, cell_files, read_record
 
-# what a cell records that depends on the machine's load or the moment, not on the model; its
-# settings are compared apart, as the bench does (an older cell lacks keys added later)
-TIMING = {"train_wall_s", "sample_wall_s", "cell_wall_s", "images_per_s", "latency_s", "peak_mem_mb", "time_s",
-          "metrics_provenance", "provenance", "settings"}
+# not compared as figures: what depends on the machine's load or the moment (timings, provenance),
+# and the settings, which are compared apart, as the bench does (an older cell lacks later keys)
+NOT_FIGURES = {"train_wall_s", "sample_wall_s", "cell_wall_s", "images_per_s", "latency_s", "peak_mem_mb", "time_s",
+               "metrics_provenance", "provenance", "settings"}
 
 
 def cells(folder: Path) -> dict[str, dict]:
     """The (family, seed) cell records of a bench folder, by file stem ('vae-s0')."""
     out = {}
-    for p in sorted((folder / "cells").glob("*-s*.json")):
+    for p in cell_files(folder):
         try:
-            out[p.stem] = json.loads(p.read_text())
-        except (OSError, json.JSONDecodeError) as e:
+            out[p.stem] = read_record(p)
+        except (OSError, CorruptFile) as e:
             sys.exit(f"{p}: unreadable cell ({e})")
     return out
 
 
 def measured(rec: dict) -> dict:
-    """The part of a cell record that the trained model and the sampling seeds decide."""
-    m = {k: v for k, v in rec.items() if k not in TIMING}
+    """The figures of a cell record that the trained model and the sampling seeds decide, flattened."""
+    m = {k: v for k, v in rec.items() if k not in NOT_FIGURES}
     m["sweep"] = [{k: v for k, v in row.items() if k != "images_per_s"} for row in rec.get("sweep") or []]
-    return m
+    return _flat(m)
 
 
 def _flat(x, prefix: str = "") -> dict:
@@ -53,18 +53,16 @@ def _flat(x, prefix: str = "") -> dict:
     return {prefix.rstrip("."): x}
 
 
-def differing(a: dict, b: dict) -> list[str]:
-    """The (flattened) keys whose values differ at all between two measured records."""
-    fa, fb = _flat(a), _flat(b)
+def differing(fa: dict, fb: dict) -> list[str]:
+    """The keys whose values differ at all between two flattened measured records."""
     return sorted(k for k in set(fa) | set(fb) if fa.get(k) != fb.get(k))
 
 
-def largest_difference(a: dict, b: dict) -> tuple[float, str]:
-    """The largest relative difference between two measured records, and where it is: 0.0 when
-    every value is identical, inf when a non-number or the set of keys differs."""
-    fa, fb = _flat(a), _flat(b)
+def largest_difference(fa: dict, fb: dict, keys: list[str]) -> tuple[float, str]:
+    """The largest relative difference among ``keys`` of two flattened measured records, and where
+    it is: 0.0 when there is none, inf where a non-number or a missing key differs."""
     worst, where = 0.0, ""
-    for key in differing(a, b):
+    for key in keys:
         va, vb = fa.get(key), fb.get(key)
         if isinstance(va, (int, float)) and isinstance(vb, (int, float)):
             rel = abs(va - vb) / max(abs(va), abs(vb))
@@ -99,8 +97,10 @@ def main() -> int:
     exact = differ = 0
     moved: set[str] = set()
     for name in common:
-        rel, where = largest_difference(measured(a[name]), measured(b[name]))
-        moved.update(differing(measured(a[name]), measured(b[name])))
+        fa, fb = measured(a[name]), measured(b[name])
+        keys = differing(fa, fb)
+        moved.update(keys)
+        rel, where = largest_difference(fa, fb, keys)
         made_with = difference(a[name].get("settings"), b[name].get("settings") or {})
         if made_with:   # not the same cell: its figures are not comparable
             rel, where = float("inf"), f"settings: {made_with}"
