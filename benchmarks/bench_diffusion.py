@@ -176,18 +176,20 @@ def plot(rows: list[dict], path: Path, features: str, data: str = "fashion-mnist
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    markers = {"dpm++2m": "o", "ddim": "s", "ddpm": "^"}
+    markers = {"dpm++2m": "o", "dpm++2m-sde": "D", "ddim": "s", "ddpm": "^"}
     colors = {"diffusion": "tab:blue", "latent_diffusion": "tab:orange"}
     for fam in sorted({r["family"] for r in rows}):
-        for sampler in ("dpm++2m", "ddim", "ddpm"):
+        # every sampler config present (a name may carry a spacing after '@', e.g. dpm++2m-sde@trailing)
+        for sampler in sorted({r["sampler"] for r in rows if r["family"] == fam and r["nfe"] > 0}):
+            base = sampler.partition("@")[0]
             sel = [r for r in rows if r["family"] == fam and r["sampler"] == sampler and r["nfe"] > 0]
             pts = sorted((r["nfe"], r["fid_n500"]) for r in sel if r.get("fid_n500") is not None)
             if pts:
-                ax.plot(*zip(*pts), marker=markers[sampler], color=colors.get(fam), label=f"{fam} {sampler}",
-                        linestyle="--" if sampler == "ddim" else "-")
+                ax.plot(*zip(*pts), marker=markers.get(base, "x"), color=colors.get(fam), label=f"{fam} {sampler}",
+                        linestyle="--" if base == "ddim" else "-")
             pts5 = sorted((r["nfe"], r["fid_n5000"]) for r in sel if r.get("fid_n5000") is not None)
             if pts5:
-                ax.plot(*zip(*pts5), marker=markers[sampler], color=colors.get(fam), alpha=0.35, linestyle=":",
+                ax.plot(*zip(*pts5), marker=markers.get(base, "x"), color=colors.get(fam), alpha=0.35, linestyle=":",
                         markersize=4)
         floor = next((r for r in rows if r["family"] == fam and r["sampler"] == "ae-recon"), None)
         if floor is not None and floor.get("fid_n500") is not None:
@@ -202,6 +204,13 @@ def plot(rows: list[dict], path: Path, features: str, data: str = "fashion-mnist
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     print(f"wrote {path}")
+
+
+def cmd_plot(args) -> None:
+    """Redraw the FID-against-NFE plot from a JSON written by `fid` (no samples needed)."""
+    rows = json.loads(Path(args.json).read_text())
+    features = next((r["provenance"].get("extractor") for r in rows if r.get("provenance")), None)
+    plot(rows, Path(args.out), features or "fmnist-cnn")
 
 
 def cmd_grid(args) -> None:
@@ -372,6 +381,9 @@ def main() -> None:
     b.add_argument("--out", default="results/diffusion")
     b.add_argument("--features", default="fmnist-cnn")
     b.add_argument("--data", default="fashion-mnist", help="dataset spec of the reference test split")
+    p = sub.add_parser("plot", help="redraw the FID-against-NFE plot from the JSON that fid wrote")
+    p.add_argument("--json", required=True, help="a fid_vs_nfe.json")
+    p.add_argument("--out", required=True, help="the .png to write")
     g = sub.add_parser("grid", help="10x10 grids of the first 100 saved samples of each config")
     g.add_argument("--samples", default="runs/diffusion-samples")
     g.add_argument("--out", default="results")
@@ -379,8 +391,8 @@ def main() -> None:
     c.add_argument("--run", action="append", default=[])
     c.add_argument("--family", action="append", default=[])
     c.add_argument("--batch", type=int, default=256)
-    c.add_argument("--configs", nargs="*", default=["dpm++2m-10", "dpm++2m-20", "dpm++2m-50", "ddpm-1000"],
-                   help="sampler-steps labels")
+    c.add_argument("--configs", nargs="*", default=["dpm++2m-sde-10", "dpm++2m-sde-20", "dpm++2m-sde-50", "ddpm-1000"],
+                   help="sampler-steps labels (default: the families' default sampler, DPM-Solver++(2M) SDE)")
     c.add_argument("--json", default=None, help="also write the rows as JSON here")
     d = sub.add_parser("bpd", help="test bits/dim (variational bound) of a pixel diffusion run")
     d.add_argument("--run", required=True)
@@ -393,7 +405,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.cmd == "speed":
         args.configs = parse_configs(args.configs)
-    {"samples": cmd_samples, "recon": cmd_recon, "fid": cmd_fid, "grid": cmd_grid, "speed": cmd_speed, "bpd": cmd_bpd}[args.cmd](args)
+    {"samples": cmd_samples, "recon": cmd_recon, "fid": cmd_fid, "plot": cmd_plot, "grid": cmd_grid, "speed": cmd_speed, "bpd": cmd_bpd}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -83,11 +83,12 @@ for f in gan vae_gan; do
         --seeds 0-2 --n 5000 --json results/$f/collapse.json
 done
 
-# issue 6: diffusion -- FID against NFE (few-step and 1000-step at the same n), the likelihood estimator
+# issue 6: diffusion -- FID against NFE (the default sampler, DPM-Solver++(2M) SDE, at 10/20/50 steps, DDIM-50
+# and DDPM-1000 at the same n, each with the run's own timestep spacing), the likelihood estimator
 for f in diffusion latent_diffusion; do
     need $f-s0 || continue
     $PY benchmarks/bench_diffusion.py samples --run $RUNS/$f-s0 --out $SAMPLES --n 1000 --n-long 1000 \
-        --only dpm++2m-10 dpm++2m-20 dpm++2m-50 ddim-50 ddpm-1000
+        --only dpm++2m-sde-10 dpm++2m-sde-20 dpm++2m-sde-50 ddim-50 ddpm-1000
     [[ -s results/$f/trajectory.png ]] || $ZOO sample $RUNS/$f-s0 --trajectory --n 8 --seed 0 --out results/$f/trajectory.png
 done
 if need diffusion-s0 latent_diffusion-s0; then
