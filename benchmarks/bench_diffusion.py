@@ -170,8 +170,9 @@ def fid_table(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(rows: list[dict], path: Path, features: str, data: str = "fashion-mnist") -> None:
-    """FID against NFE per family and sampler (n=500 lines, n=5000 faint), with the autoencoder floor."""
+def plot(rows: list[dict], path: Path, features: str, data: str = "fashion-mnist") -> list[str]:
+    """FID against NFE per family and sampler (n=500 lines, n=5000 faint), with the autoencoder floor;
+    returns the legend's labels."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -203,7 +204,9 @@ def plot(rows: list[dict], path: Path, features: str, data: str = "fashion-mnist
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+    plt.close(fig)
     print(f"wrote {path}")
+    return ax.get_legend_handles_labels()[1]
 
 
 def cmd_plot(args) -> None:

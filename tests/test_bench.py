@@ -208,3 +208,19 @@ def test_families_without_a_step_count_get_no_sweep(family):
     m = tiny(family)
     assert not takes_steps(m) and not takes_terms(m)
     assert takes_steps(tiny("diffusion")) and takes_terms(tiny("diffusion"))
+
+
+def test_the_nfe_plot_draws_every_sampler_config(tmp_path):
+    """bench_diffusion.py's FID-against-NFE plot once knew only three sampler names and silently
+    left out the DPM-Solver++(2M) SDE lines; every config in the rows must get its line."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        "bench_diffusion", Path(__file__).parents[1] / "benchmarks" / "bench_diffusion.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    rows = [{"family": "diffusion", "sampler": s, "steps": k, "nfe": k, "fid_n500": 20.0 - k / 100}
+            for s, ks in (("dpm++2m-sde@trailing", (10, 20)), ("dpm++2m", (10, 20)), ("ddim", (50,)),
+                          ("ddpm", (1000,))) for k in ks]
+    labels = mod.plot(rows, tmp_path / "nfe.png", "fmnist-cnn")
+    assert sorted(labels) == ["diffusion ddim", "diffusion ddpm", "diffusion dpm++2m", "diffusion dpm++2m-sde@trailing"]
+    assert (tmp_path / "nfe.png").stat().st_size > 0
