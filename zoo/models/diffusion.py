@@ -40,8 +40,9 @@ from ..errors import ZooError
 class DiffusionConfig(DiffusionFields, ModelConfig):
     vlb_terms: int = 0                      # log_prob: 0 = all T terms; K = stratified estimate with K terms
     lr: float = 1e-3
-    # 20 steps of the SDE solver with trailing spacing came within 6% of 1000-step DDPM's FID (dpm++2m
-    # with linspace: 27% above it); results/diffusion/README.md, "Sampler for 20 evaluations"
+    # 20 steps of the SDE solver with trailing spacing came within 8% of 1000-step DDPM's FID on the
+    # standard Min-SNR run (the ODE solver with linspace spacing: 27% above it on the earlier uniform-loss
+    # run); results/diffusion/README.md, "Sampler for 20 evaluations" and the Min-SNR section
     sampler: str = "dpm++2m-sde"
     spacing: str = "trailing"
 
