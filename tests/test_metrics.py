@@ -223,6 +223,7 @@ def test_evaluate_fields_floor_and_ceiling(ext, tmp_cache):
     p = res["provenance"]
     assert p["extractor"] == "fmnist-cnn" and p["weights_sha256"] == ext.weights_sha256 and p["n"] == 100
     assert p["reference_split"] == "test" and p["data"] == "synthetic" and "zoo_version" in p and "git_commit" in p
+    assert p["cpu"] and p["threads"] == torch.get_num_threads() and p["torch"] == torch.__version__   # the machine
     assert res["memorization"] == 0.0                        # samples are training images
     floor = real_vs_real("synthetic", 100, features=ext, metrics=("fid", "pr"))
     ceiling = noise_ceiling("synthetic", 100, features=ext, metrics=("fid", "pr"))

@@ -19,7 +19,7 @@ from typing import Iterator
 import torch
 
 from ..errors import ZooError
-from ..provenance import git_commit
+from ..provenance import git_commit, machine
 from .features import CNNExtractor, Extractor, check_images, get_extractor
 from .reference import (Reference, dataset_reference, load_split, nearest_train_distances,  # noqa: F401
                         reference_features, reference_stats)
@@ -104,7 +104,7 @@ def _provenance(ext: Extractor, ref: Reference, fake, metrics: tuple[str, ...], 
     from .. import __version__
     return {**ext.describe(), "n": ref.n, "n_fake": int(fake.shape[0]) if fake is not None else 0, **ref.describe(),
             "data": data, "metrics": list(metrics), "zoo_version": __version__, "git_commit": git_commit(),
-            "torch": torch.__version__, "device": str(ext.device),
+            **machine(), "device": str(ext.device),   # the CPU, GPU and threads behind the figure
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
 
 
