@@ -1,5 +1,5 @@
 """zoo: a compact generative-model zoo with one Generator interface and one honest benchmark."""
-__version__ = "0.1.0"
+from .version import __version__  # noqa: E402
 
 from .errors import ZooError  # noqa: E402
 from .api import Generator, ModelConfig, register_model, get_model, get_model_class, list_models, save, load  # noqa: E402

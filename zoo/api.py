@@ -33,10 +33,10 @@ from torch import nn
 from . import dist, rng
 from .config import from_dict, to_dict, apply_overrides, split_sets
 from .errors import ZooError
+from .files import CONFIG_FILE, WEIGHTS_FILE, atomic_write_text, file_mode  # noqa: F401  (re-exported)
 from .images import to_uint8
+from .version import __version__
 
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
 
 
 @dataclasses.dataclass
@@ -383,32 +383,7 @@ def _version_tuple(v: str) -> tuple[int, ...]:
         raise ZooError(f"bad version string {v!r} in config") from None
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write text to path via a temp file and rename, so readers never see half a file. The temp
-    name holds the process id, so two processes writing the same file (bench shards) never share it."""
-    path = Path(path)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def file_mode() -> int:
-    """The mode a new file gets from ``open()``: 0o666 less the process umask (safetensors makes 0600).
-
-    Linux reports the umask in /proc without changing it; elsewhere it is read by setting it and
-    setting it back at once (a brief window in which another thread's new file gets 0o022).
-    """
-    try:
-        with open("/proc/self/status") as f:
-            mask = next(int(line.split()[1], 8) for line in f if line.startswith("Umask:"))
-    except (OSError, StopIteration, ValueError, IndexError):
-        mask = os.umask(0o022)
-        os.umask(mask)
-    return 0o666 & ~mask
-
-
 def config_record(model: Generator) -> dict:
-    from . import __version__
     return {"family": model.name, "zoo_version": __version__, "config": to_dict(model.config)}
 
 
@@ -426,7 +401,6 @@ def save(model: Generator, run_dir: str | os.PathLike, *, weights_name: str = WE
 
 def read_config(run_dir: str | os.PathLike) -> tuple[type[Generator], ModelConfig, dict]:
     """Parse and validate run_dir/config.json: returns (class, config, raw record)."""
-    from . import __version__
     path = Path(run_dir) / CONFIG_FILE
     if not path.is_file():
         raise ZooError(f"{run_dir}: not a run directory (no {CONFIG_FILE})")

@@ -10,14 +10,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..api import CONFIG_FILE, WEIGHTS_FILE, atomic_write_text
+from ..files import (CHECKPOINT_FILE, CONFIG_FILE, LOG_FILE, SETTINGS_FILE, SUMMARY_FILE, TRAIN_FILE, WEIGHTS_FILE,
+                     atomic_write_text)
 from ..errors import ZooError
 
 RUNS_DIR = "runs"
-SETTINGS_FILE = "bench_settings.json"   # the training settings the bench made this run with
-CHECKPOINT_FILE = "checkpoint.safetensors"
-SUMMARY_FILE = "summary.json"
-_WRITTEN = (CONFIG_FILE, "train.json", "log.jsonl", CHECKPOINT_FILE, WEIGHTS_FILE, SUMMARY_FILE, SETTINGS_FILE,
+_WRITTEN = (CONFIG_FILE, TRAIN_FILE, LOG_FILE, CHECKPOINT_FILE, WEIGHTS_FILE, SUMMARY_FILE, SETTINGS_FILE,
             "samples.png", "interpolation.png")
 # each of them, and the temporary names of their atomic writes (name.tmp; images: .name.tmp.png)
 ZOO_FILES = frozenset(_WRITTEN) | {f + ".tmp" for f in _WRITTEN} | {

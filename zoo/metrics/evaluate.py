@@ -101,7 +101,7 @@ def _extractor(features: str | Extractor, data: str, weights: str | None, device
 
 
 def _provenance(ext: Extractor, ref: Reference, fake, metrics: tuple[str, ...], data: str) -> dict:
-    from .. import __version__
+    from ..version import __version__
     return {**ext.describe(), "n": ref.n, "n_fake": int(fake.shape[0]) if fake is not None else 0, **ref.describe(),
             "data": data, "metrics": list(metrics), "zoo_version": __version__, "git_commit": git_commit(),
             **machine(), "device": str(ext.device),   # the CPU, GPU and threads behind the figure

@@ -200,7 +200,7 @@ def save_stats(path: str | os.PathLike, ref: Reference, extractor: Extractor, *,
     ``data``: the dataset the extractor's weights (and the domain classifier) belong to, recorded
     so that a later ``zoo eval --ref FILE`` picks the same weights; default ``ref.data``.
     """
-    from .. import __version__
+    from ..version import __version__
     from ..provenance import git_commit
     path = Path(path)
     if path.suffix != ".npz":

@@ -26,7 +26,7 @@ from .sampler import BatchSampler
 from .schedule import load_scheduler_state, scheduler_state
 from .state import RunState
 
-CHECKPOINT_FILE = "checkpoint.safetensors"
+from ..files import CHECKPOINT_FILE  # noqa: F401  (re-exported)
 _SCHEDULE_FIELDS = {"warmup_steps": 0, "lr_decay": "none", "min_lr_ratio": 0.0}  # and their defaults
 
 

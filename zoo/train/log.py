@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..api import atomic_write_text
 
-LOG_FILE = "log.jsonl"
+from ..files import LOG_FILE  # noqa: F401  (re-exported)
 
 
 def drop_after(path: Path, step: int) -> None:

@@ -6,12 +6,10 @@ import json
 import os
 from pathlib import Path
 
-from ..api import CONFIG_FILE, WEIGHTS_FILE, Generator, atomic_write_text, config_record, save
+from ..api import Generator, config_record, save
+from ..files import CONFIG_FILE, LOG_FILE, SUMMARY_FILE, TRAIN_FILE, WEIGHTS_FILE, atomic_write_text
 from ..errors import ZooError
-from .log import LOG_FILE
 
-TRAIN_FILE = "train.json"
-SUMMARY_FILE = "summary.json"
 
 
 def create_run(out: Path, model: Generator, record: dict) -> bool:
