@@ -32,5 +32,5 @@ if [ "$HAVE_TORCH" != "$WANT_TORCH" ]; then
   echo "setup: installing $TORCH into .venv (a few minutes the first time)"
   run .venv/bin/pip install $TORCH
 fi
-run .venv/bin/pip install -e ".[test]"
+run .venv/bin/pip install -e ".[test]" -c constraints.txt   # the exact versions the tests ran with
 echo "setup: ok ($(.venv/bin/python -c 'import torch, zoo; print("zoo", zoo.__version__, "torch", torch.__version__)'))"
