@@ -10,6 +10,12 @@ since training is deterministic only at a fixed thread count on one kind of CPU.
 Prints a markdown table, one row per cell present in both folders, with the largest relative
 difference of any measured figure, then the names of the figures that differ at all in any cell;
 exits 1 when a difference exceeds --rtol or the folders share no cell, so it can gate a script.
+
+With --weights, where both folders still hold the cells' run folders (``runs/<cell>/``), each
+cell's sampling weights (model.safetensors, tensor by tensor) and its sample and interpolation
+grids (samples.png, interpolation.png, byte by byte) must be identical too:
+
+  .venv/bin/python benchmarks/reproduce_cells.py runs/quick-before runs/quick-after --weights --rtol 0
 """
 from __future__ import annotations
 
@@ -73,6 +79,31 @@ def largest_difference(fa: dict, fb: dict, keys: list[str]) -> tuple[float, str]
     return worst, where
 
 
+GRIDS = ("samples.png", "interpolation.png")
+
+
+def run_artifacts_differ(a: Path, b: Path) -> list[str]:
+    """What differs between two run folders of one cell: weight tensors of model.safetensors (by
+    name) and the sample/interpolation grids (by bytes); a file on one side only counts as differing."""
+    from safetensors.torch import load_file
+    from zoo.files import WEIGHTS_FILE
+    wa, wb = a / WEIGHTS_FILE, b / WEIGHTS_FILE
+    if not (wa.is_file() and wb.is_file()):
+        return [WEIGHTS_FILE + " missing"]
+    ta, tb = load_file(str(wa)), load_file(str(wb))
+    out = sorted(k for k in set(ta) | set(tb) if k not in ta or k not in tb or not torch_equal(ta[k], tb[k]))
+    for name in GRIDS:
+        ga, gb = a / name, b / name
+        if ga.is_file() != gb.is_file() or (ga.is_file() and ga.read_bytes() != gb.read_bytes()):
+            out.append(name)
+    return out
+
+
+def torch_equal(x, y) -> bool:
+    import torch
+    return x.shape == y.shape and x.dtype == y.dtype and bool(torch.equal(x, y))
+
+
 def origin(rec: dict) -> str:
     p = rec.get("provenance") or {}
     return f"{str(p.get('git_commit', '?'))[:8]}, {p.get('threads', '?')} thr"
@@ -85,6 +116,8 @@ def main() -> int:
     ap.add_argument("--rtol", type=float, default=1e-6,
                     help="largest relative difference still counted as reproduced (default 1e-6: the "
                          "printed digits of every table)")
+    ap.add_argument("--weights", action="store_true",
+                    help="also require identical weights and sample grids in the cells' run folders")
     args = ap.parse_args()
     a, b = cells(args.committed), cells(args.rebuilt)
     common = sorted(set(a) & set(b))
@@ -92,8 +125,8 @@ def main() -> int:
         print(f"no cell is in both {args.committed} and {args.rebuilt}", file=sys.stderr)
         return 1
     print("| cell | FID committed | FID rebuilt | largest relative difference | in | committed made at | "
-          "rebuilt made at |")
-    print("|---|---|---|---|---|---|---|")
+          "rebuilt made at |" + (" weights and grids |" if args.weights else ""))
+    print("|---|---|---|---|---|---|---|" + ("---|" if args.weights else ""))
     exact = differ = 0
     moved: set[str] = set()
     for name in common:
@@ -105,10 +138,17 @@ def main() -> int:
         if made_with:   # not the same cell: its figures are not comparable
             rel, where = float("inf"), f"settings: {made_with}"
             moved.add("settings")
+        artifacts = ""
+        if args.weights:
+            bad = run_artifacts_differ(args.committed / "runs" / name, args.rebuilt / "runs" / name)
+            artifacts = f" {'identical' if not bad else 'differ: ' + ', '.join(bad[:4])} |"
+            if bad:
+                rel, where = float("inf"), where or "weights/grids"
+                moved.add("weights/grids")
         exact += rel == 0
         differ += rel > args.rtol
         print(f"| {name} | {a[name].get('fid', float('nan')):.4f} | {b[name].get('fid', float('nan')):.4f} | "
-              f"{rel:.1e} | {where or '—'} | {origin(a[name])} | {origin(b[name])} |")
+              f"{rel:.1e} | {where or '—'} | {origin(a[name])} | {origin(b[name])} |{artifacts}")
     print(f"\n{len(common)} cells in both: {exact} identical in every measured figure, "
           f"{len(common) - exact - differ} within a relative {args.rtol:g}, {differ} beyond it.")
     print(f"Figures that differ at all, in any cell: {', '.join(sorted(moved)) or 'none'}.")

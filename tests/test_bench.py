@@ -139,6 +139,17 @@ def test_a_folder_trained_again_reproduces_every_cell(finished, extractor, tmp_p
     r = subprocess.run(script, capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "2 cells in both" in r.stdout and "0 beyond it" in r.stdout
+    weights = script + ["--weights", "--rtol", "0"]          # weights and grids identical too
+    r = subprocess.run(weights, capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.count("| identical |") == 2, r.stdout + r.stderr
+    from safetensors.torch import load_file, save_file
+    w = again / "runs" / "vae-s0" / "model.safetensors"    # one weight nudged: named, and a failure
+    tensors = load_file(str(w))
+    name = sorted(tensors)[0]
+    tensors[name] = tensors[name] + 1e-6
+    save_file(tensors, str(w))
+    r = subprocess.run(weights, capture_output=True, text=True)
+    assert r.returncode == 1 and f"differ: {name}" in r.stdout, r.stdout
     p = again / "cells" / "vae-s0.json"
     rec = json.loads(p.read_text())
     rec["coverage"] = rec["coverage"] + 0.01
