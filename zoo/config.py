@@ -13,6 +13,12 @@ from typing import Any
 from .errors import ZooError
 
 
+def check_choice(what: str, value: str, choices: tuple[str, ...]) -> None:
+    """One-line ZooError unless ``value`` is one of ``choices`` (``what`` names the setting)."""
+    if value not in choices:
+        raise ZooError(f"unknown {what} {value!r} (choose {', '.join(choices)})")
+
+
 def to_dict(cfg: Any) -> dict:
     """A JSON-able dict of a dataclass (tuples become lists)."""
     return dataclasses.asdict(cfg)
