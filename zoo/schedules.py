@@ -12,7 +12,16 @@ alpha_bar is 1. Every sampler returns its number of network evaluations, and can
 predicted x0 at chosen steps (for trajectories). All noise is drawn through ``zoo.rng`` from
 per-sample generators, so sample i depends only on its own generator.
 
-Samplers:
+Each sampler is a scheduler object with diffusers' two calls, ``set_timesteps`` and ``step``;
+``sample`` is a loop over one, and a user can write the loop by hand::
+
+    s = make_sampler("dpm++2m", schedule, prediction="epsilon")
+    s.set_timesteps(20)
+    for t in s.timesteps:
+        x = s.step(net(x, torch.full((len(x),), t)), t, x, generator=gens).prev_sample
+
+Samplers, by their ``make_sampler`` names (classes DDPMSampler, DDIMSampler, DPMSolverPP2M and
+DPMSolverPP2MSDE, in this order):
   ``ddpm``     ancestral sampling (Ho et al. 2020), all T steps by default; fewer steps use the
                respaced process of Nichol & Dhariwal (2021).
   ``ddim``     Song et al. (2021), any number of steps, eta = 0 (deterministic) .. 1.
@@ -226,7 +235,7 @@ class Sampler:
         check_choice("prediction target", prediction, PREDICTIONS)
         self.schedule, self.prediction, self.clip = schedule, prediction, clip
         self.timesteps: list[int] = []
-        self._index: dict[int, int] = {}
+        self._i = 0                                                    # index of the next step
 
     def set_timesteps(self, steps: int | None = None, *, spacing: str = "linspace",
                       t_start: int | None = None) -> None:
@@ -235,29 +244,38 @@ class Sampler:
         span = self.schedule.T if t_start is None else int(t_start) + 1            # timesteps available
         steps = default_steps(self.name, span) if steps is None else int(steps)
         self.timesteps = timesteps(self.schedule.T, steps, spacing, t_start)
-        self._index = {t: i for i, t in enumerate(self.timesteps)}
+        self._i = 0
 
     def step(self, model_output: torch.Tensor, t: int, x: torch.Tensor, *,
              generator: list[torch.Generator] | None = None) -> StepOutput:
-        """One step from x (B, ...) at timestep t (one of ``.timesteps``, all samples alike) given the
-        network's output there; ``generator`` holds one generator per sample (B of them)."""
-        i = self._index.get(int(t))
-        if i is None:
-            raise ZooError(f"timestep {t} is not one of this sampler's timesteps (call set_timesteps first)")
+        """One step from x (B, ...) at timestep t (the next of ``.timesteps``, all samples alike) given
+        the network's output there; ``generator`` holds one generator per sample (B of them) and is
+        needed by the steps that draw noise. After the last step the next one is the first again."""
+        i = self._i
+        if not self.timesteps or int(t) != self.timesteps[i]:
+            want = self.timesteps[i] if self.timesteps else "none (call set_timesteps first)"
+            raise ZooError(f"step got timestep {int(t)}, expected {want}")
         t_prev = self.timesteps[i + 1] if i + 1 < len(self.timesteps) else -1   # -1: the clean end
         B = x.shape[0]
         tb = torch.full((B,), int(t), dtype=torch.long, device=x.device)
         tpb = torch.full((B,), t_prev, dtype=torch.long, device="cpu")          # only indexes the CPU table
         x0, eps = self.schedule.split(model_output, x, tb, self.prediction, self.clip)
-        if t_prev < 0:  # every sampler's last step lands on its x0 prediction (no noise)
-            return StepOutput(prev_sample=x0, pred_original_sample=x0)
-        x = self._update(i, x, x0, eps, tb, tpb, generator)
-        return StepOutput(prev_sample=x, pred_original_sample=x0)
+        # every sampler's last step lands on its x0 prediction (no noise)
+        prev = x0 if t_prev < 0 else self._update(i, x, x0, eps, tb, tpb, generator)
+        self._i = (i + 1) % len(self.timesteps)
+        return StepOutput(prev_sample=prev, pred_original_sample=x0)
 
     def _update(self, i: int, x: torch.Tensor, x0: torch.Tensor, eps: torch.Tensor, tb: torch.Tensor,
                 tpb: torch.Tensor, gens: list[torch.Generator] | None) -> torch.Tensor:
         """x at ``tpb`` from x at ``tb`` (step index i), given the (x0, eps) predictions."""
         raise NotImplementedError
+
+    @staticmethod
+    def _noise(gens: list[torch.Generator] | None, x: torch.Tensor) -> torch.Tensor:
+        """Fresh standard normal noise shaped like x, one generator per sample."""
+        if gens is None or len(gens) != x.shape[0]:
+            raise ZooError(f"this step draws noise: pass one generator per sample ({x.shape[0]}) as generator=")
+        return rng.randn(gens, *x.shape[1:])
 
 
 class DDPMSampler(Sampler):
@@ -276,7 +294,7 @@ class DDPMSampler(Sampler):
         mean, var = self.schedule.posterior(x0, x, tb, tpb)
         if self.variance == "large":
             var = self.schedule.step_beta(tb, tpb)
-        return mean + _expand(var.sqrt(), x) * rng.randn(gens, *x.shape[1:])
+        return mean + _expand(var.sqrt(), x) * self._noise(gens, x)
 
 
 class DDIMSampler(Sampler):
@@ -296,7 +314,7 @@ class DDIMSampler(Sampler):
         dir_coef = (1 - ab_prev - sigma ** 2).clamp(min=0).sqrt()
         x = _expand(ab_prev.sqrt(), x) * x0 + _expand(dir_coef, x) * eps
         if self.eta > 0:
-            x = x + _expand(sigma, x) * rng.randn(gens, *x.shape[1:])
+            x = x + _expand(sigma, x) * self._noise(gens, x)
         return x
 
 
@@ -333,7 +351,7 @@ class DPMSolverPP2MSDE(DPMSolverPP2M):
     def _combine(self, x, d, ab_prev, ratio, h, gens):
         fresh = -torch.expm1(-2 * h)                                       # 1 - e^{-2h}
         return (_expand(ratio * torch.exp(-h), x) * x + _expand(ab_prev.sqrt() * fresh, x) * d
-                + _expand((1 - ab_prev).sqrt() * fresh.sqrt(), x) * rng.randn(gens, *x.shape[1:]))
+                + _expand((1 - ab_prev).sqrt() * fresh.sqrt(), x) * self._noise(gens, x))
 
 
 SAMPLER_CLASSES: dict[str, type[Sampler]] = {c.name: c for c in (DDPMSampler, DDIMSampler, DPMSolverPP2M,
