@@ -323,6 +323,7 @@ class DPMSolverPP2M(Sampler):
     linearly in the half log-SNR lambda from the previous step's (first order on the first step)."""
 
     name = "dpm++2m"
+    _x0_prev: torch.Tensor | None = None                               # the previous step's x0 prediction
 
     def _update(self, i, x, x0, eps, tb, tpb, gens):
         ab, ab_prev = self.schedule.alpha_bar(tb), self.schedule.alpha_bar(tpb)
