@@ -4,7 +4,8 @@ import torch
 
 from zoo import ZooError
 from zoo.rng import generators
-from zoo.schedules import NoiseSchedule, evenly_spaced, resolve_options, sample, timesteps
+from zoo.schedules import (DDIMSampler, DDPMSampler, DPMSolverPP2M, DPMSolverPP2MSDE, NoiseSchedule,
+                           evenly_spaced, make_sampler, resolve_options, sample, timesteps)
 
 KINDS = ("linear", "cosine")
 # (sampler, options): every sampler, DDIM deterministic and stochastic
@@ -81,6 +82,73 @@ def test_timestep_spacing(spacing):
     with pytest.raises(ZooError):
         timesteps(1000, 0, spacing)
 
+
+
+@pytest.mark.parametrize("spacing,expect", [("linspace", [99, 74, 50, 25, 0]), ("trailing", [99, 79, 59, 39, 19]),
+                                            ("leading", [80, 60, 40, 20, 0])])
+@pytest.mark.parametrize("name", ("ddpm", "ddim", "dpm++2m", "dpm++2m-sde"))
+def test_set_timesteps_gives_the_documented_spacing(name, spacing, expect):
+    """T = 100, 5 steps: linspace rounds linspace(99, 0, 5); trailing is round(100 - 20k) - 1; leading
+    is 20k, k = 4..0; with t_start = 49 each spacing works on 0..49 alone."""
+    s = make_sampler(name, NoiseSchedule("cosine", 100))
+    s.set_timesteps(5, spacing=spacing)
+    assert s.timesteps == expect
+    s.set_timesteps(5, spacing=spacing, t_start=49)
+    assert s.timesteps == {"linspace": [49, 37, 24, 12, 0], "trailing": [49, 39, 29, 19, 9],
+                           "leading": [40, 30, 20, 10, 0]}[spacing]
+    s.set_timesteps()
+    assert len(s.timesteps) == (100 if name == "ddpm" else 50)
+    with pytest.raises(ZooError, match="steps must be between 1 and 100"):
+        s.set_timesteps(101, spacing=spacing)
+
+
+def test_make_sampler_classes_and_bad_options():
+    s = NoiseSchedule("cosine", 100)
+    kinds = {"ddpm": DDPMSampler, "ddim": DDIMSampler, "dpm++2m": DPMSolverPP2M, "dpm++2m-sde": DPMSolverPP2MSDE}
+    for name, cls in kinds.items():
+        assert type(make_sampler(name, s)) is cls
+    assert make_sampler("ddim", s, eta=0.5).eta == 0.5 and make_sampler("ddpm", s, variance="large").variance == "large"
+    for bad, msg in (({"sampler": "euler"}, "unknown sampler 'euler'"), ({"variance": "x"}, "unknown variance 'x'"),
+                     ({"eta": 1.5}, r"eta must be in \[0, 1\], got 1.5"), ({"prediction": "x0"}, "unknown prediction")):
+        with pytest.raises(ZooError, match=msg):
+            make_sampler(bad.pop("sampler", "ddim"), s, **bad)
+
+
+@pytest.mark.parametrize("prediction", ("epsilon", "v"))
+@pytest.mark.parametrize("sampler,opts", SAMPLERS + [("ddpm", {"variance": "large"})])
+def test_a_hand_written_loop_equals_sample(sampler, opts, prediction):
+    """The user's loop over set_timesteps/step gives the very tensor sample() returns, noise included."""
+    sch = NoiseSchedule("linear", 200)
+    w = torch.randn(9, 9, generator=torch.Generator().manual_seed(4)) * 0.4
+
+    def net(x, t):  # a fixed nonlinear map that also depends on t
+        return torch.tanh(x.flatten(1) @ w).view_as(x) + 1e-3 * t.view(-1, 1, 1, 1).float()
+    ref = sample(net, (1, 3, 3), generators(6, 0, 4), sch, sampler=sampler, steps=12, prediction=prediction,
+                 spacing="trailing", clip=1.0, **opts)
+    s = make_sampler(sampler, sch, prediction=prediction, clip=1.0, **opts)
+    s.set_timesteps(12, spacing="trailing")
+
+    def loop():
+        gens = generators(6, 0, 4)
+        x = torch.stack([torch.randn((1, 3, 3), generator=g) for g in gens])
+        for t in s.timesteps:
+            x = s.step(net(x, torch.full((4,), t)), t, x, generator=gens).prev_sample
+        return x
+    assert torch.equal(loop(), ref.x)
+    assert torch.equal(loop(), ref.x)  # after the last step the sampler starts afresh
+
+def test_step_refuses_misuse():
+    s = make_sampler("ddpm", NoiseSchedule("cosine", 50))
+    x = torch.zeros(2, 1, 2, 2)
+    with pytest.raises(ZooError, match="call set_timesteps first"):
+        s.step(x, 49, x)
+    s.set_timesteps(5)
+    with pytest.raises(ZooError, match="step got timestep 12, expected 49"):
+        s.step(x, 12, x)
+    with pytest.raises(ZooError, match="one generator per sample"):
+        s.step(x, 49, x)
+    out = s.step(x, 49, x, generator=generators(0, 0, 2))  # the refused step did not count
+    assert out.prev_sample.shape == x.shape and torch.equal(out.pred_original_sample, x)
 
 @pytest.mark.parametrize("prediction", ("epsilon", "v"))
 @pytest.mark.parametrize("sampler,opts", SAMPLERS)

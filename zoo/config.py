@@ -13,6 +13,12 @@ from typing import Any
 from .errors import ZooError
 
 
+def check_choice(what: str, value: str, choices: tuple[str, ...]) -> None:
+    """One-line ZooError unless ``value`` is one of ``choices`` (``what`` names the setting)."""
+    if value not in choices:
+        raise ZooError(f"unknown {what} {value!r} (choose {', '.join(choices)})")
+
+
 def to_dict(cfg: Any) -> dict:
     """A JSON-able dict of a dataclass (tuples become lists)."""
     return dataclasses.asdict(cfg)
@@ -23,60 +29,68 @@ def _coerce(name: str, tp: Any, value: Any) -> Any:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if origin is typing.Union or (origin is not None and str(origin) == "<class 'types.UnionType'>"):
-        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
-            if type(None) in args:
-                return None
-        errors = []
-        for a in args:
-            if a is type(None):
-                continue
-            try:
-                return _coerce(name, a, value)
-            except ZooError as e:
-                errors.append(str(e))
-        raise ZooError(f"bad value for {name!r}: {value!r}")
+        return _coerce_union(name, args, value)
     if origin is typing.Literal:
-        for a in args:
-            if str(a) == str(value):
-                return a
-        raise ZooError(f"bad value for {name!r}: {value!r} (choose from {', '.join(map(str, args))})")
+        return _coerce_literal(name, args, value)
     if origin in (tuple, list):
-        if isinstance(value, str):
-            value = [v for v in value.replace(" ", "").strip("()[]").split(",") if v != ""]
-        if not isinstance(value, (list, tuple)):
-            raise ZooError(f"bad value for {name!r}: {value!r} (expected a list)")
-        item = args[0] if args else str
-        out = [_coerce(name, item, v) for v in value]
-        return tuple(out) if origin is tuple else out
+        return _coerce_sequence(name, origin, args, value)
     if origin is dict:
-        if isinstance(value, str):
-            try:
-                value = json.loads(value)
-            except json.JSONDecodeError:
-                raise ZooError(f"bad value for {name!r}: {value!r} (expected JSON object)") from None
-        if not isinstance(value, dict):
-            raise ZooError(f"bad value for {name!r}: {value!r} (expected an object)")
-        return dict(value)
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on"):
-            return True
-        if isinstance(value, str) and value.lower() in ("0", "false", "no", "off"):
-            return False
-        raise ZooError(f"bad value for {name!r}: {value!r} (expected true/false)")
-    if tp is int:
-        if isinstance(value, bool):
-            raise ZooError(f"bad value for {name!r}: {value!r} (expected an integer)")
-        if isinstance(value, int):
-            return value
+        return _coerce_dict(name, value)
+    return _coerce_scalar(name, tp, value)
+
+
+def _coerce_union(name: str, args: tuple, value: Any) -> Any:
+    """``A | B | None``: None for None, "none" or "null" where None is allowed, else the first type that takes it."""
+    if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+        if type(None) in args:
+            return None
+    for a in args:
+        if a is type(None):
+            continue
         try:
-            f = float(value)
-        except (TypeError, ValueError):
-            raise ZooError(f"bad value for {name!r}: {value!r} (expected an integer)") from None
-        if not f.is_integer():
-            raise ZooError(f"bad value for {name!r}: {value!r} (expected an integer)")
-        return int(f)
+            return _coerce(name, a, value)
+        except ZooError:
+            pass
+    raise ZooError(f"bad value for {name!r}: {value!r}")
+
+
+def _coerce_literal(name: str, args: tuple, value: Any) -> Any:
+    """``Literal[...]``: the choice whose text equals the value's."""
+    for a in args:
+        if str(a) == str(value):
+            return a
+    raise ZooError(f"bad value for {name!r}: {value!r} (choose from {', '.join(map(str, args))})")
+
+
+def _coerce_sequence(name: str, origin: type, args: tuple, value: Any) -> list | tuple:
+    """``tuple[X, ...]`` or ``list[X]`` from a list or a comma-separated string, each item as X."""
+    if isinstance(value, str):
+        value = [v for v in value.replace(" ", "").strip("()[]").split(",") if v != ""]
+    if not isinstance(value, (list, tuple)):
+        raise ZooError(f"bad value for {name!r}: {value!r} (expected a list)")
+    item = args[0] if args else str
+    out = [_coerce(name, item, v) for v in value]
+    return tuple(out) if origin is tuple else out
+
+
+def _coerce_dict(name: str, value: Any) -> dict:
+    """``dict[...]`` from an object or a JSON string of one."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            raise ZooError(f"bad value for {name!r}: {value!r} (expected JSON object)") from None
+    if not isinstance(value, dict):
+        raise ZooError(f"bad value for {name!r}: {value!r} (expected an object)")
+    return dict(value)
+
+
+def _coerce_scalar(name: str, tp: Any, value: Any) -> Any:
+    """bool, int, float or str from a JSON value or a string; any other type takes the value as it is."""
+    if tp is bool:
+        return _coerce_bool(name, value)
+    if tp is int:
+        return _coerce_int(name, value)
     if tp is float:
         try:
             return float(value)
@@ -85,6 +99,32 @@ def _coerce(name: str, tp: Any, value: Any) -> Any:
     if tp is str:
         return str(value)
     return value
+
+
+def _coerce_bool(name: str, value: Any) -> bool:
+    """A bool, or one of 1/true/yes/on and 0/false/no/off (any case)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on"):
+        return True
+    if isinstance(value, str) and value.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ZooError(f"bad value for {name!r}: {value!r} (expected true/false)")
+
+
+def _coerce_int(name: str, value: Any) -> int:
+    """An int (not a bool), or a number or string with an integer value ("3", 3.0, "1e3")."""
+    if isinstance(value, bool):
+        raise ZooError(f"bad value for {name!r}: {value!r} (expected an integer)")
+    if isinstance(value, int):
+        return value
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        raise ZooError(f"bad value for {name!r}: {value!r} (expected an integer)") from None
+    if not f.is_integer():
+        raise ZooError(f"bad value for {name!r}: {value!r} (expected an integer)")
+    return int(f)
 
 
 def from_dict(cls: type, data: dict) -> Any:

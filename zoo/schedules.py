@@ -12,7 +12,16 @@ alpha_bar is 1. Every sampler returns its number of network evaluations, and can
 predicted x0 at chosen steps (for trajectories). All noise is drawn through ``zoo.rng`` from
 per-sample generators, so sample i depends only on its own generator.
 
-Samplers:
+Each sampler is a scheduler object with diffusers' two calls, ``set_timesteps`` and ``step``;
+``sample`` is a loop over one, and a user can write the loop by hand::
+
+    s = make_sampler("dpm++2m", schedule, prediction="epsilon")
+    s.set_timesteps(20)
+    for t in s.timesteps:
+        x = s.step(net(x, torch.full((len(x),), t)), t, x, generator=gens).prev_sample
+
+Samplers, by their ``make_sampler`` names (classes DDPMSampler, DDIMSampler, DPMSolverPP2M and
+DPMSolverPP2MSDE, in this order):
   ``ddpm``     ancestral sampling (Ho et al. 2020), all T steps by default; fewer steps use the
                respaced process of Nichol & Dhariwal (2021).
   ``ddim``     Song et al. (2021), any number of steps, eta = 0 (deterministic) .. 1.
@@ -34,11 +43,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Callable, Sequence
+from typing import Callable, ClassVar, Sequence
 
 import torch
 
 from . import rng
+from .config import check_choice
 from .errors import ZooError
 
 SCHEDULES = ("linear", "cosine")
@@ -47,12 +57,6 @@ LOSS_WEIGHTS = ("uniform", "min-snr")
 SAMPLERS = ("ddpm", "ddim", "dpm++2m", "dpm++2m-sde")
 SPACINGS = ("linspace", "trailing", "leading")
 VARIANCES = ("small", "large")
-
-
-def check_choice(what: str, value: str, choices: tuple[str, ...]) -> None:
-    """One-line ZooError unless ``value`` is one of ``choices`` (``what`` names the setting)."""
-    if value not in choices:
-        raise ZooError(f"unknown {what} {value!r} (choose {', '.join(choices)})")
 
 
 def check_loss_weight(kind: str, gamma: float, prediction: str) -> None:
@@ -200,9 +204,171 @@ class SamplerOutput:
     timesteps: list[int]                 # the training timesteps visited, in order
 
 
+@dataclasses.dataclass
+class StepOutput:
+    """Result of one sampler step (diffusers' names)."""
+    prev_sample: torch.Tensor            # (B, ...) x at the next timestep (the sample after the last step)
+    pred_original_sample: torch.Tensor   # (B, ...) the predicted x0 at this step
+
+
 def default_steps(sampler: str, T: int) -> int:
     """Steps a sampler uses when none are given: T for ddpm, 50 otherwise."""
     return T if sampler == "ddpm" else min(50, T)
+
+
+def _check_eta(eta: float) -> None:
+    """One-line ZooError unless DDIM's noise scale is in [0, 1]."""
+    if not 0.0 <= eta <= 1.0:
+        raise ZooError(f"eta must be in [0, 1], got {eta}")
+
+
+class Sampler:
+    """A sampler as steps, diffusers-style: ``set_timesteps`` chooses the timesteps (``.timesteps``,
+    decreasing training timesteps), then ``step`` is called once per timestep, in order, with the
+    network's output (epsilon or v, per ``prediction``) at (x, t) and returns x at the next timestep.
+    The last step lands on the predicted x0 (the clean end) without noise. ``clip`` clamps the
+    predicted x0 to [-clip, clip]. Noise comes from ``generator``: one generator per sample."""
+
+    name: ClassVar[str]
+
+    def __init__(self, schedule: NoiseSchedule, *, prediction: str = "epsilon", clip: float | None = None):
+        check_choice("prediction target", prediction, PREDICTIONS)
+        self.schedule, self.prediction, self.clip = schedule, prediction, clip
+        self.timesteps: list[int] = []
+        self._i = 0                                                    # index of the next step
+
+    def set_timesteps(self, steps: int | None = None, *, spacing: str = "linspace",
+                      t_start: int | None = None) -> None:
+        """Set ``.timesteps``: ``steps`` of them (default: T for ddpm, 50 otherwise) by ``spacing``
+        (see ``timesteps``), the noisiest being ``t_start`` (default T-1)."""
+        span = self.schedule.T if t_start is None else int(t_start) + 1            # timesteps available
+        steps = default_steps(self.name, span) if steps is None else int(steps)
+        self.timesteps = timesteps(self.schedule.T, steps, spacing, t_start)
+        self._i = 0
+
+    def step(self, model_output: torch.Tensor, t: int, x: torch.Tensor, *,
+             generator: list[torch.Generator] | None = None) -> StepOutput:
+        """One step from x (B, ...) at timestep t (the next of ``.timesteps``, all samples alike) given
+        the network's output there; ``generator`` holds one generator per sample (B of them) and is
+        needed by the steps that draw noise. After the last step the next one is the first again."""
+        i = self._i
+        if not self.timesteps or int(t) != self.timesteps[i]:
+            want = self.timesteps[i] if self.timesteps else "none (call set_timesteps first)"
+            raise ZooError(f"step got timestep {int(t)}, expected {want}")
+        t_prev = self.timesteps[i + 1] if i + 1 < len(self.timesteps) else -1   # -1: the clean end
+        B = x.shape[0]
+        tb = torch.full((B,), int(t), dtype=torch.long, device=x.device)
+        tpb = torch.full((B,), t_prev, dtype=torch.long, device="cpu")          # only indexes the CPU table
+        x0, eps = self.schedule.split(model_output, x, tb, self.prediction, self.clip)
+        # every sampler's last step lands on its x0 prediction (no noise)
+        prev = x0 if t_prev < 0 else self._update(i, x, x0, eps, tb, tpb, generator)
+        self._i = (i + 1) % len(self.timesteps)
+        return StepOutput(prev_sample=prev, pred_original_sample=x0)
+
+    def _update(self, i: int, x: torch.Tensor, x0: torch.Tensor, eps: torch.Tensor, tb: torch.Tensor,
+                tpb: torch.Tensor, gens: list[torch.Generator] | None) -> torch.Tensor:
+        """x at ``tpb`` from x at ``tb`` (step index i), given the (x0, eps) predictions."""
+        raise NotImplementedError
+
+    @staticmethod
+    def _noise(gens: list[torch.Generator] | None, x: torch.Tensor) -> torch.Tensor:
+        """Fresh standard normal noise shaped like x, one generator per sample."""
+        if gens is None or len(gens) != x.shape[0]:
+            raise ZooError(f"this step draws noise: pass one generator per sample ({x.shape[0]}) as generator=")
+        return rng.randn(gens, *x.shape[1:])
+
+
+class DDPMSampler(Sampler):
+    """Ancestral sampling (Ho et al. 2020); on fewer than T timesteps, the respaced process of
+    Nichol & Dhariwal (2021). ``variance``: "small" (posterior beta tilde) or "large" (beta)."""
+
+    name = "ddpm"
+
+    def __init__(self, schedule: NoiseSchedule, *, prediction: str = "epsilon", clip: float | None = None,
+                 variance: str = "small"):
+        check_choice("variance", variance, VARIANCES)
+        super().__init__(schedule, prediction=prediction, clip=clip)
+        self.variance = variance
+
+    def _update(self, i, x, x0, eps, tb, tpb, gens):
+        mean, var = self.schedule.posterior(x0, x, tb, tpb)
+        if self.variance == "large":
+            var = self.schedule.step_beta(tb, tpb)
+        return mean + _expand(var.sqrt(), x) * self._noise(gens, x)
+
+
+class DDIMSampler(Sampler):
+    """DDIM (Song et al. 2021): ``eta`` = 0 is deterministic, 1 draws as much noise as DDPM."""
+
+    name = "ddim"
+
+    def __init__(self, schedule: NoiseSchedule, *, prediction: str = "epsilon", clip: float | None = None,
+                 eta: float = 0.0):
+        _check_eta(eta)
+        super().__init__(schedule, prediction=prediction, clip=clip)
+        self.eta = eta
+
+    def _update(self, i, x, x0, eps, tb, tpb, gens):
+        ab, ab_prev = self.schedule.alpha_bar(tb), self.schedule.alpha_bar(tpb)   # (B,) float64
+        sigma = self.eta * ((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev)).sqrt()
+        dir_coef = (1 - ab_prev - sigma ** 2).clamp(min=0).sqrt()
+        x = _expand(ab_prev.sqrt(), x) * x0 + _expand(dir_coef, x) * eps
+        if self.eta > 0:
+            x = x + _expand(sigma, x) * self._noise(gens, x)
+        return x
+
+
+class DPMSolverPP2M(Sampler):
+    """DPM-Solver++(2M) (Lu et al. 2022): exact in the linear part, the x0 prediction extrapolated
+    linearly in the half log-SNR lambda from the previous step's (first order on the first step)."""
+
+    name = "dpm++2m"
+    _x0_prev: torch.Tensor | None = None                               # the previous step's x0 prediction
+
+    def _update(self, i, x, x0, eps, tb, tpb, gens):
+        ab, ab_prev = self.schedule.alpha_bar(tb), self.schedule.alpha_bar(tpb)
+        lam, lam_prev = _log_snr_half(ab), _log_snr_half(ab_prev)
+        h = lam_prev - lam                                                 # > 0
+        if i == 0:
+            d = x0
+        else:
+            t_last = torch.full((x.shape[0],), self.timesteps[i - 1], device="cpu")
+            r = (lam - _log_snr_half(self.schedule.alpha_bar(t_last))) / h
+            d = _expand(1 + 0.5 / r, x0) * x0 - _expand(0.5 / r, x0) * self._x0_prev
+        self._x0_prev = x0
+        ratio = ((1 - ab_prev) / (1 - ab)).sqrt()                          # sigma_prev / sigma
+        return self._combine(x, d, ab_prev, ratio, h, gens)
+
+    def _combine(self, x, d, ab_prev, ratio, h, gens):
+        """The step's update from x and the extrapolated x0 ``d``."""
+        return _expand(ratio, x) * x - _expand(ab_prev.sqrt() * torch.expm1(-h), x) * d
+
+
+class DPMSolverPP2MSDE(DPMSolverPP2M):
+    """The stochastic DPM-Solver++(2M): e^{-h} of the noise direction kept, sqrt(1 - e^{-2h}) drawn afresh."""
+
+    name = "dpm++2m-sde"
+
+    def _combine(self, x, d, ab_prev, ratio, h, gens):
+        fresh = -torch.expm1(-2 * h)                                       # 1 - e^{-2h}
+        return (_expand(ratio * torch.exp(-h), x) * x + _expand(ab_prev.sqrt() * fresh, x) * d
+                + _expand((1 - ab_prev).sqrt() * fresh.sqrt(), x) * self._noise(gens, x))
+
+
+SAMPLER_CLASSES: dict[str, type[Sampler]] = {c.name: c for c in (DDPMSampler, DDIMSampler, DPMSolverPP2M,
+                                                                  DPMSolverPP2MSDE)}
+
+
+def make_sampler(sampler: str, schedule: NoiseSchedule, *, prediction: str = "epsilon",
+                 clip: float | None = None, eta: float = 0.0, variance: str = "small") -> Sampler:
+    """The scheduler object for ``sampler`` (one of SAMPLERS); every option is checked, and each
+    sampler takes the ones it uses (``eta``: ddim, ``variance``: ddpm)."""
+    check_choice("sampler", sampler, SAMPLERS)
+    check_choice("variance", variance, VARIANCES)
+    _check_eta(eta)
+    check_choice("prediction target", prediction, PREDICTIONS)
+    own = {"ddpm": {"variance": variance}, "ddim": {"eta": eta}}.get(sampler, {})
+    return SAMPLER_CLASSES[sampler](schedule, prediction=prediction, clip=clip, **own)
 
 
 def sample(net: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], shape: Sequence[int],
@@ -221,16 +387,9 @@ def sample(net: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], shape: Seq
     "small" (posterior beta tilde) or "large" (beta). keep: step indices (0-based) whose x0
     prediction to return. x_init/t_start: start from a given x_{t_start} instead of noise.
     """
-    check_choice("sampler", sampler, SAMPLERS)
-    check_choice("variance", variance, VARIANCES)
-    if not 0.0 <= eta <= 1.0:
-        raise ZooError(f"eta must be in [0, 1], got {eta}")
-    check_choice("prediction target", prediction, PREDICTIONS)
-    span = schedule.T if t_start is None else int(t_start) + 1               # timesteps available
-    steps = default_steps(sampler, span) if steps is None else int(steps)
-    ts = timesteps(schedule.T, steps, spacing, t_start)
-    B = len(gens)
-    shape = tuple(shape)
+    s = make_sampler(sampler, schedule, prediction=prediction, clip=clip, eta=eta, variance=variance)
+    s.set_timesteps(steps, spacing=spacing, t_start=t_start)
+    B, shape = len(gens), tuple(shape)
     if x_init is not None:
         if tuple(x_init.shape) != (B, *shape):
             raise ZooError(f"x_init must have shape {(B, *shape)}, got {tuple(x_init.shape)}")
@@ -239,51 +398,12 @@ def sample(net: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], shape: Seq
         x = rng.randn(gens, *shape)                                   # (B, *shape)
     keep = set(int(k) for k in keep)
     kept: dict[int, torch.Tensor] = {}
-    nfe = 0
-    x0_prev = None
-    for i, t in enumerate(ts):
-        t_prev = ts[i + 1] if i + 1 < len(ts) else -1                 # -1: the clean end
-        tb = torch.full((B,), t, dtype=torch.long, device=x.device)
-        tpb = torch.full((B,), t_prev, dtype=torch.long, device="cpu")   # only indexes the CPU table
-        out = net(x, tb)
-        nfe += 1
-        x0, eps = schedule.split(out, x, tb, prediction, clip)
+    for i, t in enumerate(s.timesteps):
+        out = s.step(net(x, torch.full((B,), t, dtype=torch.long, device=x.device)), t, x, generator=gens)
         if i in keep:
-            kept[i] = x0.clone()
-        if t_prev < 0:  # every sampler's last step lands on its x0 prediction (no noise)
-            x = x0
-            break
-        if sampler == "ddpm":
-            mean, var = schedule.posterior(x0, x, tb, tpb)
-            if variance == "large":
-                var = schedule.step_beta(tb, tpb)
-            x = mean + _expand(var.sqrt(), x) * rng.randn(gens, *shape)
-        elif sampler == "ddim":
-            ab, ab_prev = schedule.alpha_bar(tb), schedule.alpha_bar(tpb)   # (B,) float64
-            sigma = eta * ((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev)).sqrt()
-            dir_coef = (1 - ab_prev - sigma ** 2).clamp(min=0).sqrt()
-            x = _expand(ab_prev.sqrt(), x) * x0 + _expand(dir_coef, x) * eps
-            if eta > 0:
-                x = x + _expand(sigma, x) * rng.randn(gens, *shape)
-        else:  # dpm++2m(-sde): exact in the linear part, x0 prediction extrapolated linearly in lambda
-            ab, ab_prev = schedule.alpha_bar(tb), schedule.alpha_bar(tpb)
-            lam, lam_prev = _log_snr_half(ab), _log_snr_half(ab_prev)
-            h = lam_prev - lam                                             # > 0
-            if x0_prev is None:
-                d = x0
-            else:
-                h_last = lam - _log_snr_half(schedule.alpha_bar(torch.full((B,), ts[i - 1], device="cpu")))
-                r = h_last / h
-                d = _expand(1 + 0.5 / r, x0) * x0 - _expand(0.5 / r, x0) * x0_prev
-            ratio = ((1 - ab_prev) / (1 - ab)).sqrt()                      # sigma_prev / sigma
-            if sampler == "dpm++2m":
-                x = _expand(ratio, x) * x - _expand(ab_prev.sqrt() * torch.expm1(-h), x) * d
-            else:  # the SDE solver: e^{-h} of the noise direction kept, sqrt(1 - e^{-2h}) drawn afresh
-                fresh = -torch.expm1(-2 * h)                               # 1 - e^{-2h}
-                x = (_expand(ratio * torch.exp(-h), x) * x + _expand(ab_prev.sqrt() * fresh, x) * d
-                     + _expand((1 - ab_prev).sqrt() * fresh.sqrt(), x) * rng.randn(gens, *shape))
-            x0_prev = x0
-    return SamplerOutput(x=x, nfe=nfe, x0=kept, timesteps=ts)
+            kept[i] = out.pred_original_sample.clone()
+        x = out.prev_sample
+    return SamplerOutput(x=x, nfe=len(s.timesteps), x0=kept, timesteps=s.timesteps)
 
 
 def _log_snr_half(ab: torch.Tensor) -> torch.Tensor:

@@ -67,13 +67,13 @@ import math
 import torch
 
 from ..api import Generator, ModelConfig, register_model
+from ..config import check_choice
 from ..distributions import discretized_logistic_logp, gaussian_sample, kl_standard_normal
 from ..errors import ZooError
 from ..nn.adversarial import (AdversarialConfig, adversarial_optimizer, check_adversarial_config,
                               discriminator_phase, frozen, gen_loss)
 from ..nn.conv import Discriminator
 from ..nn.gaussian_vae import TINY_FIELDS, GaussianVAEConfig, GaussianVAEMixin
-from ..schedules import check_choice
 
 ADV_LATENTS = ("normal", "prior")
 

@@ -35,10 +35,10 @@ import torch
 from torch import nn
 
 from .. import rng
+from ..config import check_choice
 from ..distributions import discretized_logistic_logp, gaussian_logp, gaussian_sample, standard_normal_logp
 from ..errors import ZooError
 from ..images import to_float, to_uint8
-from ..schedules import check_choice
 from .conv import ConvDecoder, ConvEncoder, latent_side
 from .mixture import GaussianMixture
 
