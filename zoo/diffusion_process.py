@@ -4,8 +4,6 @@ Three parts live apart: the network (``zoo.nn.unet.UNet``), the noise schedule a
 (``zoo.schedules``), and the families that say what space the process runs in. This module is
 what the two diffusion families share in between, written once:
 
-  :class:`DiffusionFields`  config fields of the UNet, the process and the default sampler
-                            (a dataclass mixin for a family's config);
   :class:`DiffusionMixin`   a mixin for a :class:`zoo.api.Generator`: it builds ``schedule`` and
                             ``unet`` over ``latent_shape()``, and gives the simple training loss
                             (``diffusion_loss``), sampler options, ``generate``, ``nfe`` and
@@ -27,13 +25,13 @@ the network, the draws and the calls are those of an unconditional model.
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import torch
 import torch.nn.functional as F
 
 from . import rng
+from .api import ModelConfig
 from .errors import ZooError
 from .images import to_uint8
 from .nn.unet import UNet
@@ -43,30 +41,10 @@ TRAJECTORY_BATCH = 256  # samples per sampler run in trajectory()
 DEFAULT_GUIDANCE = 1.0  # the classifier-free guidance scale when the sampler options give none
 
 
-@dataclasses.dataclass
-class DiffusionFields:
-    """Config fields of a diffusion family (defaults: pixel diffusion's)."""
-    widths: tuple[int, ...] = (8, 16, 32)   # UNet channels per level (28 -> 14 -> 7); ~22 MFLOP forward
-    blocks: int = 1                         # residual blocks per level, encoder and decoder each
-    mid_blocks: int = 1                     # residual blocks on each side of the lowest-level attention
-    attn_heads: int = 2
-    dropout: float = 0.0
-    timesteps: int = 1000                   # T
-    schedule: str = "cosine"                # "cosine" (Nichol & Dhariwal) | "linear" (Ho et al.)
-    prediction: str = "v"                   # "v" (see zoo.models.diffusion) | "epsilon"
-    sampler: str = "dpm++2m"                # default sampler: "ddpm" | "ddim" | "dpm++2m" | "dpm++2m-sde"
-    steps: int = 20                         # default steps of the default sampler (ddpm: T)
-    eta: float = 0.0                        # DDIM eta
-    spacing: str = "linspace"               # timestep spacing: "linspace" | "trailing" | "leading"
-    clip: float = 1.0                       # clamp predicted x0 to [-clip, clip] when sampling (0: off)
-    variance: str = "small"                 # fixed variance of p(x_{t-1}|x_t): "small" (beta tilde) | "large" (beta)
-    loss_weight: str = "uniform"            # weight of the simple loss over t: "uniform" | "min-snr" (Hang et al. 2023)
-    snr_gamma: float = 5.0                  # gamma of "min-snr" (the paper's default)
-
-
-def sampler_options(config: DiffusionFields, schedule: NoiseSchedule, opts: dict) -> dict:
-    """The sampler options in effect for a config with the DiffusionFields fields: its defaults
-    overridden by ``opts`` (unknown keys and bad values are a one-line ZooError)."""
+def sampler_options(config: ModelConfig, schedule: NoiseSchedule, opts: dict) -> dict:
+    """The sampler options in effect for a config with the diffusion fields (``sampler``, ``steps``,
+    ``eta``, ``spacing``, ``clip``, ``variance``): its defaults overridden by ``opts`` (unknown keys
+    and bad values are a one-line ZooError)."""
     c = config
     defaults = {"sampler": c.sampler, "steps": c.steps, "eta": c.eta, "spacing": c.spacing,
                 "clip": c.clip, "variance": c.variance}
@@ -76,13 +54,16 @@ def sampler_options(config: DiffusionFields, schedule: NoiseSchedule, opts: dict
 
 
 class DiffusionMixin:
-    """Diffusion process + UNet for a Generator whose config has the DiffusionFields fields.
+    """Diffusion process + UNet for a Generator whose config has the diffusion fields: the UNet's
+    ``widths``, ``blocks``, ``mid_blocks``, ``attn_heads``, ``dropout``; the process's ``timesteps``,
+    ``schedule``, ``prediction``; the sampler's (see :func:`sampler_options`); the loss's
+    ``loss_weight``, ``snr_gamma`` (each family declares them, with its defaults, in its own config).
 
     Hooks for the family: ``latent_shape()`` (called in ``__init__``, before the UNet exists)
     and ``to_pixels(z)``.
     """
 
-    config: DiffusionFields
+    config: ModelConfig
 
     def __init__(self, config) -> None:
         super().__init__(config)  # the Generator

@@ -68,7 +68,7 @@ from torch import nn
 from .. import rng
 from ..api import Generator, ModelConfig, get_model_class, list_models, register_model
 from ..config import apply_overrides, from_dict, parse_sets, to_dict
-from ..diffusion_process import DiffusionFields, sampler_options
+from ..diffusion_process import sampler_options
 from ..errors import ZooError
 from ..images import to_float, to_uint8
 from ..nn.unet import UNet
@@ -80,8 +80,31 @@ DOWNSAMPLE_CHUNK = 4096      # training images downsampled at a time in begin_st
 
 
 @dataclasses.dataclass
-class CascadeConfig(DiffusionFields, ModelConfig):
-    """The DiffusionFields configure the decoder (its UNet, schedule and default sampler)."""
+class CascadeConfig(ModelConfig):
+    """The decoder's UNet, noise process, default sampler and loss, then the cascade's own fields."""
+    lr: float = 1e-3                       # decoder learning rate (the base keeps its own)
+    # the decoder's UNet (zoo.nn.unet): pixel diffusion's widths (28 -> 14 -> 7) without its mid
+    # blocks, 18.5 MFLOP per image forward (FlopCounterMode), 7.1 GFLOP per training step at batch 128
+    widths: tuple[int, ...] = (8, 16, 32)
+    blocks: int = 1                        # residual blocks per level, encoder and decoder each
+    mid_blocks: int = 0                    # residual blocks on each side of the lowest-level attention
+    attn_heads: int = 2
+    dropout: float = 0.0
+    # the decoder's noise process (zoo.schedules)
+    timesteps: int = 1000                  # T
+    schedule: str = "cosine"               # "cosine" (Nichol & Dhariwal) | "linear" (Ho et al.)
+    prediction: str = "v"                  # "v" | "epsilon"
+    # the decoder's default sampler
+    sampler: str = "dpm++2m"               # "ddpm" | "ddim" | "dpm++2m" | "dpm++2m-sde"
+    steps: int = 20                        # default steps of the default sampler (ddpm: T)
+    eta: float = 0.0                       # DDIM eta
+    spacing: str = "linspace"              # timestep spacing: "linspace" | "trailing" | "leading"
+    clip: float = 1.0                      # clamp predicted x0 to [-clip, clip] when sampling (0: off)
+    variance: str = "small"                # fixed variance of p(x_{t-1}|x_t): "small" | "large"
+    # the decoder's loss
+    loss_weight: str = "uniform"           # weight of the simple loss over t: "uniform" | "min-snr"
+    snr_gamma: float = 5.0                 # gamma of "min-snr"
+    # the cascade
     base: str = "vae_gan"                  # any registered single-stage family that builds at low x low
     low: int = 14                          # side of the base's images (image_size must be a multiple)
     base_share: float = 0.5                # the base stage's share of the training budget
@@ -90,11 +113,6 @@ class CascadeConfig(DiffusionFields, ModelConfig):
     base_config: dict = dataclasses.field(default_factory=dict)  # the base's full config, filled at build
     aug_max: float = 0.5                   # training: augmentation level a ~ U[0, aug_max] (0: none)
     sample_aug: float = 0.1                # sampling: the level applied to the base's image
-    # decoder: pixel diffusion's UNet widths (28 -> 14 -> 7) without its extra mid blocks: 18.5 MFLOP
-    # per image forward (FlopCounterMode), 7.1 GFLOP per training step at batch 128
-    widths: tuple[int, ...] = (8, 16, 32)
-    mid_blocks: int = 0
-    lr: float = 1e-3                       # decoder learning rate (the base keeps its own)
 
 
 def downsample(x: torch.Tensor, low: int) -> torch.Tensor:
@@ -117,8 +135,8 @@ def augment(small: torch.Tensor, level: torch.Tensor, noise: torch.Tensor) -> to
 class SRDecoder(nn.Module):
     """Conditional diffusion decoder: small image (B,C,low,low) -> image (B,C,size,size).
 
-    Not a family: the ``decoder`` stage of the cascade (see the module docstring). ``config``
-    has the DiffusionFields fields plus ``aug_max``, ``sample_aug``, ``channels``, ``image_size``.
+    Not a family: the ``decoder`` stage of the cascade (see the module docstring), configured by
+    the decoder's fields of :class:`CascadeConfig`.
     """
 
     def __init__(self, config: CascadeConfig):

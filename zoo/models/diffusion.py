@@ -31,20 +31,36 @@ import math
 import torch
 
 from ..api import Generator, ModelConfig, register_model
-from ..diffusion_process import DiffusionFields, DiffusionMixin
+from ..diffusion_process import DiffusionMixin
 from ..distributions import discretized_gaussian_logp
 from ..errors import ZooError
 
 
 @dataclasses.dataclass
-class DiffusionConfig(DiffusionFields, ModelConfig):
-    vlb_terms: int = 0                      # log_prob: 0 = all T terms; K = stratified estimate with K terms
+class DiffusionConfig(ModelConfig):
     lr: float = 1e-3
-    # 20 steps of the SDE solver with trailing spacing came within 8% of 1000-step DDPM's FID on the
-    # standard Min-SNR run (the ODE solver with linspace spacing: 27% above it on the earlier uniform-loss
-    # run); results/diffusion/README.md, "Sampler for 20 evaluations" and the Min-SNR section
-    sampler: str = "dpm++2m-sde"
-    spacing: str = "trailing"
+    # the UNet (zoo.nn.unet)
+    widths: tuple[int, ...] = (8, 16, 32)   # UNet channels per level (28 -> 14 -> 7); ~22 MFLOP forward
+    blocks: int = 1                         # residual blocks per level, encoder and decoder each
+    mid_blocks: int = 1                     # residual blocks on each side of the lowest-level attention
+    attn_heads: int = 2
+    dropout: float = 0.0
+    # the noise process (zoo.schedules)
+    timesteps: int = 1000                   # T
+    schedule: str = "cosine"                # "cosine" (Nichol & Dhariwal) | "linear" (Ho et al.)
+    prediction: str = "v"                   # "v" (see the module docstring) | "epsilon"
+    # the default sampler: 20 steps of the SDE solver with trailing spacing (results/diffusion/README.md)
+    sampler: str = "dpm++2m-sde"            # "ddpm" | "ddim" | "dpm++2m" | "dpm++2m-sde"
+    steps: int = 20                         # default steps of the default sampler (ddpm: T)
+    eta: float = 0.0                        # DDIM eta
+    spacing: str = "trailing"               # timestep spacing: "linspace" | "trailing" | "leading"
+    clip: float = 1.0                       # clamp predicted x0 to [-clip, clip] when sampling (0: off)
+    variance: str = "small"                 # fixed variance of p(x_{t-1}|x_t): "small" (beta tilde) | "large" (beta)
+    # the training loss
+    loss_weight: str = "uniform"            # weight of the simple loss over t: "uniform" | "min-snr" (Hang et al. 2023)
+    snr_gamma: float = 5.0                  # gamma of "min-snr" (the paper's default)
+    # the likelihood
+    vlb_terms: int = 0                      # log_prob: 0 = all T terms; K = stratified estimate with K terms
 
 
 @register_model("diffusion")

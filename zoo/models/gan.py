@@ -41,17 +41,25 @@ from torch import nn
 from .. import rng
 from ..api import Generator, ModelConfig, register_model
 from ..errors import ZooError
-from ..nn.adversarial import (AdversarialConfig, adversarial_optimizer, check_adversarial_config,
+from ..nn.adversarial import (adversarial_optimizer, check_adversarial_config,
                               discriminator_phase, frozen, gen_loss)
 from ..nn.conv import Discriminator, FiLM, expect_cond, groups_for, run_stack
 
 
 @dataclasses.dataclass
-class GANConfig(AdversarialConfig, ModelConfig):
+class GANConfig(ModelConfig):
+    lr: float = 5e-4                          # generator learning rate
+    # the adversarial game (zoo.nn.adversarial)
+    loss: str = "ns"                          # "ns" (non-saturating) | "hinge"
+    r1_gamma: float = 0.0                     # weight of the R1 penalty gamma/2 E|grad_x D(x)|^2 on real images; 0: off
+    spectral_norm: bool = True                # spectral normalisation of every discriminator layer
+    lr_d: float = 5e-4                        # discriminator learning rate
+    beta1: float = 0.5                        # Adam betas of both phases
+    beta2: float = 0.99
+    # the networks
     latent_dim: int = 64
     g_widths: tuple[int, ...] = (64, 32, 16)  # generator channels per level, coarse to fine (7 -> 14 -> 28)
     d_widths: tuple[int, ...] = (32, 64)      # discriminator channels per stride-2 conv (28 -> 14 -> 7)
-    lr: float = 5e-4                          # generator learning rate
 
 
 class DCGANGenerator(nn.Module):

@@ -25,12 +25,20 @@ import math
 
 from ..api import Generator, ModelConfig, register_model
 from ..distributions import gaussian_sample, kl_standard_normal
-from ..nn.gaussian_vae import TINY_FIELDS, GaussianVAEConfig, GaussianVAEMixin
+from ..nn.gaussian_vae import TINY_FIELDS, GaussianVAEMixin
 
 
 @dataclasses.dataclass
-class VAEConfig(GaussianVAEConfig, ModelConfig):
-    lr: float = 1e-3
+class VAEConfig(ModelConfig):
+    lr: float = 1e-3                        # Adam learning rate of the encoder and decoder
+    widths: tuple[int, ...] = (16, 32, 64)  # channels per resolution level (28 -> 14 -> 7)
+    blocks: int = 0                         # residual blocks per level (0: plain strided convs)
+    latent_dim: int = 32
+    iw_samples: int = 16                    # default k of the importance-weighted log_prob bound
+    sample_mode: str = "mean"               # "mean": decoder mean; "sample": draw pixels from p(x|z)
+    prior: str = "normal"                   # "normal": N(0, I); "mixture": a Gaussian mixture fitted to q(z) in training
+    prior_components: int = 50              # components of the mixture prior
+    prior_lr: float = 1e-2                  # Adam learning rate of the mixture's parameters
 
 
 @register_model("vae")

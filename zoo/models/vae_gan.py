@@ -69,17 +69,35 @@ import torch
 from ..api import Generator, ModelConfig, register_model
 from ..distributions import discretized_logistic_logp, gaussian_sample, kl_standard_normal
 from ..errors import ZooError
-from ..nn.adversarial import (AdversarialConfig, adversarial_optimizer, check_adversarial_config,
+from ..nn.adversarial import (adversarial_optimizer, check_adversarial_config,
                               discriminator_phase, frozen, gen_loss)
 from ..nn.conv import Discriminator
-from ..nn.gaussian_vae import TINY_FIELDS, GaussianVAEConfig, GaussianVAEMixin
+from ..nn.gaussian_vae import TINY_FIELDS, GaussianVAEMixin
 from ..schedules import check_choice
 
 ADV_LATENTS = ("normal", "prior")
 
 
 @dataclasses.dataclass
-class VAEGANConfig(AdversarialConfig, GaussianVAEConfig, ModelConfig):
+class VAEGANConfig(ModelConfig):
+    lr: float = 5e-4                        # encoder + decoder learning rate
+    # the Gaussian conv VAE (zoo.nn.gaussian_vae)
+    widths: tuple[int, ...] = (16, 32, 64)  # channels per resolution level (28 -> 14 -> 7)
+    blocks: int = 0                         # residual blocks per level (0: plain strided convs)
+    latent_dim: int = 32
+    iw_samples: int = 16                    # default k of the importance-weighted log_prob bound
+    sample_mode: str = "mean"               # "mean": decoder mean; "sample": draw pixels from p(x|z)
+    prior: str = "normal"                   # "normal": N(0, I); "mixture": a Gaussian mixture fitted to q(z) in training
+    prior_components: int = 50              # components of the mixture prior
+    prior_lr: float = 1e-2                  # Adam learning rate of the mixture's parameters
+    # the adversarial game (zoo.nn.adversarial)
+    loss: str = "ns"                        # "ns" (non-saturating) | "hinge"
+    r1_gamma: float = 0.0                   # weight of the R1 penalty gamma/2 E|grad_x D(x)|^2 on real images; 0: off
+    spectral_norm: bool = True              # spectral normalisation of every discriminator layer
+    lr_d: float = 5e-4                      # discriminator learning rate
+    beta1: float = 0.5                      # Adam betas of both phases
+    beta2: float = 0.99
+    # the VAE-GAN's own
     d_widths: tuple[int, ...] = (16, 32)   # discriminator channels per stride-2 conv (28 -> 14 -> 7)
     pixel_weight: float = 1.0              # weight of the negative ELBO (nats/dim)
     feature_weight: float = 10.0           # weight of the feature-space reconstruction error (per dim)
@@ -87,7 +105,6 @@ class VAEGANConfig(AdversarialConfig, GaussianVAEConfig, ModelConfig):
     # latents of those prior samples (D's fakes and the adversarial term): "normal", N(0, I) whatever the
     # prior; "prior", the prior that sampling uses (with prior=mixture, draws from the mixture)
     adv_latents: str = "normal"
-    lr: float = 5e-4                       # encoder + decoder learning rate
 
 
 @register_model("vae_gan")
