@@ -196,6 +196,15 @@ class SRDecoder(nn.Module):
         return self.options(opts)[0]["steps"]
 
 
+def _base_config(cls: type[Generator], cfg: CascadeConfig) -> ModelConfig:
+    """The base family's default (or, with ``base_tiny``, tiny) config at low x low, adapted
+    by the family to images ``image_size // low`` times smaller (``Generator.lower_resolution_config``:
+    vae, vae_gan, gan and flow drop their finest levels, so they keep their coarse grid and the
+    decoder provides the finest levels). ``base_set`` overrides apply after this."""
+    make = cls.tiny_config if cfg.base_tiny else cls.Config
+    return cls.lower_resolution_config(make(channels=cfg.channels, image_size=cfg.low), cfg.image_size // cfg.low)
+
+
 def _base_error(cfg: CascadeConfig, why: str) -> ZooError:
     """A one-line error naming the bases that do work at this size."""
     ok = []
@@ -204,35 +213,11 @@ def _base_error(cfg: CascadeConfig, why: str) -> ZooError:
         if issubclass(cls, Cascade) or len(cls.stage_plan()) != 1:
             continue
         try:
-            make = cls.tiny_config if cfg.base_tiny else cls.Config
-            cls(_fewer_levels(name, make(channels=cfg.channels, image_size=cfg.low), cfg.image_size // cfg.low))
+            cls(_base_config(cls, cfg))
         except Exception:  # noqa: BLE001 - any failure means "not at this size"
             continue
         ok.append(name)
     return ZooError(f"cascade: {why} (bases that work at {cfg.low}x{cfg.low}: {', '.join(ok) or 'none'})")
-
-
-# Families whose default widths describe levels of a 28x28 image: at low = 28 / 2^k the cascade
-# drops k levels, so the base keeps its coarse grid (vae/vae_gan: the 7x7 latent map; gan: the
-# 7x7 seed map) and simply loses the finest levels, which the decoder now provides. Field names
-# only (no family is imported); ``base_set`` overrides apply after this, and families not listed
-# keep their defaults (diffusion's UNet and pixel_gpt take any size).
-LEVEL_FIELDS = {"vae": ("widths", "finest_first"), "vae_gan": ("widths", "finest_first"),
-                "gan": ("g_widths", "coarsest_first"), "flow": ("levels", "count")}
-
-
-def _fewer_levels(family: str, bcfg, factor: int):
-    """``bcfg`` with log2(factor) resolution levels fewer (see LEVEL_FIELDS); unchanged otherwise."""
-    if family not in LEVEL_FIELDS or factor < 2 or factor & (factor - 1):
-        return bcfg
-    k = factor.bit_length() - 1
-    field, order = LEVEL_FIELDS[family]
-    v = getattr(bcfg, field, None)
-    if order == "count" and isinstance(v, int):
-        return dataclasses.replace(bcfg, **{field: v - k}) if v - k >= 1 else bcfg
-    if isinstance(v, tuple) and len(v) > k:
-        return dataclasses.replace(bcfg, **{field: v[k:] if order == "finest_first" else v[:-k]})
-    return bcfg
 
 
 def build_base(cfg: CascadeConfig) -> Generator:
@@ -250,8 +235,7 @@ def build_base(cfg: CascadeConfig) -> Generator:
             raise ZooError(f"cascade: base_config is for {bcfg.channels}x{bcfg.image_size}x{bcfg.image_size} "
                            f"images, not {cfg.channels}x{cfg.low}x{cfg.low}")
     else:
-        make = cls.tiny_config if cfg.base_tiny else cls.Config
-        bcfg = _fewer_levels(cfg.base, make(channels=cfg.channels, image_size=cfg.low), cfg.image_size // cfg.low)
+        bcfg = _base_config(cls, cfg)
         sets = parse_sets([s for s in cfg.base_set.split(";") if s.strip()])
         bad = {"channels", "image_size"} & set(sets)
         if bad:

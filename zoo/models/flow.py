@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import rng
-from ..api import Generator, ModelConfig, register_model
+from ..api import Generator, ModelConfig, halvings, register_model
 from ..distributions import standard_normal_logp
 from ..errors import ZooError
 from ..images import BINS, to_float, to_levels, to_uint8
@@ -123,6 +123,14 @@ class Flow(Generator):
     def tiny_config(cls, **fields):
         return cls.Config(**{"steps": 2, "hidden": 16, "dequant_steps": 2, "dequant_hidden": 8,
                              "init_batch": 64, **fields})
+
+    @classmethod
+    def lower_resolution_config(cls, config: FlowConfig, factor: int) -> FlowConfig:
+        """log2(factor) ``levels`` fewer, keeping at least one."""
+        k = halvings(factor)
+        if k and config.levels - k >= 1:
+            return dataclasses.replace(config, levels=config.levels - k)
+        return config
 
     def __init__(self, config: FlowConfig):
         super().__init__(config)

@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from .. import rng
-from ..api import Generator, ModelConfig, register_model
+from ..api import Generator, ModelConfig, halvings, register_model
 from ..errors import ZooError
 from ..nn.adversarial import (adversarial_optimizer, check_adversarial_config,
                               discriminator_phase, frozen, gen_loss)
@@ -128,6 +128,15 @@ class GAN(Generator):
     @classmethod
     def tiny_config(cls, **fields):
         return cls.Config(**{"latent_dim": 8, "g_widths": (16, 8, 8), "d_widths": (8, 16), **fields})
+
+    @classmethod
+    def lower_resolution_config(cls, config: GANConfig, factor: int) -> GANConfig:
+        """Drop the log2(factor) finest generator levels (``g_widths`` is coarse to fine), so the
+        seed map keeps its side (7x7 for 28 / factor images); unchanged with no level to spare."""
+        k = halvings(factor)
+        if 0 < k < len(config.g_widths):
+            return dataclasses.replace(config, g_widths=config.g_widths[:-k])
+        return config
 
     def __init__(self, config: GANConfig):
         super().__init__(config)

@@ -27,13 +27,14 @@ method runs exactly as before. ``cond`` None in a conditional model means the nu
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
 from torch import nn
 
 from .. import rng
-from ..api import ModelConfig
+from ..api import ModelConfig, halvings
 from ..distributions import discretized_logistic_logp, gaussian_logp, gaussian_sample, standard_normal_logp
 from ..errors import ZooError
 from ..images import to_float, to_uint8
@@ -64,6 +65,15 @@ class GaussianVAEMixin:
         self.to_posterior = nn.Linear(feat, 2 * c.latent_dim)
         self.from_latent = nn.Linear(c.latent_dim, feat)
         self.decoder = ConvDecoder(c.widths[-1], 2 * c.channels, c.widths, c.blocks)
+
+    @classmethod
+    def lower_resolution_config(cls, config: ModelConfig, factor: int) -> ModelConfig:
+        """Drop the log2(factor) finest levels of ``widths`` (finest first), so the latent map keeps
+        its side (7x7 for 28 / factor images); unchanged when ``widths`` has no level to spare."""
+        k = halvings(factor)
+        if 0 < k < len(config.widths):
+            return dataclasses.replace(config, widths=config.widths[k:])
+        return config
 
     # ---- conditioning --------------------------------------------------------------------
     def add_conditioning(self) -> None:
