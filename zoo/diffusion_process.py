@@ -4,8 +4,9 @@ Three parts live apart: the network (``zoo.nn.unet.UNet``), the noise schedule a
 (``zoo.schedules``), and the families that say what space the process runs in. This module is
 what the two diffusion families share in between, written once:
 
+  :func:`simple_loss`       the simple training loss of any denoiser (also the cascade's decoder's);
   :class:`DiffusionMixin`   a mixin for a :class:`zoo.api.Generator`: it builds ``schedule`` and
-                            ``unet`` over ``latent_shape()``, and gives the simple training loss
+                            ``unet`` over ``latent_shape()``, and gives the training loss
                             (``diffusion_loss``), sampler options, ``generate``, ``nfe`` and
                             ``trajectory``.
 
@@ -26,6 +27,7 @@ the network, the draws and the calls are those of an unconditional model.
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -51,6 +53,27 @@ def sampler_options(config: ModelConfig, schedule: NoiseSchedule, opts: dict) ->
     o = resolve_options(defaults, opts, schedule.T)
     o["clip"] = float(o["clip"]) if o["clip"] else None
     return o
+
+
+def simple_loss(schedule: NoiseSchedule, config: ModelConfig, x0: torch.Tensor,
+                denoise: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The simple diffusion loss on x0 (B, ...): MSE of the epsilon/v prediction ``denoise(x_t, t)``,
+    t ~ U{0..T-1}, weighted over t by ``config.loss_weight`` (uniform, or Min-SNR-gamma with
+    ``config.snr_gamma``) for ``config.prediction``; "mse" is the unweighted MSE. Draws t, then the
+    noise, from the global RNG (seeded by the trainer) on x0's device, before calling ``denoise``;
+    whatever conditions the network (a text embedding, a low-resolution image) ``denoise`` closes over."""
+    B = x0.shape[0]
+    t = torch.randint(0, schedule.T, (B,), device=x0.device)              # (B,)
+    noise = torch.randn_like(x0)
+    x_t = schedule.add_noise(x0, noise, t)
+    target = schedule.target(x0, noise, t, config.prediction)
+    pred = denoise(x_t, t)
+    w = schedule.loss_weight(t, config.prediction, config.loss_weight, config.snr_gamma)  # (B,) | None
+    if w is None:
+        mse = F.mse_loss(pred, target)
+        return {"loss": mse, "mse": mse.detach()}
+    per = (pred - target).pow(2).flatten(1).mean(1)                       # (B,)
+    return {"loss": (w.to(per.device) * per).mean(), "mse": per.mean().detach()}
 
 
 class DiffusionMixin:
@@ -88,26 +111,15 @@ class DiffusionMixin:
 
     # ---- training ------------------------------------------------------------------------
     def diffusion_loss(self, x0: torch.Tensor, cond: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """The simple loss on x0 (B, *latent_shape): MSE of the epsilon/v prediction, t ~ U{0..T-1},
-        weighted over t by ``config.loss_weight`` (uniform, or Min-SNR-gamma); "mse" is the unweighted MSE.
-        Draws t and the noise from the global RNG (seeded by the trainer), on x0's device.
+        """:func:`simple_loss` of this model's ``denoiser`` on x0 (B, *latent_shape).
 
         ``cond`` (B, cond_dim): the batch's text embeddings, with prompt dropout applied here (a
         conditional model only: an unconditional one ignores it, as it did the class labels)."""
-        B = x0.shape[0]
-        t = torch.randint(0, self.schedule.T, (B,), device=x0.device)     # (B,)
-        noise = torch.randn_like(x0)
-        x_t = self.schedule.add_noise(x0, noise, t)
-        target = self.schedule.target(x0, noise, t, self.config.prediction)
-        c = self.drop_cond(cond, B) if self.is_conditional else None       # (B, cond_dim) | None
-        pred = self.denoiser(x_t, t, c)
-        cfg = self.config
-        w = self.schedule.loss_weight(t, cfg.prediction, cfg.loss_weight, cfg.snr_gamma)  # (B,) | None
-        if w is None:
-            mse = F.mse_loss(pred, target)
-            return {"loss": mse, "mse": mse.detach()}
-        per = (pred - target).pow(2).flatten(1).mean(1)                       # (B,)
-        return {"loss": (w.to(per.device) * per).mean(), "mse": per.mean().detach()}
+        def denoise(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            # prompt dropout draws from the global RNG after t and the noise
+            c = self.drop_cond(cond, x0.shape[0]) if self.is_conditional else None   # (B, cond_dim) | None
+            return self.denoiser(x_t, t, c)
+        return simple_loss(self.schedule, self.config, x0, denoise)
 
     def network_cond(self, cond: torch.Tensor | None, batch: int) -> torch.Tensor | None:
         """The condition the network takes for ``batch`` inputs: None for an unconditional model (which

@@ -42,7 +42,8 @@ bases (the defaults are left as set, not tuned on the evaluation FID).
 
 The decoder reuses the diffusion process of pixel diffusion (``zoo.schedules``: the cosine
 schedule, v prediction, DDIM / DPM-Solver++(2M) samplers, defaults ``dpm++2m`` 20 steps) through
-``zoo.diffusion_process.sampler_options``.
+``zoo.diffusion_process.sampler_options``, and its training loss, ``simple_loss`` (weighted over t
+by ``loss_weight``), with the upscaled small image as extra input channels.
 
 Sampling: ``generate`` draws the small image from the base and then the decoder, all from the
 same per-image generators, so image i still depends only on (seed, i). Options: decoder
@@ -68,11 +69,11 @@ from torch import nn
 from .. import rng
 from ..api import Generator, ModelConfig, get_model_class, list_models, register_model
 from ..config import apply_overrides, from_dict, parse_sets, to_dict
-from ..diffusion_process import sampler_options
+from ..diffusion_process import sampler_options, simple_loss
 from ..errors import ZooError
 from ..images import to_float, to_uint8
 from ..nn.unet import UNet
-from ..schedules import NoiseSchedule, SAMPLER_KEYS, sample as run_sampler
+from ..schedules import NoiseSchedule, SAMPLER_KEYS, check_loss_weight, sample as run_sampler
 
 BASE_PREFIX = "base."        # phase names of the base inside the cascade
 BASE_OPT = "base_"           # sampler options passed to the base
@@ -143,6 +144,7 @@ class SRDecoder(nn.Module):
         super().__init__()
         c = self.config = config
         self.schedule = NoiseSchedule(c.schedule, c.timesteps)
+        check_loss_weight(c.loss_weight, c.snr_gamma, c.prediction)  # one line at build, not at the first step
         self.unet = UNet(2 * c.channels, c.channels, tuple(c.widths), c.blocks, c.attn_heads, num_classes=0,
                          dropout=c.dropout, mid_blocks=c.mid_blocks, noise_cond=True)
 
@@ -151,17 +153,16 @@ class SRDecoder(nn.Module):
         return upsample(augment(small, level, noise), self.config.image_size)
 
     def loss(self, x0: torch.Tensor, small: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The simple diffusion loss on x0 (B,C,H,W) given its small version; draws t, the noise and
-        the augmentation level from the global RNG on x0's device."""
+        """The simple diffusion loss (``zoo.diffusion_process.simple_loss``) on x0 (B,C,H,W), the
+        network conditioned on its small version; draws the augmentation level and noise, then t and
+        the diffusion noise, from the global RNG on x0's device."""
         B, c = x0.shape[0], self.config
         level = torch.rand(B, device=x0.device) * c.aug_max                      # (B,) in [0, aug_max]
         cond = self.condition(small, level, torch.randn_like(small))             # (B, C, H, W)
-        t = torch.randint(0, self.schedule.T, (B,), device=x0.device)
-        noise = torch.randn_like(x0)
-        x_t = self.schedule.add_noise(x0, noise, t)
-        target = self.schedule.target(x0, noise, t, c.prediction)
-        mse = F.mse_loss(self.unet(torch.cat([x_t, cond], dim=1), t, aug_level=level), target)
-        return {"loss": mse, "mse": mse.detach()}
+
+        def denoise(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            return self.unet(torch.cat([x_t, cond], dim=1), t, aug_level=level)
+        return simple_loss(self.schedule, c, x0, denoise)
 
     def options(self, opts: dict) -> tuple[dict, float]:
         """(diffusion sampler options, augmentation level) in effect for ``opts``."""
