@@ -69,6 +69,46 @@ def test_decoder_shapes_and_loss():
         m.upscale(data().images[:2])                                   # full size: not a small image
 
 
+@pytest.mark.parametrize("prediction", ["v", "epsilon"])
+def test_decoder_loss_is_the_shared_diffusion_loss(prediction):
+    """SRDecoder.loss is zoo.diffusion_process.simple_loss of the UNet on [x_t, the upsampled augmented
+    small image], after drawing the level and its noise: the same value, bit for bit, as that
+    computation written out, and the same RNG state after it."""
+    m = tiny("cascade", prediction=prediction, aug_max=0.5)
+    _randomize(m.decoder.unet)
+    dec, x = m.decoder, to_float(data().images[:6])
+    small = downsample(x, 14)
+    torch.manual_seed(3)
+    got = dec.loss(x, small)
+    after = torch.rand(1)
+    torch.manual_seed(3)
+    level = torch.rand(6) * 0.5
+    cond = upsample(augment(small, level, torch.randn_like(small)), 28)
+    t = torch.randint(0, dec.schedule.T, (6,))
+    noise = torch.randn_like(x)
+    x_t = dec.schedule.add_noise(x, noise, t)
+    pred = dec.unet(torch.cat([x_t, cond], dim=1), t, aug_level=level)
+    want = torch.nn.functional.mse_loss(pred, dec.schedule.target(x, noise, t, prediction))
+    assert torch.equal(got["loss"], want) and torch.equal(got["mse"], want)
+    assert torch.equal(torch.rand(1), after)
+
+
+def test_decoder_loss_follows_loss_weight():
+    """The decoder's ``loss_weight`` takes effect (through the shared loss) and is checked at build."""
+    x = to_float(data().images[:6])
+    losses = {}
+    for kind in ("uniform", "min-snr"):
+        m = tiny("cascade", loss_weight=kind)
+        _randomize(m.decoder.unet)
+        torch.manual_seed(0)
+        losses[kind] = m.decoder.loss(x, downsample(x, 14))
+    assert torch.allclose(losses["uniform"]["mse"], losses["min-snr"]["mse"])  # the same draws
+    assert not torch.equal(losses["uniform"]["loss"], losses["min-snr"]["loss"])
+    with pytest.raises(ZooError, match="loss_weight") as e:
+        tiny("cascade", loss_weight="nope")
+    assert "\n" not in str(e.value)
+
+
 def test_level_zero_is_clean_conditioning():
     small = torch.rand(3, 1, 14, 14) * 2 - 1
     noise = torch.randn_like(small)

@@ -87,3 +87,24 @@ def test_budget_rules_pick_the_first_bound_that_covers_the_budget():
             model_sets, train_sets = recipe_sets(cls, t)
             apply_overrides(cls.Config(), model_sets)
             apply_overrides(TrainConfig(tflops=t), train_sets)
+
+
+#: the fields every family takes from the shared base ``zoo.ModelConfig`` (zoo/api.py)
+SHARED_FIELDS = ("channels", "image_size", "lr", "num_classes", "cond_dim", "text_encoder", "cond_drop")
+
+
+@pytest.mark.parametrize("name", zoo.list_models())
+def test_every_config_field_is_declared_in_the_family_module(name):
+    """A family's Config is its own module's dataclass over ModelConfig alone: every field it has
+    is declared, with its default, in that module's text, or is one of the shared base's fields."""
+    import inspect
+    import re
+    cls = zoo.get_model_class(name)
+    assert tuple(f.name for f in dataclasses.fields(zoo.ModelConfig)) == SHARED_FIELDS
+    for base in cls.Config.__mro__:
+        if base not in (zoo.ModelConfig, object):
+            assert base.__module__ == cls.__module__, f"{name}: {base.__name__} comes from {base.__module__}"
+    text = inspect.getsource(sys.modules[cls.__module__])
+    for f in dataclasses.fields(cls.Config):
+        declared = re.search(rf"^    {f.name}: [^=\n]+=", text, re.MULTILINE)
+        assert declared or f.name in SHARED_FIELDS, f"{name}: field {f.name!r} is not declared in {cls.__module__}"

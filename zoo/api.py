@@ -51,6 +51,12 @@ class ModelConfig:
     cond_drop: float = 0.1     # share of training images whose condition is replaced by the null one
 
 
+def halvings(factor: int) -> int:
+    """log2(factor) when ``factor`` is a power of two >= 2 (the resolution levels a ``factor`` times
+    smaller image lacks), else 0."""
+    return factor.bit_length() - 1 if factor >= 2 and not factor & (factor - 1) else 0
+
+
 class Generator(nn.Module):
     """Base class of every family. See ARCHITECTURE.md for the contract."""
 
@@ -71,6 +77,14 @@ class Generator(nn.Module):
     def tiny_config(cls, **fields) -> ModelConfig:
         """A very small config of this family for fast tests; ``fields`` (e.g. image shape) pass through."""
         return cls.Config(**fields)
+
+    @classmethod
+    def lower_resolution_config(cls, config: ModelConfig, factor: int) -> ModelConfig:
+        """``config``, whose image size is ``factor`` times below the size the family's defaults
+        describe (28), adapted to it: a family whose widths stand for resolution levels drops the
+        levels the smaller image lacks (see :func:`halvings`). The default returns ``config``
+        unchanged, for families that take any size. The cascade builds its base through this."""
+        return config
 
     # ---- training contract --------------------------------------------------------------
     @classmethod

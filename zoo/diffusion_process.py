@@ -4,10 +4,9 @@ Three parts live apart: the network (``zoo.nn.unet.UNet``), the noise schedule a
 (``zoo.schedules``), and the families that say what space the process runs in. This module is
 what the two diffusion families share in between, written once:
 
-  :class:`DiffusionFields`  config fields of the UNet, the process and the default sampler
-                            (a dataclass mixin for a family's config);
+  :func:`simple_loss`       the simple training loss of any denoiser (also the cascade's decoder's);
   :class:`DiffusionMixin`   a mixin for a :class:`zoo.api.Generator`: it builds ``schedule`` and
-                            ``unet`` over ``latent_shape()``, and gives the simple training loss
+                            ``unet`` over ``latent_shape()``, and gives the training loss
                             (``diffusion_loss``), sampler options, ``generate``, ``nfe`` and
                             ``trajectory``.
 
@@ -27,13 +26,14 @@ the network, the draws and the calls are those of an unconditional model.
 """
 from __future__ import annotations
 
-import dataclasses
 import math
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
 from . import rng
+from .api import ModelConfig
 from .errors import ZooError
 from .images import to_uint8
 from .nn.unet import UNet
@@ -43,30 +43,10 @@ TRAJECTORY_BATCH = 256  # samples per sampler run in trajectory()
 DEFAULT_GUIDANCE = 1.0  # the classifier-free guidance scale when the sampler options give none
 
 
-@dataclasses.dataclass
-class DiffusionFields:
-    """Config fields of a diffusion family (defaults: pixel diffusion's)."""
-    widths: tuple[int, ...] = (8, 16, 32)   # UNet channels per level (28 -> 14 -> 7); ~22 MFLOP forward
-    blocks: int = 1                         # residual blocks per level, encoder and decoder each
-    mid_blocks: int = 1                     # residual blocks on each side of the lowest-level attention
-    attn_heads: int = 2
-    dropout: float = 0.0
-    timesteps: int = 1000                   # T
-    schedule: str = "cosine"                # "cosine" (Nichol & Dhariwal) | "linear" (Ho et al.)
-    prediction: str = "v"                   # "v" (see zoo.models.diffusion) | "epsilon"
-    sampler: str = "dpm++2m"                # default sampler: "ddpm" | "ddim" | "dpm++2m" | "dpm++2m-sde"
-    steps: int = 20                         # default steps of the default sampler (ddpm: T)
-    eta: float = 0.0                        # DDIM eta
-    spacing: str = "linspace"               # timestep spacing: "linspace" | "trailing" | "leading"
-    clip: float = 1.0                       # clamp predicted x0 to [-clip, clip] when sampling (0: off)
-    variance: str = "small"                 # fixed variance of p(x_{t-1}|x_t): "small" (beta tilde) | "large" (beta)
-    loss_weight: str = "uniform"            # weight of the simple loss over t: "uniform" | "min-snr" (Hang et al. 2023)
-    snr_gamma: float = 5.0                  # gamma of "min-snr" (the paper's default)
-
-
-def sampler_options(config: DiffusionFields, schedule: NoiseSchedule, opts: dict) -> dict:
-    """The sampler options in effect for a config with the DiffusionFields fields: its defaults
-    overridden by ``opts`` (unknown keys and bad values are a one-line ZooError)."""
+def sampler_options(config: ModelConfig, schedule: NoiseSchedule, opts: dict) -> dict:
+    """The sampler options in effect for a config with the diffusion fields (``sampler``, ``steps``,
+    ``eta``, ``spacing``, ``clip``, ``variance``): its defaults overridden by ``opts`` (unknown keys
+    and bad values are a one-line ZooError)."""
     c = config
     defaults = {"sampler": c.sampler, "steps": c.steps, "eta": c.eta, "spacing": c.spacing,
                 "clip": c.clip, "variance": c.variance}
@@ -75,14 +55,38 @@ def sampler_options(config: DiffusionFields, schedule: NoiseSchedule, opts: dict
     return o
 
 
+def simple_loss(schedule: NoiseSchedule, config: ModelConfig, x0: torch.Tensor,
+                denoise: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The simple diffusion loss on x0 (B, ...): MSE of the epsilon/v prediction ``denoise(x_t, t)``,
+    t ~ U{0..T-1}, weighted over t by ``config.loss_weight`` (uniform, or Min-SNR-gamma with
+    ``config.snr_gamma``) for ``config.prediction``; "mse" is the unweighted MSE. Draws t, then the
+    noise, from the global RNG (seeded by the trainer) on x0's device, before calling ``denoise``;
+    whatever conditions the network (a text embedding, a low-resolution image) ``denoise`` closes over."""
+    B = x0.shape[0]
+    t = torch.randint(0, schedule.T, (B,), device=x0.device)              # (B,)
+    noise = torch.randn_like(x0)
+    x_t = schedule.add_noise(x0, noise, t)
+    target = schedule.target(x0, noise, t, config.prediction)
+    pred = denoise(x_t, t)
+    w = schedule.loss_weight(t, config.prediction, config.loss_weight, config.snr_gamma)  # (B,) | None
+    if w is None:
+        mse = F.mse_loss(pred, target)
+        return {"loss": mse, "mse": mse.detach()}
+    per = (pred - target).pow(2).flatten(1).mean(1)                       # (B,)
+    return {"loss": (w.to(per.device) * per).mean(), "mse": per.mean().detach()}
+
+
 class DiffusionMixin:
-    """Diffusion process + UNet for a Generator whose config has the DiffusionFields fields.
+    """Diffusion process + UNet for a Generator whose config has the diffusion fields: the UNet's
+    ``widths``, ``blocks``, ``mid_blocks``, ``attn_heads``, ``dropout``; the process's ``timesteps``,
+    ``schedule``, ``prediction``; the sampler's (see :func:`sampler_options`); the loss's
+    ``loss_weight``, ``snr_gamma`` (each family declares them, with its defaults, in its own config).
 
     Hooks for the family: ``latent_shape()`` (called in ``__init__``, before the UNet exists)
     and ``to_pixels(z)``.
     """
 
-    config: DiffusionFields
+    config: ModelConfig
 
     def __init__(self, config) -> None:
         super().__init__(config)  # the Generator
@@ -107,26 +111,15 @@ class DiffusionMixin:
 
     # ---- training ------------------------------------------------------------------------
     def diffusion_loss(self, x0: torch.Tensor, cond: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """The simple loss on x0 (B, *latent_shape): MSE of the epsilon/v prediction, t ~ U{0..T-1},
-        weighted over t by ``config.loss_weight`` (uniform, or Min-SNR-gamma); "mse" is the unweighted MSE.
-        Draws t and the noise from the global RNG (seeded by the trainer), on x0's device.
+        """:func:`simple_loss` of this model's ``denoiser`` on x0 (B, *latent_shape).
 
         ``cond`` (B, cond_dim): the batch's text embeddings, with prompt dropout applied here (a
         conditional model only: an unconditional one ignores it, as it did the class labels)."""
-        B = x0.shape[0]
-        t = torch.randint(0, self.schedule.T, (B,), device=x0.device)     # (B,)
-        noise = torch.randn_like(x0)
-        x_t = self.schedule.add_noise(x0, noise, t)
-        target = self.schedule.target(x0, noise, t, self.config.prediction)
-        c = self.drop_cond(cond, B) if self.is_conditional else None       # (B, cond_dim) | None
-        pred = self.denoiser(x_t, t, c)
-        cfg = self.config
-        w = self.schedule.loss_weight(t, cfg.prediction, cfg.loss_weight, cfg.snr_gamma)  # (B,) | None
-        if w is None:
-            mse = F.mse_loss(pred, target)
-            return {"loss": mse, "mse": mse.detach()}
-        per = (pred - target).pow(2).flatten(1).mean(1)                       # (B,)
-        return {"loss": (w.to(per.device) * per).mean(), "mse": per.mean().detach()}
+        def denoise(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            # prompt dropout draws from the global RNG after t and the noise
+            c = self.drop_cond(cond, x0.shape[0]) if self.is_conditional else None   # (B, cond_dim) | None
+            return self.denoiser(x_t, t, c)
+        return simple_loss(self.schedule, self.config, x0, denoise)
 
     def network_cond(self, cond: torch.Tensor | None, batch: int) -> torch.Tensor | None:
         """The condition the network takes for ``batch`` inputs: None for an unconditional model (which

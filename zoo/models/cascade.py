@@ -34,15 +34,13 @@ before upsampling); ``a`` is embedded and added to the timestep embedding, so th
 how much to trust its conditioning. At sampling the level is ``sample_aug`` (sampler option
 ``aug``), applied the same way to the base's image. Level 0 means clean conditioning;
 ``aug_max = 0`` trains without augmentation (a sampling level above ``aug_max`` is then outside
-what the decoder saw). The defaults (aug_max 0.5, sample_aug 0.1) were set before measuring;
-results/cascade/README.md measures them: training with augmentation costs the decoder FID on
-clean real inputs, helped with the vae_gan base's images but not with the diffusion base's
-(one seed each, ~1 FID either way), and sampling at level 0 did better than 0.1 for both bench
-bases (the defaults are left as set, not tuned on the evaluation FID).
+what the decoder saw). The defaults are aug_max 0.5 and sample_aug 0.1, not tuned on the
+evaluation FID; results/cascade/README.md measures other levels.
 
 The decoder reuses the diffusion process of pixel diffusion (``zoo.schedules``: the cosine
 schedule, v prediction, DDIM / DPM-Solver++(2M) samplers, defaults ``dpm++2m`` 20 steps) through
-``zoo.diffusion_process.sampler_options``.
+``zoo.diffusion_process.sampler_options``, and its training loss, ``simple_loss`` (weighted over t
+by ``loss_weight``), with the upscaled small image as extra input channels.
 
 Sampling: ``generate`` draws the small image from the base and then the decoder, all from the
 same per-image generators, so image i still depends only on (seed, i). Options: decoder
@@ -68,11 +66,11 @@ from torch import nn
 from .. import rng
 from ..api import Generator, ModelConfig, get_model_class, list_models, register_model
 from ..config import apply_overrides, from_dict, parse_sets, to_dict
-from ..diffusion_process import DiffusionFields, sampler_options
+from ..diffusion_process import sampler_options, simple_loss
 from ..errors import ZooError
 from ..images import to_float, to_uint8
 from ..nn.unet import UNet
-from ..schedules import NoiseSchedule, SAMPLER_KEYS, sample as run_sampler
+from ..schedules import NoiseSchedule, SAMPLER_KEYS, check_loss_weight, sample as run_sampler
 
 BASE_PREFIX = "base."        # phase names of the base inside the cascade
 BASE_OPT = "base_"           # sampler options passed to the base
@@ -80,8 +78,31 @@ DOWNSAMPLE_CHUNK = 4096      # training images downsampled at a time in begin_st
 
 
 @dataclasses.dataclass
-class CascadeConfig(DiffusionFields, ModelConfig):
-    """The DiffusionFields configure the decoder (its UNet, schedule and default sampler)."""
+class CascadeConfig(ModelConfig):
+    """The decoder's UNet, noise process, default sampler and loss, then the cascade's own fields."""
+    lr: float = 1e-3                       # decoder learning rate (the base keeps its own)
+    # the decoder's UNet (zoo.nn.unet): pixel diffusion's widths (28 -> 14 -> 7) without its mid
+    # blocks, 18.5 MFLOP per image forward (FlopCounterMode), 7.1 GFLOP per training step at batch 128
+    widths: tuple[int, ...] = (8, 16, 32)
+    blocks: int = 1                        # residual blocks per level, encoder and decoder each
+    mid_blocks: int = 0                    # residual blocks on each side of the lowest-level attention
+    attn_heads: int = 2
+    dropout: float = 0.0
+    # the decoder's noise process (zoo.schedules)
+    timesteps: int = 1000                  # T
+    schedule: str = "cosine"               # "cosine" (Nichol & Dhariwal) | "linear" (Ho et al.)
+    prediction: str = "v"                  # "v" | "epsilon"
+    # the decoder's default sampler
+    sampler: str = "dpm++2m"               # "ddpm" | "ddim" | "dpm++2m" | "dpm++2m-sde"
+    steps: int = 20                        # default steps of the default sampler (ddpm: T)
+    eta: float = 0.0                       # DDIM eta
+    spacing: str = "linspace"              # timestep spacing: "linspace" | "trailing" | "leading"
+    clip: float = 1.0                      # clamp predicted x0 to [-clip, clip] when sampling (0: off)
+    variance: str = "small"                # fixed variance of p(x_{t-1}|x_t): "small" | "large"
+    # the decoder's loss
+    loss_weight: str = "uniform"           # weight of the simple loss over t: "uniform" | "min-snr"
+    snr_gamma: float = 5.0                 # gamma of "min-snr"
+    # the cascade
     base: str = "vae_gan"                  # any registered single-stage family that builds at low x low
     low: int = 14                          # side of the base's images (image_size must be a multiple)
     base_share: float = 0.5                # the base stage's share of the training budget
@@ -90,11 +111,6 @@ class CascadeConfig(DiffusionFields, ModelConfig):
     base_config: dict = dataclasses.field(default_factory=dict)  # the base's full config, filled at build
     aug_max: float = 0.5                   # training: augmentation level a ~ U[0, aug_max] (0: none)
     sample_aug: float = 0.1                # sampling: the level applied to the base's image
-    # decoder: pixel diffusion's UNet widths (28 -> 14 -> 7) without its extra mid blocks: 18.5 MFLOP
-    # per image forward (FlopCounterMode), 7.1 GFLOP per training step at batch 128
-    widths: tuple[int, ...] = (8, 16, 32)
-    mid_blocks: int = 0
-    lr: float = 1e-3                       # decoder learning rate (the base keeps its own)
 
 
 def downsample(x: torch.Tensor, low: int) -> torch.Tensor:
@@ -117,14 +133,15 @@ def augment(small: torch.Tensor, level: torch.Tensor, noise: torch.Tensor) -> to
 class SRDecoder(nn.Module):
     """Conditional diffusion decoder: small image (B,C,low,low) -> image (B,C,size,size).
 
-    Not a family: the ``decoder`` stage of the cascade (see the module docstring). ``config``
-    has the DiffusionFields fields plus ``aug_max``, ``sample_aug``, ``channels``, ``image_size``.
+    Not a family: the ``decoder`` stage of the cascade (see the module docstring), configured by
+    the decoder's fields of :class:`CascadeConfig`.
     """
 
     def __init__(self, config: CascadeConfig):
         super().__init__()
         c = self.config = config
         self.schedule = NoiseSchedule(c.schedule, c.timesteps)
+        check_loss_weight(c.loss_weight, c.snr_gamma, c.prediction)  # one line at build, not at the first step
         self.unet = UNet(2 * c.channels, c.channels, tuple(c.widths), c.blocks, c.attn_heads, num_classes=0,
                          dropout=c.dropout, mid_blocks=c.mid_blocks, noise_cond=True)
 
@@ -133,17 +150,16 @@ class SRDecoder(nn.Module):
         return upsample(augment(small, level, noise), self.config.image_size)
 
     def loss(self, x0: torch.Tensor, small: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The simple diffusion loss on x0 (B,C,H,W) given its small version; draws t, the noise and
-        the augmentation level from the global RNG on x0's device."""
+        """The simple diffusion loss (``zoo.diffusion_process.simple_loss``) on x0 (B,C,H,W), the
+        network conditioned on its small version; draws the augmentation level and noise, then t and
+        the diffusion noise, from the global RNG on x0's device."""
         B, c = x0.shape[0], self.config
         level = torch.rand(B, device=x0.device) * c.aug_max                      # (B,) in [0, aug_max]
         cond = self.condition(small, level, torch.randn_like(small))             # (B, C, H, W)
-        t = torch.randint(0, self.schedule.T, (B,), device=x0.device)
-        noise = torch.randn_like(x0)
-        x_t = self.schedule.add_noise(x0, noise, t)
-        target = self.schedule.target(x0, noise, t, c.prediction)
-        mse = F.mse_loss(self.unet(torch.cat([x_t, cond], dim=1), t, aug_level=level), target)
-        return {"loss": mse, "mse": mse.detach()}
+
+        def denoise(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            return self.unet(torch.cat([x_t, cond], dim=1), t, aug_level=level)
+        return simple_loss(self.schedule, c, x0, denoise)
 
     def options(self, opts: dict) -> tuple[dict, float]:
         """(diffusion sampler options, augmentation level) in effect for ``opts``."""
@@ -178,6 +194,15 @@ class SRDecoder(nn.Module):
         return self.options(opts)[0]["steps"]
 
 
+def _base_config(cls: type[Generator], cfg: CascadeConfig) -> ModelConfig:
+    """The base family's default (or, with ``base_tiny``, tiny) config at low x low, adapted
+    by the family to images ``image_size // low`` times smaller (``Generator.lower_resolution_config``:
+    vae, vae_gan, gan and flow drop their finest levels, so they keep their coarse grid and the
+    decoder provides the finest levels). ``base_set`` overrides apply after this."""
+    make = cls.tiny_config if cfg.base_tiny else cls.Config
+    return cls.lower_resolution_config(make(channels=cfg.channels, image_size=cfg.low), cfg.image_size // cfg.low)
+
+
 def _base_error(cfg: CascadeConfig, why: str) -> ZooError:
     """A one-line error naming the bases that do work at this size."""
     ok = []
@@ -186,35 +211,11 @@ def _base_error(cfg: CascadeConfig, why: str) -> ZooError:
         if issubclass(cls, Cascade) or len(cls.stage_plan()) != 1:
             continue
         try:
-            make = cls.tiny_config if cfg.base_tiny else cls.Config
-            cls(_fewer_levels(name, make(channels=cfg.channels, image_size=cfg.low), cfg.image_size // cfg.low))
+            cls(_base_config(cls, cfg))
         except Exception:  # noqa: BLE001 - any failure means "not at this size"
             continue
         ok.append(name)
     return ZooError(f"cascade: {why} (bases that work at {cfg.low}x{cfg.low}: {', '.join(ok) or 'none'})")
-
-
-# Families whose default widths describe levels of a 28x28 image: at low = 28 / 2^k the cascade
-# drops k levels, so the base keeps its coarse grid (vae/vae_gan: the 7x7 latent map; gan: the
-# 7x7 seed map) and simply loses the finest levels, which the decoder now provides. Field names
-# only (no family is imported); ``base_set`` overrides apply after this, and families not listed
-# keep their defaults (diffusion's UNet and pixel_gpt take any size).
-LEVEL_FIELDS = {"vae": ("widths", "finest_first"), "vae_gan": ("widths", "finest_first"),
-                "gan": ("g_widths", "coarsest_first"), "flow": ("levels", "count")}
-
-
-def _fewer_levels(family: str, bcfg, factor: int):
-    """``bcfg`` with log2(factor) resolution levels fewer (see LEVEL_FIELDS); unchanged otherwise."""
-    if family not in LEVEL_FIELDS or factor < 2 or factor & (factor - 1):
-        return bcfg
-    k = factor.bit_length() - 1
-    field, order = LEVEL_FIELDS[family]
-    v = getattr(bcfg, field, None)
-    if order == "count" and isinstance(v, int):
-        return dataclasses.replace(bcfg, **{field: v - k}) if v - k >= 1 else bcfg
-    if isinstance(v, tuple) and len(v) > k:
-        return dataclasses.replace(bcfg, **{field: v[k:] if order == "finest_first" else v[:-k]})
-    return bcfg
 
 
 def build_base(cfg: CascadeConfig) -> Generator:
@@ -232,8 +233,7 @@ def build_base(cfg: CascadeConfig) -> Generator:
             raise ZooError(f"cascade: base_config is for {bcfg.channels}x{bcfg.image_size}x{bcfg.image_size} "
                            f"images, not {cfg.channels}x{cfg.low}x{cfg.low}")
     else:
-        make = cls.tiny_config if cfg.base_tiny else cls.Config
-        bcfg = _fewer_levels(cfg.base, make(channels=cfg.channels, image_size=cfg.low), cfg.image_size // cfg.low)
+        bcfg = _base_config(cls, cfg)
         sets = parse_sets([s for s in cfg.base_set.split(";") if s.strip()])
         bad = {"channels", "image_size"} & set(sets)
         if bad:

@@ -9,12 +9,10 @@ the identity map to pixels and the variational bound. Training minimises the sim
 or epsilon.
 
 Why v by default: with the cosine schedule alpha_bar(T-1) ~ 2e-9, so an epsilon model's x0
-estimate (x_t - sqrt(1 - ab) eps) / sqrt(ab) multiplies its errors by up to ~2e4 near t = T.
-The deterministic few-step samplers (DDIM, DPM-Solver++) step along that estimate; from our
-10 TFLOP epsilon run they gave speckled, saturated images (with or without x0 clipping) while
-DDPM ancestral sampling of the same network was fine. v (Salimans & Ho 2022) gives
-x0 = sqrt(ab) x_t - sqrt(1 - ab) v, well conditioned at every t. ``prediction="epsilon"``
-remains available.
+estimate (x_t - sqrt(1 - ab) eps) / sqrt(ab) multiplies its errors by up to ~2e4 near t = T, and
+the deterministic few-step samplers (DDIM, DPM-Solver++) step along that estimate. v (Salimans &
+Ho 2022) gives x0 = sqrt(ab) x_t - sqrt(1 - ab) v, well conditioned at every t.
+``prediction="epsilon"`` remains available.
 
 ``log_prob`` is the variational bound of Ho et al. eq. 5 for the DDPM ancestral model with
 fixed variances: L_T + sum_{t>=2} L_{t-1} + L_0, with a discretized Gaussian decoder at t=1
@@ -31,20 +29,36 @@ import math
 import torch
 
 from ..api import Generator, ModelConfig, register_model
-from ..diffusion_process import DiffusionFields, DiffusionMixin
+from ..diffusion_process import DiffusionMixin
 from ..distributions import discretized_gaussian_logp
 from ..errors import ZooError
 
 
 @dataclasses.dataclass
-class DiffusionConfig(DiffusionFields, ModelConfig):
-    vlb_terms: int = 0                      # log_prob: 0 = all T terms; K = stratified estimate with K terms
+class DiffusionConfig(ModelConfig):
     lr: float = 1e-3
-    # 20 steps of the SDE solver with trailing spacing came within 8% of 1000-step DDPM's FID on the
-    # standard Min-SNR run (the ODE solver with linspace spacing: 27% above it on the earlier uniform-loss
-    # run); results/diffusion/README.md, "Sampler for 20 evaluations" and the Min-SNR section
-    sampler: str = "dpm++2m-sde"
-    spacing: str = "trailing"
+    # the UNet (zoo.nn.unet)
+    widths: tuple[int, ...] = (8, 16, 32)   # UNet channels per level (28 -> 14 -> 7); ~22 MFLOP forward
+    blocks: int = 1                         # residual blocks per level, encoder and decoder each
+    mid_blocks: int = 1                     # residual blocks on each side of the lowest-level attention
+    attn_heads: int = 2
+    dropout: float = 0.0
+    # the noise process (zoo.schedules)
+    timesteps: int = 1000                   # T
+    schedule: str = "cosine"                # "cosine" (Nichol & Dhariwal) | "linear" (Ho et al.)
+    prediction: str = "v"                   # "v" (see the module docstring) | "epsilon"
+    # the default sampler: 20 steps of the SDE solver with trailing spacing (results/diffusion/README.md)
+    sampler: str = "dpm++2m-sde"            # "ddpm" | "ddim" | "dpm++2m" | "dpm++2m-sde"
+    steps: int = 20                         # default steps of the default sampler (ddpm: T)
+    eta: float = 0.0                        # DDIM eta
+    spacing: str = "trailing"               # timestep spacing: "linspace" | "trailing" | "leading"
+    clip: float = 1.0                       # clamp predicted x0 to [-clip, clip] when sampling (0: off)
+    variance: str = "small"                 # fixed variance of p(x_{t-1}|x_t): "small" (beta tilde) | "large" (beta)
+    # the training loss
+    loss_weight: str = "uniform"            # weight of the simple loss over t: "uniform" | "min-snr" (Hang et al. 2023)
+    snr_gamma: float = 5.0                  # gamma of "min-snr" (the paper's default)
+    # the likelihood
+    vlb_terms: int = 0                      # log_prob: 0 = all T terms; K = stratified estimate with K terms
 
 
 @register_model("diffusion")
@@ -56,11 +70,9 @@ class Diffusion(DiffusionMixin, Generator):
     likelihood = "bound"
     guidance = True
 
-    # step-limited at these budgets: at 1 TFLOP, batch 32 against 64 gave FID 48.6 against 52.8
-    # (benchmarks/recipe_sweep.py, results/diffusion/README.md); the 10 TFLOP standard table checks
-    # it on 3 seeds. Larger budgets keep it (untested there). Min-SNR-5 loss weighting (Hang et al.
-    # 2023) beat the uniform loss on 3 seeds at 10 TFLOP, FID 15.14 +- 1.00 against 19.81 +- 0.21, at
-    # the cost of a looser likelihood bound (results/diffusion/README.md, "Min-SNR")
+    # the recipe at every budget: batch 32 (training is step-limited under a FLOP budget) and Min-SNR-5
+    # loss weighting (Hang et al. 2023); the sweeps behind it are in results/diffusion/README.md
+    # ("Recipe for the budget", "Min-SNR")
     budget_rules = ((float("inf"), {"train.batch_size": 32, "loss_weight": "min-snr"}),)
 
     @classmethod

@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import rng
-from ..api import Generator, ModelConfig, register_model
+from ..api import Generator, ModelConfig, halvings, register_model
 from ..distributions import standard_normal_logp
 from ..errors import ZooError
 from ..images import BINS, to_float, to_levels, to_uint8
@@ -102,7 +102,7 @@ class FlowConfig(ModelConfig):
     temperature: float = 0.7      # default sampling temperature (std of the base noise)
     iw_samples: int = 1           # dequantization draws per image in log_prob (importance-weighted if > 1)
     init_batch: int = 512         # training images for ActNorm's data-dependent initialization
-    lr: float = 2e-3              # Adam; 1e-3 and 3e-3 did worse in 400-step trials (results/flow/README.md)
+    lr: float = 2e-3              # Adam learning rate
 
 
 @register_model("flow")
@@ -114,15 +114,22 @@ class Flow(Generator):
     likelihood = "bound"
     has_latent = True
 
-    # step-limited at these budgets: at 1 TFLOP, batch 32 against the default 128 gave 4.32 bits/dim against 5.05 (FID
-    # level: 70.7 against 67.8) (benchmarks/recipe_sweep.py, results/flow/README.md); the 10 TFLOP standard
-    # table checks it on 3 seeds. Larger budgets keep it (untested there).
+    # the recipe at every budget: batch 32 (training is step-limited under a FLOP budget); the sweep
+    # behind it is in results/flow/README.md ("Recipe for the budget")
     budget_rules = ((float("inf"), {"train.batch_size": 32}),)
 
     @classmethod
     def tiny_config(cls, **fields):
         return cls.Config(**{"steps": 2, "hidden": 16, "dequant_steps": 2, "dequant_hidden": 8,
                              "init_batch": 64, **fields})
+
+    @classmethod
+    def lower_resolution_config(cls, config: FlowConfig, factor: int) -> FlowConfig:
+        """log2(factor) ``levels`` fewer, keeping at least one."""
+        k = halvings(factor)
+        if k and config.levels - k >= 1:
+            return dataclasses.replace(config, levels=config.levels - k)
+        return config
 
     def __init__(self, config: FlowConfig):
         super().__init__(config)

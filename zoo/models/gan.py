@@ -6,8 +6,8 @@ Two optimizer phases per step, each recomputing its own forward pass:
 Loss ``"ns"`` is the non-saturating loss of Goodfellow et al. 2014; ``"hinge"`` the hinge loss of
 Lim & Ye 2017 / Miyato et al. 2018. An optional R1 penalty (Mescheder et al. 2018) on real images
 is off by default: every layer of D is already spectrally normalised, which bounds its Lipschitz
-constant, and R1's double backward through D costs 44% more FLOPs in the disc phase (25% of a
-step at the default size), a share of the fixed training budget better spent on more steps.
+constant, and R1's double backward through D adds FLOPs to the disc phase that a fixed training
+budget spends on more steps instead (results/gan/README.md, "Hinge loss and R1").
 
 Adam with beta1 = 0.5 and a learning rate of 5e-4 for both networks: the FLOP budget buys only
 about 930 steps at batch 128, and spectral normalisation keeps D stable over a wide range of
@@ -39,19 +39,27 @@ import torch
 from torch import nn
 
 from .. import rng
-from ..api import Generator, ModelConfig, register_model
+from ..api import Generator, ModelConfig, halvings, register_model
 from ..errors import ZooError
-from ..nn.adversarial import (AdversarialConfig, adversarial_optimizer, check_adversarial_config,
+from ..nn.adversarial import (adversarial_optimizer, check_adversarial_config,
                               discriminator_phase, frozen, gen_loss)
 from ..nn.conv import Discriminator, FiLM, expect_cond, groups_for, run_stack
 
 
 @dataclasses.dataclass
-class GANConfig(AdversarialConfig, ModelConfig):
+class GANConfig(ModelConfig):
+    lr: float = 5e-4                          # generator learning rate
+    # the adversarial game (zoo.nn.adversarial)
+    loss: str = "ns"                          # "ns" (non-saturating) | "hinge"
+    r1_gamma: float = 0.0                     # weight of the R1 penalty gamma/2 E|grad_x D(x)|^2 on real images; 0: off
+    spectral_norm: bool = True                # spectral normalisation of every discriminator layer
+    lr_d: float = 5e-4                        # discriminator learning rate
+    beta1: float = 0.5                        # Adam betas of both phases
+    beta2: float = 0.99
+    # the networks
     latent_dim: int = 64
     g_widths: tuple[int, ...] = (64, 32, 16)  # generator channels per level, coarse to fine (7 -> 14 -> 28)
     d_widths: tuple[int, ...] = (32, 64)      # discriminator channels per stride-2 conv (28 -> 14 -> 7)
-    lr: float = 5e-4                          # generator learning rate
 
 
 class DCGANGenerator(nn.Module):
@@ -111,15 +119,22 @@ class GAN(Generator):
     phases = ("disc", "gen")
     likelihood = "none"
 
-    # step-limited at these budgets: at 1 TFLOP, batch 32 against the default 128 gave FID 54.8 against 75.6.
-    # The hinge loss won on 3 seeds at 10 TFLOP (19.24 +- 0.92 against 24.87 +- 3.92, every seed better,
-    # no class below 0.066 of the samples) and on seed 0 at 3 and 30 TFLOP; at 1 TFLOP it ties.
-    # Both sweeps: benchmarks/recipe_sweep.py, written up in results/gan/README.md.
+    # the recipe at every budget: batch 32 (training is step-limited under a FLOP budget) and the hinge
+    # loss; the sweeps behind it are in results/gan/README.md ("Recipe for the budget", "Hinge loss and R1")
     budget_rules = ((float("inf"), {"train.batch_size": 32, "loss": "hinge"}),)
 
     @classmethod
     def tiny_config(cls, **fields):
         return cls.Config(**{"latent_dim": 8, "g_widths": (16, 8, 8), "d_widths": (8, 16), **fields})
+
+    @classmethod
+    def lower_resolution_config(cls, config: GANConfig, factor: int) -> GANConfig:
+        """Drop the log2(factor) finest generator levels (``g_widths`` is coarse to fine), so the
+        seed map keeps its side (7x7 for 28 / factor images); unchanged with no level to spare."""
+        k = halvings(factor)
+        if 0 < k < len(config.g_widths):
+            return dataclasses.replace(config, g_widths=config.g_widths[:-k])
+        return config
 
     def __init__(self, config: GANConfig):
         super().__init__(config)

@@ -24,7 +24,7 @@ import dataclasses
 import torch
 
 from ..api import Generator, ModelConfig, register_model
-from ..diffusion_process import DiffusionFields, DiffusionMixin
+from ..diffusion_process import DiffusionMixin
 from ..distributions import gaussian_sample, kl_standard_normal
 from ..errors import ZooError
 from ..images import to_float, to_uint8
@@ -32,7 +32,28 @@ from ..nn.conv import ConvDecoder, ConvEncoder, latent_side
 
 
 @dataclasses.dataclass
-class LatentDiffusionConfig(DiffusionFields, ModelConfig):
+class LatentDiffusionConfig(ModelConfig):
+    lr: float = 1e-3                             # learning rate of the diffusion stage
+    # second stage: the UNet on latents (zoo.nn.unet)
+    widths: tuple[int, ...] = (32, 64)           # 7 -> 4; ~13 MFLOP forward
+    blocks: int = 1                              # residual blocks per level, encoder and decoder each
+    mid_blocks: int = 0                          # residual blocks on each side of the lowest-level attention
+    attn_heads: int = 2
+    dropout: float = 0.0
+    # the noise process (zoo.schedules)
+    timesteps: int = 1000                        # T
+    schedule: str = "cosine"                     # "cosine" (Nichol & Dhariwal) | "linear" (Ho et al.)
+    prediction: str = "v"                        # "v" | "epsilon"
+    # the default sampler (results/diffusion/README.md)
+    sampler: str = "dpm++2m-sde"                 # "ddpm" | "ddim" | "dpm++2m" | "dpm++2m-sde"
+    steps: int = 20                              # default steps of the default sampler (ddpm: T)
+    eta: float = 0.0                             # DDIM eta
+    spacing: str = "trailing"                    # timestep spacing: "linspace" | "trailing" | "leading"
+    clip: float = 0.0                            # latents are not clipped
+    variance: str = "small"                      # fixed variance of p(x_{t-1}|x_t): "small" | "large"
+    # the diffusion stage's loss
+    loss_weight: str = "uniform"                 # weight of the simple loss over t: "uniform" | "min-snr"
+    snr_gamma: float = 5.0                       # gamma of "min-snr"
     # first stage: autoencoder (shared ConvEncoder/ConvDecoder blocks)
     ae_widths: tuple[int, ...] = (16, 32, 64)   # 28 -> 14 -> 7
     ae_blocks: int = 0
@@ -42,13 +63,6 @@ class LatentDiffusionConfig(DiffusionFields, ModelConfig):
     ae_fraction: float = 0.3                     # share of the training budget for the autoencoder stage
     latent_scale: float = 0.0                    # 1/std of training latents, set when stage "diffusion" begins
     scale_images: int = 10000                    # training images used to compute latent_scale
-    # second stage: the UNet on latents (DiffusionFields, with different defaults)
-    widths: tuple[int, ...] = (32, 64)           # 7 -> 4; ~13 MFLOP forward
-    mid_blocks: int = 0
-    clip: float = 0.0                            # latents are not clipped
-    lr: float = 1e-3
-    sampler: str = "dpm++2m-sde"                 # 20 steps within 9-11% of 1000-step DDPM's FID (results/diffusion)
-    spacing: str = "trailing"
 
 
 @register_model("latent_diffusion")
@@ -66,11 +80,9 @@ class LatentDiffusion(DiffusionMixin, Generator):
     has_latent = True
     stages = {"ae": ("ae",), "diffusion": ("diffusion",)}
 
-    # step-limited at these budgets: at 1 TFLOP, batch 32/64/128 gave FID 41.2/53.5/64.0 (both stages
-    # at that batch; benchmarks/recipe_sweep.py, results/latent_diffusion/README.md); the 10 TFLOP
-    # standard table checks it on 3 seeds. Larger budgets keep it (untested there). Min-SNR-5 loss
-    # weighting (Hang et al. 2023; the diffusion stage only) beat the uniform loss on 3 seeds at 10
-    # TFLOP, FID 12.85 +- 0.47 against 15.33 +- 1.02 (results/diffusion/README.md, "Min-SNR")
+    # the recipe at every budget: batch 32 for both stages (training is step-limited under a FLOP
+    # budget) and Min-SNR-5 loss weighting of the diffusion stage (Hang et al. 2023); the sweeps behind
+    # it are in results/latent_diffusion/README.md and results/diffusion/README.md ("Min-SNR")
     budget_rules = ((float("inf"), {"train.batch_size": 32, "loss_weight": "min-snr"}),)
 
     @classmethod

@@ -61,9 +61,8 @@ class PixelGPT(Generator):
     likelihood = "exact"
     guidance = True
 
-    # step-limited: at 1 TFLOP batch 8/16/32/64/128 gave 3.52/3.65/3.90/4.18/4.56 test bits/dim, at
-    # 3 TFLOP batch 8/16/32 gave 3.14/3.21/3.39 (benchmarks/recipe_sweep.py, results/pixel_gpt/README.md);
-    # the 10 TFLOP standard table checks batch 8 on 3 seeds. Larger budgets keep it (untested there).
+    # the recipe at every budget: batch 8 (training is step-limited under a FLOP budget); the sweep
+    # behind it is in results/pixel_gpt/README.md ("Recipe for the budget")
     budget_rules = ((float("inf"), {"train.batch_size": 8}),)
 
     @classmethod

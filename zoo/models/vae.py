@@ -25,12 +25,20 @@ import math
 
 from ..api import Generator, ModelConfig, register_model
 from ..distributions import gaussian_sample, kl_standard_normal
-from ..nn.gaussian_vae import TINY_FIELDS, GaussianVAEConfig, GaussianVAEMixin
+from ..nn.gaussian_vae import TINY_FIELDS, GaussianVAEMixin
 
 
 @dataclasses.dataclass
-class VAEConfig(GaussianVAEConfig, ModelConfig):
-    lr: float = 1e-3
+class VAEConfig(ModelConfig):
+    lr: float = 1e-3                        # Adam learning rate of the encoder and decoder
+    widths: tuple[int, ...] = (16, 32, 64)  # channels per resolution level (28 -> 14 -> 7)
+    blocks: int = 0                         # residual blocks per level (0: plain strided convs)
+    latent_dim: int = 32
+    iw_samples: int = 16                    # default k of the importance-weighted log_prob bound
+    sample_mode: str = "mean"               # "mean": decoder mean; "sample": draw pixels from p(x|z)
+    prior: str = "normal"                   # "normal": N(0, I); "mixture": a Gaussian mixture fitted to q(z) in training
+    prior_components: int = 50              # components of the mixture prior
+    prior_lr: float = 1e-2                  # Adam learning rate of the mixture's parameters
 
 
 @register_model("vae")
@@ -41,10 +49,9 @@ class VAE(GaussianVAEMixin, Generator):
     likelihood = "bound"
     has_latent = True
 
-    # step-limited at these budgets: at 1 TFLOP, batch 32 against the default 128 gave FID 41.5 against 42.5 and
-    # 3.73 bits/dim against 3.91 (benchmarks/recipe_sweep.py, results/vae/README.md); the 10 TFLOP standard
-    # table checks it on 3 seeds. Larger budgets keep it (untested there). The mixture prior beat N(0, I) on 3
-    # seeds at 10 TFLOP (results/vae/README.md, "Mixture prior"), at a cost in recall.
+    # the recipe at every budget: batch 32 (training is step-limited under a FLOP budget) and the
+    # mixture prior; the sweeps behind it are in results/vae/README.md ("Recipe for the budget",
+    # "Mixture prior")
     budget_rules = ((float("inf"), {"train.batch_size": 32, "prior": "mixture"}),)
 
     @classmethod

@@ -18,22 +18,17 @@ updated:
 
 D always judges ``Dec(z).clamp(-1, 1)``, the image the sampler outputs. The decoder's logistic
 means are free to run past [-1, 1] where the edge bins absorb the mass (the background sits at
--1), so unclamped fakes are told from real images by their range alone; D trained that way
-(before this was fixed) drove the decoder to grid artifacts and most samples to one class.
+-1), so unclamped fakes would be told from real images by their range alone.
 
-Defaults (d_widths (16, 32), adv_weight 4, feature_weight 10) come from a seed-0 sweep at the
-standard 10 TFLOP (``benchmarks/vae_gan_sweep.py``; table in ``results/vae_gan/README.md``).
-Two things moved FID: a stronger adversarial term (adv_weight 1 -> 2 -> 4 -> 8 gave FID 37.0,
-33.0, 30.2, 31.7 with D (16, 32)) and a narrower discriminator, which costs less per step and so
-buys more steps under a FLOP budget (687 steps at D (16, 32) against 472 at (32, 64): FID 30.2
-against 38.1 at adv_weight 4; (8, 16), 777 steps, fell back to 36.0). The feature weight
-mattered little (3 against 10 at adv_weight 1, 30 against 10 at adv_weight 4: within 0.6 FID).
-The pixel term stays in at weight 1 to keep the decoder's logistic scales fitted (see Likelihood).
+The defaults (d_widths (16, 32), adv_weight 4, feature_weight 10) come from the seed-0 sweep of
+``benchmarks/vae_gan_sweep.py`` at the standard 10 TFLOP (``results/vae_gan/README.md``): a
+narrower discriminator costs less per step and so buys more steps under a FLOP budget. The pixel
+term stays in at weight 1 to keep the decoder's logistic scales fitted (see Likelihood).
 
 Deviations from the paper: one optimizer for encoder and decoder together (the trainer's phases),
 so the encoder also receives the adversarial gradient through the reconstructions; Larsen et
-al. keep it off the encoder and have no pixel term (the issue asks for one, weighted against the
-feature term); D is spectrally normalised instead of batch-normalised.
+al. keep it off the encoder and have no pixel term (here it is weighted against the feature
+term); D is spectrally normalised instead of batch-normalised.
 
 Conditional (``cond_dim > 0``): the conditional VAE of ``zoo.nn.gaussian_vae`` (encoder and
 decoder FiLM-modulated by the text embedding c) against a projection discriminator D(x, c)
@@ -70,16 +65,34 @@ from ..api import Generator, ModelConfig, register_model
 from ..config import check_choice
 from ..distributions import discretized_logistic_logp, gaussian_sample, kl_standard_normal
 from ..errors import ZooError
-from ..nn.adversarial import (AdversarialConfig, adversarial_optimizer, check_adversarial_config,
+from ..nn.adversarial import (adversarial_optimizer, check_adversarial_config,
                               discriminator_phase, frozen, gen_loss)
 from ..nn.conv import Discriminator
-from ..nn.gaussian_vae import TINY_FIELDS, GaussianVAEConfig, GaussianVAEMixin
+from ..nn.gaussian_vae import TINY_FIELDS, GaussianVAEMixin
 
 ADV_LATENTS = ("normal", "prior")
 
 
 @dataclasses.dataclass
-class VAEGANConfig(AdversarialConfig, GaussianVAEConfig, ModelConfig):
+class VAEGANConfig(ModelConfig):
+    lr: float = 5e-4                        # encoder + decoder learning rate
+    # the Gaussian conv VAE (zoo.nn.gaussian_vae)
+    widths: tuple[int, ...] = (16, 32, 64)  # channels per resolution level (28 -> 14 -> 7)
+    blocks: int = 0                         # residual blocks per level (0: plain strided convs)
+    latent_dim: int = 32
+    iw_samples: int = 16                    # default k of the importance-weighted log_prob bound
+    sample_mode: str = "mean"               # "mean": decoder mean; "sample": draw pixels from p(x|z)
+    prior: str = "normal"                   # "normal": N(0, I); "mixture": a Gaussian mixture fitted to q(z) in training
+    prior_components: int = 50              # components of the mixture prior
+    prior_lr: float = 1e-2                  # Adam learning rate of the mixture's parameters
+    # the adversarial game (zoo.nn.adversarial)
+    loss: str = "ns"                        # "ns" (non-saturating) | "hinge"
+    r1_gamma: float = 0.0                   # weight of the R1 penalty gamma/2 E|grad_x D(x)|^2 on real images; 0: off
+    spectral_norm: bool = True              # spectral normalisation of every discriminator layer
+    lr_d: float = 5e-4                      # discriminator learning rate
+    beta1: float = 0.5                      # Adam betas of both phases
+    beta2: float = 0.99
+    # the VAE-GAN's own
     d_widths: tuple[int, ...] = (16, 32)   # discriminator channels per stride-2 conv (28 -> 14 -> 7)
     pixel_weight: float = 1.0              # weight of the negative ELBO (nats/dim)
     feature_weight: float = 10.0           # weight of the feature-space reconstruction error (per dim)
@@ -87,7 +100,6 @@ class VAEGANConfig(AdversarialConfig, GaussianVAEConfig, ModelConfig):
     # latents of those prior samples (D's fakes and the adversarial term): "normal", N(0, I) whatever the
     # prior; "prior", the prior that sampling uses (with prior=mixture, draws from the mixture)
     adv_latents: str = "normal"
-    lr: float = 5e-4                       # encoder + decoder learning rate
 
 
 @register_model("vae_gan")
@@ -99,12 +111,9 @@ class VAEGAN(GaussianVAEMixin, Generator):
     likelihood = "bound"
     has_latent = True
 
-    # step-limited at these budgets: at 1 TFLOP, batch 32 against the default 128 gave FID 43.4 against 48.0
-    # (benchmarks/recipe_sweep.py, results/vae_gan/README.md); the 10 TFLOP standard
-    # table checks it on 3 seeds. Larger budgets keep it (untested there). The mixture prior, as the VAE's, beat
-    # N(0, I) on 3 seeds at 10 TFLOP: FID 10.55 +- 2.45 against 21.14 +- 1.84, at a cost in recall
-    # (results/vae_gan/README.md, "Mixture prior"). adv_latents=prior (D on mixture draws) did not win on 3 seeds
-    # (11.15 +- 1.87), so the adversarial terms keep N(0, I) draws.
+    # the recipe at every budget: batch 32 (training is step-limited under a FLOP budget) and the
+    # mixture prior, with N(0, I) draws for the adversarial terms (adv_latents=normal); the sweeps
+    # behind it are in results/vae_gan/README.md ("Recipe for the budget", "Mixture prior")
     budget_rules = ((float("inf"), {"train.batch_size": 32, "prior": "mixture"}),)
 
     @classmethod

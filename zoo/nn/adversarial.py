@@ -1,8 +1,9 @@
 """Adversarial training pieces shared by the GAN and the VAE-GAN (written once, here).
 
 What both families do the same way:
-  - the config fields of the adversarial game (:class:`AdversarialConfig`, a dataclass mixin)
-    and their check (:func:`check_adversarial_config`);
+  - the check of the adversarial game's config fields (:func:`check_adversarial_config`); each
+    family declares the fields (``loss``, ``r1_gamma``, ``spectral_norm``, ``lr_d``, ``beta1``,
+    ``beta2``) in its own config;
   - the losses: non-saturating (``"ns"``, Goodfellow et al. 2014) or hinge (``"hinge"``, Lim & Ye
     2017 / Miyato et al. 2018) for D (:func:`disc_loss`) and for the generator (:func:`gen_loss`),
     and the R1 penalty on real images (:func:`r1_penalty`, Mescheder et al. 2018);
@@ -17,37 +18,25 @@ images' own, and for each fake the one it was made for, so the two phases of a s
 same conditional game.
 
 What differs stays in each family: how its fakes are made and what its generator phase adds.
-Unlike the other ``zoo.nn`` modules this one holds losses and config fields; they are the
+Unlike the other ``zoo.nn`` modules this one holds losses; they are the
 shared part of two families' objectives, and the rule is that no family imports another.
 """
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 from typing import Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..api import ModelConfig
 from ..errors import ZooError
 
 GAN_LOSSES = ("ns", "hinge")
 
 
-@dataclasses.dataclass
-class AdversarialConfig:
-    """Config fields of the adversarial game, mixed into a family's config dataclass
-    (``class GANConfig(AdversarialConfig, ModelConfig)``)."""
-    loss: str = "ns"               # "ns" (non-saturating) | "hinge"
-    r1_gamma: float = 0.0          # weight of the R1 penalty gamma/2 E|grad_x D(x)|^2 on real images; 0: off
-    spectral_norm: bool = True     # spectral normalisation of every discriminator layer
-    lr_d: float = 5e-4             # discriminator learning rate (the other phase uses ``lr``)
-    beta1: float = 0.5             # Adam betas of both phases
-    beta2: float = 0.99
-
-
-def check_adversarial_config(c: AdversarialConfig) -> None:
+def check_adversarial_config(c: ModelConfig) -> None:
     """One-line ZooError for an unknown loss name or a negative R1 weight."""
     if c.loss not in GAN_LOSSES:
         raise ZooError(f"unknown GAN loss {c.loss!r} (choose {' or '.join(GAN_LOSSES)})")
@@ -55,7 +44,7 @@ def check_adversarial_config(c: AdversarialConfig) -> None:
         raise ZooError(f"r1_gamma must be >= 0, got {c.r1_gamma}")
 
 
-def adversarial_optimizer(c: AdversarialConfig, phase: str, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+def adversarial_optimizer(c: ModelConfig, phase: str, params: list[nn.Parameter]) -> torch.optim.Optimizer:
     """Adam for one phase: ``lr_d`` for "disc", the config's ``lr`` for the other; betas (beta1, beta2)."""
     lr = c.lr_d if phase == "disc" else c.lr
     return torch.optim.Adam(params, lr=lr, betas=(c.beta1, c.beta2))
@@ -103,7 +92,7 @@ def r1_penalty(disc: nn.Module, x: torch.Tensor, cond: torch.Tensor | None = Non
     return d, g.pow(2).flatten(1).sum(1).mean()
 
 
-def discriminator_phase(disc: nn.Module, real: torch.Tensor, fake: torch.Tensor, c: AdversarialConfig, *,
+def discriminator_phase(disc: nn.Module, real: torch.Tensor, fake: torch.Tensor, c: ModelConfig, *,
                         real_cond: torch.Tensor | None = None,
                         fake_cond: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """The "disc" phase's losses: D on ``real`` (B, C, H, W) (with the R1 penalty when

@@ -5,8 +5,7 @@ p(x|z): a linear layer to the coarsest map, the shared ConvDecoder, and a per-pi
 discretized logistic over the 256 levels, so ``log_prob`` (the importance-weighted bound of
 Burda et al. 2016) is in the same discrete-pixel units as the exact-likelihood families.
 
-Two pieces, each written once:
-  :class:`GaussianVAEConfig`  the config fields (a dataclass mixin for a family's config);
+Written once:
   :class:`GaussianVAEMixin`   a mixin for a :class:`zoo.api.Generator`: it builds the networks
                               and gives ``encode``/``decode``/``reconstruction_logp`` and the
                               contract's ``generate``, ``log_prob`` (IWAE bound) and ``interpolate``.
@@ -35,6 +34,7 @@ import torch
 from torch import nn
 
 from .. import rng
+from ..api import ModelConfig, halvings
 from ..config import check_choice
 from ..distributions import discretized_logistic_logp, gaussian_logp, gaussian_sample, standard_normal_logp
 from ..errors import ZooError
@@ -48,25 +48,13 @@ PRIORS = ("normal", "mixture")
 TINY_FIELDS = {"widths": (8, 16, 16), "latent_dim": 8}
 
 
-@dataclasses.dataclass
-class GaussianVAEConfig:
-    """Config fields of the Gaussian conv VAE, mixed into a family's config dataclass."""
-    widths: tuple[int, ...] = (16, 32, 64)  # channels per resolution level (28 -> 14 -> 7)
-    blocks: int = 0                         # residual blocks per level (0: plain strided convs)
-    latent_dim: int = 32
-    iw_samples: int = 16                    # default k of the importance-weighted log_prob bound
-    sample_mode: str = "mean"               # "mean": decoder mean; "sample": draw pixels from p(x|z)
-    prior: str = "normal"                   # "normal": N(0, I); "mixture": a Gaussian mixture fitted to q(z) in training
-    prior_components: int = 50              # components of the mixture prior
-    prior_lr: float = 1e-2                  # Adam learning rate of the mixture's parameters
-
-
 class GaussianVAEMixin:
-    """Gaussian-latent conv VAE for a Generator whose config has the GaussianVAEConfig fields
-    (and ``channels``, ``image_size``). Creates, in this order: ``encoder``, ``to_posterior``,
+    """Gaussian-latent conv VAE for a Generator whose config has the fields ``widths``, ``blocks``,
+    ``latent_dim``, ``iw_samples``, ``sample_mode``, ``prior``, ``prior_components``, ``prior_lr``
+    (each family declares them, with its defaults, in its own config). Creates, in this order: ``encoder``, ``to_posterior``,
     ``from_latent``, ``decoder``."""
 
-    config: GaussianVAEConfig
+    config: ModelConfig
 
     def __init__(self, config) -> None:
         super().__init__(config)  # the Generator
@@ -77,6 +65,15 @@ class GaussianVAEMixin:
         self.to_posterior = nn.Linear(feat, 2 * c.latent_dim)
         self.from_latent = nn.Linear(c.latent_dim, feat)
         self.decoder = ConvDecoder(c.widths[-1], 2 * c.channels, c.widths, c.blocks)
+
+    @classmethod
+    def lower_resolution_config(cls, config: ModelConfig, factor: int) -> ModelConfig:
+        """Drop the log2(factor) finest levels of ``widths`` (finest first), so the latent map keeps
+        its side (7x7 for 28 / factor images); unchanged when ``widths`` has no level to spare."""
+        k = halvings(factor)
+        if 0 < k < len(config.widths):
+            return dataclasses.replace(config, widths=config.widths[k:])
+        return config
 
     # ---- conditioning --------------------------------------------------------------------
     def add_conditioning(self) -> None:
