@@ -61,9 +61,9 @@ def features_train_cmd(data_spec, out, epochs, batch_size, lr, seed, flip, shift
               help="Feature network for FID, KID, precision/recall, density/coverage.")
 @click.option("--n", "n", default=None, type=int,
               help="Images to use from each side (the first n; a run draws n samples). Default: all images of "
-                   "SOURCE (10000 samples for a run directory or --real-vs-real, where `zoo bench` scores 5000: "
-                   "give --n 5000 to compare); a dataset reference takes as many as SOURCE has, an image --ref "
-                   "all of its own. The result line states n on each side.")
+                   "SOURCE (10000 samples for a run directory or --real-vs-real; the standard `zoo bench` profile "
+                   "scores 5000, so give --n 5000 to compare with it); a dataset reference takes as many as SOURCE "
+                   "has, an image --ref all of its own. The result line states n on each side.")
 @click.option("--metrics", default=None, show_default="fid,kid,pr,dc,cs,mem",
               help="Comma-separated: fid,kid,pr,dc,cs,mem,bpd (bpd needs a run directory; mem a dataset reference; "
                    "the default skips, with a note, what the reference cannot give).")

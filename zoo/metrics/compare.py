@@ -246,7 +246,7 @@ def evaluate_source(source: Source, ref: Source | None = DEFAULT_DATA, *, n: int
             `zoo eval --save-stats` (used whole, so no memorization or bits/dim). Default: the fashion-mnist
             ``split``. ``None``: the ``split`` images of ``data``.
         n: images per side: the first n of a tensor, file, folder or dataset, n samples of a run. Default:
-            all of ``source`` (10,000 samples of a run; `zoo bench` scores 5,000); a dataset reference takes
+            all of ``source`` (10,000 samples of a run; the standard `zoo bench` profile scores 5,000); a dataset reference takes
             as many as the source has, an image reference all of its own, a run reference as many as the source.
         metrics: a comma-separated string or a tuple of fid, kid, pr (precision/recall, k=3), dc
             (density/coverage, k=5), cs (classifier score), mem (memorization; needs a dataset reference),
