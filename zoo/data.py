@@ -196,22 +196,33 @@ def synthetic(split: str, size: int = 28, channels: int = 1, n: int | None = Non
 
 
 # ---- entry point --------------------------------------------------------------------------
+DATASET_NAMES = ("fashion-mnist", "synthetic")          # specs that are a bare name
+DATASET_PREFIXES = ("idx:", "folder:", "synthetic:")    # specs that name a path or options after a prefix
+
+
+def is_dataset_spec(text: str) -> bool:
+    """Whether ``text`` has the form of a dataset spec (fashion-mnist, idx:PATH, folder:PATH,
+    synthetic[:SIZE[:CHANNELS]]), the forms :func:`load_dataset` reads; a folder with such a name
+    is reached as ./NAME."""
+    return text in DATASET_NAMES or text.startswith(DATASET_PREFIXES)
+
+
 def load_dataset(spec: str = "fashion-mnist", split: str = "train", *, download: bool = False) -> Dataset:
     """Load one split of a dataset spec (see module docstring). Errors are one-line ZooErrors."""
     if split not in ("train", "test"):
         raise ZooError(f"unknown split {split!r}: choose train or test")
+    if not is_dataset_spec(spec):
+        raise ZooError(f"unknown dataset {spec!r}: use fashion-mnist, idx:PATH, folder:PATH or synthetic")
     if spec == "fashion-mnist":
         return load_idx_folder(_fashion_mnist_dir(download), split, "fashion-mnist")
     if spec.startswith("idx:"):
         return load_idx_folder(spec[4:], split, spec)
     if spec.startswith("folder:"):
         return _load_folder(spec[7:], split)
-    if spec == "synthetic" or spec.startswith("synthetic:"):
-        parts = spec.split(":")[1:]
-        try:
-            size = int(parts[0]) if parts else 28
-            ch = int(parts[1]) if len(parts) > 1 else 1
-        except ValueError:
-            raise ZooError(f"bad synthetic spec {spec!r}: use synthetic[:SIZE[:CHANNELS]]") from None
-        return synthetic(split, size, ch)
-    raise ZooError(f"unknown dataset {spec!r}: use fashion-mnist, idx:PATH, folder:PATH or synthetic")
+    parts = spec.split(":")[1:]   # synthetic[:SIZE[:CHANNELS]]
+    try:
+        size = int(parts[0]) if parts else 28
+        ch = int(parts[1]) if len(parts) > 1 else 1
+    except ValueError:
+        raise ZooError(f"bad synthetic spec {spec!r}: use synthetic[:SIZE[:CHANNELS]]") from None
+    return synthetic(split, size, ch)

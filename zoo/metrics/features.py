@@ -18,6 +18,7 @@ same features up to float32 rounding of the batched conv kernels (~1e-7 relative
 from __future__ import annotations
 
 import copy
+import datetime
 import hashlib
 import json
 import os
@@ -52,7 +53,11 @@ def data_key(data: str) -> str:
 
 
 def cnn_cache_dir(data: str) -> Path:
+    """The cache folder of the fmnist-cnn weights trained on dataset ``data``."""
     return cache_root() / "features" / "fmnist-cnn" / data_key(data)
+
+
+CNN_POINTER = "latest.json"   # in cnn_cache_dir(data): {"file": the newest weights' name, "sha256": ...}
 
 
 # ---- input checks ------------------------------------------------------------------------------
@@ -359,7 +364,7 @@ def cnn_weights_path(data: str) -> Path:
     """Weights of the fmnist-cnn for dataset ``data``: packaged for fashion-mnist, else the cache."""
     if data == "fashion-mnist" and PACKAGED_CNN.is_file():
         return PACKAGED_CNN
-    pointer = cnn_cache_dir(data) / "latest.json"
+    pointer = cnn_cache_dir(data) / CNN_POINTER
     if pointer.is_file():
         try:
             p = cnn_cache_dir(data) / json.loads(pointer.read_text())["file"]
@@ -368,6 +373,67 @@ def cnn_weights_path(data: str) -> Path:
         if p.is_file():
             return p
     raise ZooError(f"no fmnist-cnn weights for dataset {data!r}: train them with `zoo features train --data {data}`")
+
+
+def _channels(text: str | tuple[int, ...], *, skip_empty: bool = False) -> tuple[int, ...]:
+    """Channel counts from "32,64,128" or a tuple; ValueError for anything but integers."""
+    items = text.split(",") if isinstance(text, str) else text
+    return tuple(int(w) for w in items if not skip_empty or str(w).strip())
+
+
+def train_feature_cnn(data: str = "fashion-mnist", out: str | os.PathLike | None = None, *, epochs: int = 24,
+                      batch_size: int = 128, lr: float = 0.05, seed: int = 0, flip: bool = True, shift: int = 2,
+                      dropout: float = 0.1, widths: str | tuple[int, int, int] = "32,64,128",
+                      stem: str | tuple[int, ...] = "", threads: int | None = None, progress: bool = False,
+                      log=print, command: str | None = None) -> tuple[Path, dict]:
+    """Train the fmnist-cnn on the train split of dataset ``data``, measure it on the test split, and
+    save it: to ``out`` (a .safetensors path), or by default to the cache, where
+    :func:`get_extractor` finds it (``cnn_cache_dir(data)/<sha256[:16]>.safetensors``). A .json
+    record goes beside the weights. ``widths``/``stem``: channels of the three stages and of extra
+    full-resolution convs ("32,64,128" or a tuple). ``threads``: CPU threads for training (set for the
+    whole process). ``log``: receives progress lines (None: silent). ``command``: recorded as given.
+    Returns (the weights' path, the record)."""
+    from ..data import load_dataset
+    from ..files import atomic_write_text
+    from .classifier import save_cnn, train_cnn
+    if epochs < 1 or batch_size < 1 or lr <= 0 or shift < 0 or not 0 <= dropout < 1:
+        raise ZooError("--epochs and --batch-size must be >= 1, --lr > 0, --shift >= 0, 0 <= --dropout < 1")
+    try:
+        widths_t, stem_t = _channels(widths), _channels(stem, skip_empty=True)
+    except ValueError:
+        raise ZooError(f"--widths and --stem take comma-separated integers, got {widths!r} and {stem!r}") from None
+    if len(widths_t) != 3 or min(widths_t + stem_t) < 1:
+        raise ZooError(f"--widths needs three positive channel counts, got {widths!r}")
+    if threads is not None:
+        if threads < 1:
+            raise ZooError(f"--threads must be >= 1, got {threads}")
+        torch.set_num_threads(threads)
+    if out is not None and Path(out).suffix != ".safetensors":
+        raise ZooError(f"--out must end in .safetensors, got {Path(out).name!r}")
+    say = log or (lambda _: None)
+    train, test = load_dataset(data, "train"), load_dataset(data, "test")
+    say(f"training fmnist-cnn on {data}: {len(train)} train images, {epochs} epochs, {torch.get_num_threads()} threads")
+    net, info = train_cnn(train.images, train.labels, test_images=test.images, test_labels=test.labels,
+                          epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, shift=shift, flip=flip,
+                          dropout=dropout, widths=widths_t, stem=stem_t, progress=progress, log=log)
+    acc = info["test_accuracy"]
+    meta = {"data": data, "test_accuracy": f"{acc:.4f}", "seed": seed}
+    if out is None:
+        d = cnn_cache_dir(data)
+        tmp = d / "training.safetensors"
+        sha = save_cnn(net, tmp, meta)
+        path = d / f"{sha[:16]}.safetensors"
+        tmp.replace(path)
+        atomic_write_text(d / CNN_POINTER, json.dumps({"file": path.name, "sha256": sha}))
+    else:
+        path = Path(out)
+        sha = save_cnn(net, path, meta)
+    record = {"file": path.name, "sha256": sha, "data": data, "test_accuracy": acc,
+              "test_images": len(test), "feat_dim": net.cfg.feat_dim, "command": command,
+              "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+              **{k: v for k, v in info.items() if k != "test_accuracy"}}
+    atomic_write_text(path.with_suffix(".json"), json.dumps(record, indent=2) + "\n")
+    return path, record
 
 
 _LOADED: dict[tuple, Extractor] = {}

@@ -17,6 +17,7 @@ FID against a saved file equals FID against the images it summarises.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import hashlib
@@ -24,7 +25,7 @@ import json
 import os
 import zipfile
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -63,10 +64,21 @@ def _cached(kind: str, key: dict, compute: Callable[[], dict[str, torch.Tensor]]
             pass
     tensors = {k: v.contiguous() for k, v in compute().items()}
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    save_file(tensors, str(tmp), metadata={"key": blob})
-    os.replace(tmp, path)
+    with replacing(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"key": blob})
     return tensors
+
+
+@contextlib.contextmanager
+def replacing(path: Path, prefix: str = "") -> Iterator[Path]:
+    """A temporary name beside ``path`` to write to; renamed to ``path`` when the block ends normally,
+    removed when it raises anything (KeyboardInterrupt and SystemExit included)."""
+    tmp = path.with_name(f"{prefix}{path.name}.{os.getpid()}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _extractor_key(extractor: Extractor) -> dict:
@@ -214,10 +226,8 @@ def save_stats(path: str | os.PathLike, ref: Reference, extractor: Extractor, *,
             "zoo_version": __version__, "git_commit": git_commit(),
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:   # a file object: numpy would append .npz to a name
+    with replacing(path, prefix=".") as tmp, open(tmp, "wb") as fh:   # a file object: numpy would append .npz
         np.savez(fh, **{k: stats[k].numpy() for k in STATS_ARRAYS}, meta=np.array(json.dumps(meta)))
-    os.replace(tmp, path)
     return meta
 
 
