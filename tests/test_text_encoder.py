@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from zoo import ZooError
-from zoo.text import encoder as te
+from zoo.text import embed_prompts, encoder as te
 
 ZOO = [sys.executable, "-m", "zoo"]
 
@@ -53,6 +53,27 @@ def test_tampered_weights_are_refused(tmp_path):
         te.load_checked(enc, "mlm-s", rec, tmp_path)
     with pytest.raises(ZooError, match="no committed text model 'mlm-x'"):
         te.read_record("mlm-x")
+
+
+def test_embed_prompts_gives_the_cond_of_the_models_encoder():
+    import zoo
+    cfg = zoo.get_model_class("vae").Config(cond_dim=te.SIZES["s"][0], text_encoder="mlm-s")
+    want = te.load_encoder("mlm-s").embed(["a dark coat"] * 3)
+    assert torch.equal(embed_prompts(cfg, "a dark coat", 3), want)
+    assert torch.equal(embed_prompts(cfg, ["a dark coat"] * 3), want)
+    m = zoo.get_model("vae", cfg)
+    assert torch.equal(embed_prompts(m, ["a dark coat", "a light sneaker"], 2)[0], want[0])
+    for args, msg in [(("a dark coat", 2), None), ((["a coat"] * 3, 2), "3 prompts for 2 images"),
+                      (("a dark flurb", 1), "unknown word 'flurb'")]:
+        if msg is None:
+            assert embed_prompts(m, *args).shape == (2, cfg.cond_dim)
+            continue
+        with pytest.raises(ZooError, match=msg):
+            embed_prompts(m, *args)
+    with pytest.raises(ZooError, match="this vae model is unconditional"):
+        embed_prompts(zoo.get_model("vae"), "a coat")
+    with pytest.raises(ZooError, match="text encoder 'mlm-s' gives 32-wide"):
+        embed_prompts(zoo.get_model("vae").Config(cond_dim=7, text_encoder="mlm-s"), "a coat")
 
 
 def test_mask_tokens_masks_at_least_one_word():

@@ -18,7 +18,7 @@ space -> images in [-1, 1]). Pixel diffusion adds its variational bound; latent 
 autoencoder. Not a family module: it registers nothing and no family imports another.
 
 Text conditioning (``config.cond_dim > 0``, see ``zoo.api``): the UNet takes the embedding through
-its ``cond_mlp``; ``diffusion_loss`` applies prompt dropout (``Generator.drop_cond``); the samplers'
+its ``cond_mlp``; ``diffusion_loss`` applies prompt dropout (``Generator.condition_for_training``); the samplers'
 model function is the classifier-free guided ``denoiser`` (``Generator.guided``) at the sampler
 option ``guidance`` (default 1: plain conditional), which costs two network evaluations per step
 (one call on a doubled batch) when it is neither 0 nor 1. A conditional UNet is not zero-initialised
@@ -118,7 +118,7 @@ class DiffusionMixin:
         noise = torch.randn_like(x0)
         x_t = self.schedule.add_noise(x0, noise, t)
         target = self.schedule.target(x0, noise, t, self.config.prediction)
-        c = self.drop_cond(cond, B) if self.is_conditional else None       # (B, cond_dim) | None
+        c = self.condition_for_training(cond, B) if self.is_conditional else None       # (B, cond_dim) | None
         pred = self.denoiser(x_t, t, c)
         cfg = self.config
         w = self.schedule.loss_weight(t, cfg.prediction, cfg.loss_weight, cfg.snr_gamma)  # (B,) | None
@@ -127,14 +127,6 @@ class DiffusionMixin:
             return {"loss": mse, "mse": mse.detach()}
         per = (pred - target).pow(2).flatten(1).mean(1)                       # (B,)
         return {"loss": (w.to(per.device) * per).mean(), "mse": per.mean().detach()}
-
-    def network_cond(self, cond: torch.Tensor | None, batch: int) -> torch.Tensor | None:
-        """The condition the network takes for ``batch`` inputs: None for an unconditional model (which
-        refuses a ``cond``: one-line ZooError), the null condition for None, else ``cond`` checked."""
-        if cond is None:
-            return self.null_cond(batch) if self.is_conditional else None
-        self.check_cond(cond, batch)
-        return cond.to(self.device)
 
     # ---- sampling ------------------------------------------------------------------------
     def sampler_options(self, **opts) -> dict:
