@@ -93,7 +93,7 @@ class DiffusionMixin:
         ch = self.latent_shape()[0]
         cond_dim = getattr(config, "cond_dim", 0)
         self.unet = UNet(ch, ch, tuple(config.widths), config.blocks, config.attn_heads,
-                         num_classes=0, dropout=config.dropout, mid_blocks=config.mid_blocks,
+                         dropout=config.dropout, mid_blocks=config.mid_blocks,
                          cond_dim=cond_dim)
 
     # ---- hooks ---------------------------------------------------------------------------
