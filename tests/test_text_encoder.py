@@ -4,6 +4,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -109,3 +110,33 @@ def test_conditional_cli_mistakes(tmp_path):
         r = zoo(*args, "--out", str(tmp_path / "r"))
         assert r.returncode == 2 and r.stderr.count("\n") == 1 and msg in r.stderr, (args, r.stderr)
         assert not (tmp_path / "r").exists()
+
+
+INSTALLED_ZOO = str(Path(sys.executable).parent / "zoo")
+
+
+@pytest.mark.parametrize("cmd", ["encoder", "clip"])
+def test_text_training_needs_out_and_never_overwrites_committed_weights(cmd, tmp_path):
+    """Through the installed command: no --out is one line and exit 2; an --out into the package's
+    weights over a committed file is refused (exit 2, one line) and leaves the file as it was."""
+    r = subprocess.run([INSTALLED_ZOO, "text", cmd, "--steps", "1"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Missing option '--out'" in r.stderr, r.stderr
+    name = "mlm-s" if cmd == "encoder" else "clip"
+    committed = te.WEIGHTS_DIR / f"{name}.safetensors"
+    before = te.sha256_file(committed)
+    args = ["--size", "s"] if cmd == "encoder" else []
+    r = subprocess.run([INSTALLED_ZOO, "text", cmd, *args, "--steps", "1", "--out", str(te.WEIGHTS_DIR)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and f"overwrite the committed {name}" in r.stderr, r.stderr
+    assert te.sha256_file(committed) == before
+
+
+def test_text_encoder_writes_into_a_folder_of_ones_own(tmp_path):
+    out = tmp_path / "w"
+    r = subprocess.run([INSTALLED_ZOO, "text", "encoder", "--size", "s", "--data", "synthetic", "--steps", "2",
+                        "--batch-size", "8", "--out", str(out), "--quiet"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    rec = te.read_record("mlm-s", out)
+    assert rec["data"] == "synthetic" and rec["sha256"] == te.sha256_file(out / "mlm-s.safetensors")
+    enc = te.load_checked(te.TextEncoder(te.TextEncoderConfig(**rec["config"])), "mlm-s", rec, out)
+    assert enc.dim == te.SIZES["s"][0]

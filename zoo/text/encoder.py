@@ -169,6 +169,19 @@ def load_captioner(name: str) -> Captioner:
     return Captioner.from_dict(read_record(name)["captioner"])
 
 
+def check_out_folder(folder: str | os.PathLike, names: list[str]) -> Path:
+    """``folder`` as a Path, or a one-line ZooError when writing ``<name>.safetensors``/``<name>.json``
+    there would overwrite a committed, hash-checked file of the package (``WEIGHTS_DIR``)."""
+    folder = Path(folder)
+    if folder.resolve() == WEIGHTS_DIR.resolve():
+        for name in names:
+            for path in (folder / f"{name}.safetensors", folder / f"{name}.json"):
+                if path.exists():
+                    raise ZooError(f"--out {folder}: would overwrite the committed {path.name}; "
+                                   f"write to a folder of your own")
+    return folder
+
+
 def save_record(module: nn.Module, name: str, record: dict, folder: Path = WEIGHTS_DIR) -> Path:
     """Write ``<name>.safetensors`` and ``<name>.json`` (the record plus the weights' sha256)."""
     from safetensors.torch import save_model
