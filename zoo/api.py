@@ -359,6 +359,13 @@ def _set_string(v: Any) -> str:
     return str(v)
 
 
+def recipe_model(family: str, tflops: float, shape: tuple[int, int, int] = (1, 28, 28)) -> Generator:
+    """Family ``family`` as a run trained for ``tflops`` TFLOP builds it (``zoo train --tflops``, a bench
+    cell): its default config for images of ``shape`` with the model fields of its recipe applied (a
+    VAE's mixture prior, say), so that ``num_params`` counts what such a run trains."""
+    return build_model(family, shape, recipe_sets(get_model_class(family), tflops)[0])
+
+
 def build_model(family: str, shape: tuple[int, int, int], overrides: dict[str, str] | None = None, *,
                 tiny: bool = False) -> Generator:
     """Family ``family`` shaped for images of ``shape`` (C, H, W), at its default config (or its tiny
