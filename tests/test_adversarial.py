@@ -271,7 +271,7 @@ def test_every_image_is_judged_at_its_own_condition(name, phase):
     torch.manual_seed(3)
     if name == "gan":
         torch.randn(b, m.config.latent_dim)   # the GAN draws z before the dropout
-    dropped = m.drop_cond(c, b)
+    dropped = m.condition_for_training(c, b)
     assert 0 < int((dropped.abs().sum(1) == 0).sum()) < b              # some rows got the null condition
     assert len(made) == 1 and len(judged) == (2 if phase == "disc" else 1)
     if name == "gan":

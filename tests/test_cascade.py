@@ -137,9 +137,9 @@ def _record_levels(m):
     seen = []
     forward = m.decoder.unet.forward
 
-    def spy(x, t, labels=None, aug_level=None):
+    def spy(x, t, aug_level=None):
         seen.append(aug_level.detach().clone())
-        return forward(x, t, labels, aug_level)
+        return forward(x, t, aug_level)
     m.decoder.unet.forward = spy
     return seen
 

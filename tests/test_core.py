@@ -83,6 +83,49 @@ def test_save_load_roundtrip(tmp_path):
     assert rec["family"] == "vae" and rec["zoo_version"] == zoo.__version__
 
 
+def test_load_device_and_bad_device(tmp_path):
+    _write_run(tmp_path)
+    m = zoo.load(tmp_path, device="cpu")
+    assert m.device == torch.device("cpu") and not m.training
+    with pytest.raises(ZooError, match="cannot move the model to device 'nonsense'"):
+        zoo.load(tmp_path, device="nonsense")
+
+
+@pytest.mark.parametrize("value,ok", [(10, True), (0, True), (3, False)])
+def test_config_with_the_removed_num_classes_field(tmp_path, value, ok):
+    """Run folders written before ``num_classes`` left ModelConfig carry it: its unused values read
+    (the field is dropped), any other is refused in one line."""
+    m = _write_run(tmp_path)
+    rec = json.loads((tmp_path / "config.json").read_text())
+    assert "num_classes" not in rec["config"]
+    rec["config"]["num_classes"] = value
+    (tmp_path / "config.json").write_text(json.dumps(rec))
+    if ok:
+        assert zoo.load(tmp_path).config == m.config
+    else:
+        with pytest.raises(ZooError, match="'num_classes' is no longer supported"):
+            zoo.load(tmp_path)
+
+
+def test_zoo_list_counts_the_parameters_the_bench_reports():
+    """`zoo list` (installed command) and a bench cell build each family the same way (its recipe for
+    the budget) and count it with ``Generator.num_params``: the same number for every family."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    from zoo.api import build_model, split_recipe
+    from zoo.bench.settings import recipe
+    r = subprocess.run([str(Path(sys.executable).parent / "zoo"), "list", "--json", "--tflops", "10"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    listed = {row["family"]: row["params"] for row in json.loads(r.stdout)}
+    assert set(listed) == set(zoo.list_models())
+    for family, params in listed.items():
+        model_sets, _ = split_recipe(recipe(family, 10.0, tiny=False))     # as bench/cell.py builds a cell
+        assert build_model(family, (1, 28, 28), model_sets).num_params() == params, family
+    assert listed["vae"] > zoo.get_model("vae").num_params()               # the mixture prior is counted
+
+
 def test_load_rejects_unknown_family(tmp_path):
     _write_run(tmp_path)
     rec = json.loads((tmp_path / "config.json").read_text())

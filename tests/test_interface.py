@@ -5,6 +5,7 @@ import torch
 import zoo
 from zoo import ZooError
 from zoo.images import to_float
+from zoo.text import embed_prompts
 
 from helpers import assert_same_images, data, run_cache, tiny, train_tiny
 
@@ -105,6 +106,6 @@ def test_prompts_rejected_by_unconditional(name, trained):
     model, _ = trained(name)
     assert not model.is_conditional
     with pytest.raises(ZooError, match="unconditional"):
-        model.sample(3, prompts="a dark coat")
+        embed_prompts(model, "a dark coat", 3)
     with pytest.raises(ZooError, match="unconditional"):
         model.sample(3, cond=torch.zeros(3, 4))

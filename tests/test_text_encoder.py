@@ -4,12 +4,13 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 from zoo import ZooError
-from zoo.text import encoder as te
+from zoo.text import embed_prompts, encoder as te
 
 ZOO = [sys.executable, "-m", "zoo"]
 
@@ -55,6 +56,27 @@ def test_tampered_weights_are_refused(tmp_path):
         te.read_record("mlm-x")
 
 
+def test_embed_prompts_gives_the_cond_of_the_models_encoder():
+    import zoo
+    cfg = zoo.get_model_class("vae").Config(cond_dim=te.SIZES["s"][0], text_encoder="mlm-s")
+    want = te.load_encoder("mlm-s").embed(["a dark coat"] * 3)
+    assert torch.equal(embed_prompts(cfg, "a dark coat", 3), want)
+    assert torch.equal(embed_prompts(cfg, ["a dark coat"] * 3), want)
+    m = zoo.get_model("vae", cfg)
+    assert torch.equal(embed_prompts(m, ["a dark coat", "a light sneaker"], 2)[0], want[0])
+    for args, msg in [(("a dark coat", 2), None), ((["a coat"] * 3, 2), "3 prompts for 2 images"),
+                      (("a dark flurb", 1), "unknown word 'flurb'")]:
+        if msg is None:
+            assert embed_prompts(m, *args).shape == (2, cfg.cond_dim)
+            continue
+        with pytest.raises(ZooError, match=msg):
+            embed_prompts(m, *args)
+    with pytest.raises(ZooError, match="this vae model is unconditional"):
+        embed_prompts(zoo.get_model("vae"), "a coat")
+    with pytest.raises(ZooError, match="text encoder 'mlm-s' gives 32-wide"):
+        embed_prompts(zoo.get_model("vae").Config(cond_dim=7, text_encoder="mlm-s"), "a coat")
+
+
 def test_mask_tokens_masks_at_least_one_word():
     ids = torch.tensor([[1, 5, 6, 7, 0, 0], [1, 9, 0, 0, 0, 0]])
     inp, tgt = te.mask_tokens(ids, 0.0, torch.Generator().manual_seed(0))
@@ -88,3 +110,33 @@ def test_conditional_cli_mistakes(tmp_path):
         r = zoo(*args, "--out", str(tmp_path / "r"))
         assert r.returncode == 2 and r.stderr.count("\n") == 1 and msg in r.stderr, (args, r.stderr)
         assert not (tmp_path / "r").exists()
+
+
+INSTALLED_ZOO = str(Path(sys.executable).parent / "zoo")
+
+
+@pytest.mark.parametrize("cmd", ["encoder", "clip"])
+def test_text_training_needs_out_and_never_overwrites_committed_weights(cmd, tmp_path):
+    """Through the installed command: no --out is one line and exit 2; an --out into the package's
+    weights over a committed file is refused (exit 2, one line) and leaves the file as it was."""
+    r = subprocess.run([INSTALLED_ZOO, "text", cmd, "--steps", "1"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Missing option '--out'" in r.stderr, r.stderr
+    name = "mlm-s" if cmd == "encoder" else "clip"
+    committed = te.WEIGHTS_DIR / f"{name}.safetensors"
+    before = te.sha256_file(committed)
+    args = ["--size", "s"] if cmd == "encoder" else []
+    r = subprocess.run([INSTALLED_ZOO, "text", cmd, *args, "--steps", "1", "--out", str(te.WEIGHTS_DIR)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and f"overwrite the committed {name}" in r.stderr, r.stderr
+    assert te.sha256_file(committed) == before
+
+
+def test_text_encoder_writes_into_a_folder_of_ones_own(tmp_path):
+    out = tmp_path / "w"
+    r = subprocess.run([INSTALLED_ZOO, "text", "encoder", "--size", "s", "--data", "synthetic", "--steps", "2",
+                        "--batch-size", "8", "--out", str(out), "--quiet"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    rec = te.read_record("mlm-s", out)
+    assert rec["data"] == "synthetic" and rec["sha256"] == te.sha256_file(out / "mlm-s.safetensors")
+    enc = te.load_checked(te.TextEncoder(te.TextEncoderConfig(**rec["config"])), "mlm-s", rec, out)
+    assert enc.dim == te.SIZES["s"][0]

@@ -10,9 +10,9 @@ from zoo.nn.transformer import CausalTransformer
 GRID = (5, 6)  # T = 30 tokens
 
 
-def _net(window_rows=0, num_classes=0, seed=0, vocab=17, n_layers=2, cond_dim=0):
+def _net(window_rows=0, seed=0, vocab=17, n_layers=2, cond_dim=0):
     torch.manual_seed(seed)
-    net = CausalTransformer(vocab, GRID, d_model=16, n_layers=n_layers, n_heads=2, num_classes=num_classes,
+    net = CausalTransformer(vocab, GRID, d_model=16, n_layers=n_layers, n_heads=2,
                             window_rows=window_rows, cond_dim=cond_dim).eval()
     with torch.no_grad():  # larger weights than the init, so logits are far from uniform
         for p in net.parameters():
@@ -29,16 +29,6 @@ def test_cache_and_recompute_samplers_identical(window_rows, opts):
     assert a.shape == (6, 30) and a.dtype == torch.int64
     assert torch.equal(a, b)
     assert len(set(a[:, 5].tolist())) > 1, "samples should differ across generators"
-
-
-def test_cache_and_recompute_identical_with_labels():
-    net = _net(num_classes=3)
-    labels = torch.tensor([0, 1, 2, 2])
-    a = net.sample(rng.generators(0, 0, 4), labels=labels)
-    b = net.sample(rng.generators(0, 0, 4), labels=labels, use_cache=False)
-    assert torch.equal(a, b)
-    diff = (net(a, labels) - net(a, torch.tensor([1, 2, 0, 0]))).abs().amax(dim=(1, 2))  # (4,)
-    assert (diff > 1e-2).all(), f"the class embedding has no effect: {diff}"
 
 
 @pytest.mark.parametrize("window_rows", [0, 2])
@@ -174,8 +164,6 @@ def test_bad_arguments():
     net = _net()
     with pytest.raises(ValueError):
         net.sample(rng.generators(0, 0, 1), temperature=0.0)
-    with pytest.raises(ValueError):
-        net.sample(rng.generators(0, 0, 1), labels=torch.tensor([0]))  # num_classes=0
     with pytest.raises(ValueError):
         net.sample(rng.generators(0, 0, 1), cond=torch.zeros(1, 5))  # cond_dim=0
     with pytest.raises(ValueError):

@@ -10,10 +10,12 @@ Image range: ``loss`` and ``log_prob`` take float images in [-1, 1] (see ``zoo.i
 
 Conditioning: a model built with ``config.cond_dim = D > 0`` is conditioned on a text embedding
 ``cond`` (B, D) float, the pooled output of the frozen text encoder ``config.text_encoder``. The
-trainer passes each image's embedding as the second argument of ``loss``; ``generate`` takes it as
-``cond``. The *null condition* is the zero vector: training replaces a share ``config.cond_drop`` of
-the rows by it (:meth:`Generator.drop_cond`), and ``cond=None`` samples from it, so a conditional
-model still samples unconditionally. Families with ``guidance = True`` mix the two predictions with
+trainer passes each image's embedding as the second argument of ``loss``; ``sample`` and
+``generate`` take it as ``cond``: the contract takes vectors, and ``zoo.text.embed_prompts`` turns
+prompts into them. The *null condition* (:meth:`Generator.null_condition`) is the zero vector:
+training replaces a share ``config.cond_drop`` of the rows by it
+(:meth:`Generator.condition_for_training`), and ``cond=None`` samples from it, so a conditional
+model still samples unconditionally. A network takes :meth:`Generator.condition_for_network`. Families with ``guidance = True`` mix the two predictions with
 classifier-free guidance, ``null + w * (cond - null)``: w = 0 is unconditional, w = 1 plain conditional.
 With ``cond_dim = 0`` (the default) a family builds no conditioning layers and draws nothing extra,
 so unconditional runs are unchanged.
@@ -33,7 +35,7 @@ from torch import nn
 from . import dist, rng
 from .config import from_dict, to_dict, apply_overrides, split_sets
 from .errors import ZooError
-from .files import CONFIG_FILE, WEIGHTS_FILE, atomic_write_text, file_mode  # noqa: F401  (re-exported)
+from .files import CONFIG_FILE, WEIGHTS_FILE, atomic_write_text, file_mode, load_weights  # noqa: F401  (re-exported)
 from .images import to_uint8
 from .version import __version__
 
@@ -45,7 +47,6 @@ class ModelConfig:
     channels: int = 1          # image channels, set from the data
     image_size: int = 28       # square images, set from the data
     lr: float = 2e-4           # learning rate used by the default optimizer
-    num_classes: int = 10      # unused: kept so that older config.json files still read
     cond_dim: int = 0          # width of the text embedding the model is conditioned on; 0: unconditional
     text_encoder: str = ""     # the frozen text encoder (zoo.text.encoder) whose embeddings it takes
     cond_drop: float = 0.1     # share of training images whose condition is replaced by the null one
@@ -55,6 +56,25 @@ def halvings(factor: int) -> int:
     """log2(factor) when ``factor`` is a power of two >= 2 (the resolution levels a ``factor`` times
     smaller image lacks), else 0."""
     return factor.bit_length() - 1 if factor >= 2 and not factor & (factor - 1) else 0
+
+
+# Fields that older config.json files carry and ModelConfig no longer has, with the values that mean
+# what leaving them out means: such a field is dropped on reading; any other value is refused.
+REMOVED_FIELDS: dict[str, tuple[Any, ...]] = {
+    "num_classes": (0, 10),   # class labels: never used by a family (10 was the old default)
+}
+
+
+def without_removed_fields(data: dict) -> dict:
+    """A config dict without the removed fields (``REMOVED_FIELDS``) that hold a value meaning
+    "unused"; a one-line ZooError for one that holds any other value."""
+    if not isinstance(data, dict):
+        return data
+    for key, unused in REMOVED_FIELDS.items():
+        if key in data and data[key] not in unused:
+            raise ZooError(f"config field {key!r} is no longer supported (got {data[key]!r}; "
+                           f"only {' or '.join(map(repr, unused))} still reads)")
+    return {k: v for k, v in data.items() if k not in REMOVED_FIELDS}
 
 
 class Generator(nn.Module):
@@ -135,34 +155,35 @@ class Generator(nn.Module):
         """Whether this model was built to take a text embedding (``config.cond_dim > 0``)."""
         return getattr(self.config, "cond_dim", 0) > 0
 
-    def null_cond(self, batch: int) -> torch.Tensor:
+    def null_condition(self, batch: int) -> torch.Tensor:
         """The null condition: zeros (batch, cond_dim) on the model's device."""
         return torch.zeros(batch, self.config.cond_dim, device=self.device)
 
-    def drop_cond(self, cond: torch.Tensor | None, batch: int) -> torch.Tensor:
-        """For ``loss`` of a conditional model: ``cond`` (or the null condition when None) with each row
-        replaced by the null one with probability ``config.cond_drop`` (drawn from torch's global RNG,
-        which the trainer seeds), so one network learns both the conditional and unconditional model."""
+    def condition_for_training(self, cond: torch.Tensor | None, batch: int) -> torch.Tensor | None:
+        """The condition a ``loss`` trains on: None for an unconditional model (a ``cond`` given to one is
+        a one-line ZooError); else ``cond`` (or the null condition when None), (batch, cond_dim), with
+        each row replaced by the null one with probability ``config.cond_drop`` while training (drawn
+        from torch's global RNG, which the trainer seeds), so one network learns both the conditional
+        and the unconditional model."""
         if cond is None:
-            return self.null_cond(batch)
-        self.check_cond(cond, batch)
+            return self.null_condition(batch) if self.is_conditional else None
+        self.check_condition(cond, batch)
         p = float(self.config.cond_drop)
         if p <= 0 or not self.training:
             return cond
         keep = (torch.rand(batch, 1, device=cond.device) >= p).to(cond.dtype)   # (B, 1)
         return cond * keep
 
-    def model_cond(self, cond: torch.Tensor | None, batch: int) -> torch.Tensor | None:
-        """The condition a network takes: None for an unconditional model, else ``cond`` (checked, on
-        the model's device) or the null condition when it is None: (batch, cond_dim)."""
-        if not self.is_conditional:
-            return None
+    def condition_for_network(self, cond: torch.Tensor | None, batch: int) -> torch.Tensor | None:
+        """The condition a network takes for ``batch`` inputs: None for an unconditional model (a ``cond``
+        given to one is a one-line ZooError); else ``cond`` checked and on the model's device, or the
+        null condition when it is None: (batch, cond_dim)."""
         if cond is None:
-            return self.null_cond(batch)
-        self.check_cond(cond, batch)
+            return self.null_condition(batch) if self.is_conditional else None
+        self.check_condition(cond, batch)
         return cond.to(self.device)
 
-    def check_cond(self, cond: torch.Tensor, batch: int) -> None:
+    def check_condition(self, cond: torch.Tensor, batch: int) -> None:
         """A one-line ZooError unless ``cond`` is (batch, cond_dim) floats for a conditional model."""
         if not self.is_conditional:
             raise ZooError(f"this {self.name} model is unconditional: it takes no prompt (train it with --conditional)")
@@ -176,10 +197,10 @@ class Generator(nn.Module):
         w = 0 (null only), w = 1 or cond is None (cond only); else one call on the doubled batch."""
         b = x_args[0].shape[0]
         if cond is None or guidance == 0:
-            return fn(*x_args, self.null_cond(b) if self.is_conditional else None)
+            return fn(*x_args, self.null_condition(b) if self.is_conditional else None)
         if guidance == 1:
             return fn(*x_args, cond)
-        both = fn(*(torch.cat([a, a]) if torch.is_tensor(a) else a for a in x_args), torch.cat([self.null_cond(b), cond]))
+        both = fn(*(torch.cat([a, a]) if torch.is_tensor(a) else a for a in x_args), torch.cat([self.null_condition(b), cond]))
         null, c = both[:b], both[b:]
         return null + guidance * (c - null)
 
@@ -195,13 +216,12 @@ class Generator(nn.Module):
         return 1
 
     @torch.no_grad()
-    def sample(self, n: int, *, seed: int = 0, prompts: list[str] | str | None = None,
-               cond: torch.Tensor | None = None, batch_size: int = 256, progress: bool = False,
-               **sampler) -> torch.Tensor:
+    def sample(self, n: int, *, seed: int = 0, cond: torch.Tensor | None = None, batch_size: int = 256,
+               progress: bool = False, **sampler) -> torch.Tensor:
         """``n`` images as uint8 (n, C, H, W) on the CPU. Image i depends only on (seed, i) and its condition.
 
-        ``prompts``: one text for all n images, or one per image, embedded by the model's frozen text
-        encoder; or ``cond`` (n, cond_dim) embeddings directly. Neither: unconditional samples.
+        ``cond``: (n, cond_dim) text embeddings (``zoo.text.embed_prompts`` makes them from prompts);
+        None: unconditional samples (the null condition).
         ``guidance=W`` (families with ``guidance = True``) sets the classifier-free guidance scale."""
         if n < 0:
             raise ZooError(f"n must be >= 0, got {n}")
@@ -211,12 +231,8 @@ class Generator(nn.Module):
             if float(sampler["guidance"]) != 1.0:
                 raise ZooError(f"family {self.name!r} has no classifier-free guidance: --guidance must be 1")
             sampler.pop("guidance")
-        if prompts is not None:
-            if cond is not None:
-                raise ZooError("give prompts or cond, not both")
-            cond = self.embed_prompts([prompts] * n if isinstance(prompts, str) else list(prompts), n)
         if cond is not None:
-            self.check_cond(cond, n)
+            self.check_condition(cond, n)
         c = self.config
         # inside zoo.dist.sharded() under torchrun, this rank draws a contiguous block of the same
         # batches and the blocks are gathered: identical images, 1/world of the work per rank
@@ -240,20 +256,6 @@ class Generator(nn.Module):
             if bar is not None:
                 bar.close()
         return dist.gather_shard(out)
-
-    def embed_prompts(self, prompts: list[str], n: int | None = None) -> torch.Tensor:
-        """(len(prompts), cond_dim) embeddings of prompts by this model's frozen text encoder; an
-        unknown word is a one-line ZooError that lists the vocabulary."""
-        if not self.is_conditional:
-            raise ZooError(f"this {self.name} model is unconditional: it takes no prompt (train it with --conditional)")
-        if n is not None and len(prompts) != n:
-            raise ZooError(f"{len(prompts)} prompts for {n} images: give one, or one per image")
-        from .text.encoder import load_encoder   # the text package sits beside the core; loaded on use
-        enc = load_encoder(self.config.text_encoder)
-        if enc.dim != self.config.cond_dim:
-            raise ZooError(f"text encoder {self.config.text_encoder!r} gives {enc.dim}-wide embeddings, "
-                           f"the model takes {self.config.cond_dim}")
-        return enc.embed(prompts)
 
     @contextlib.contextmanager
     def sampling_mode(self) -> Iterator[None]:
@@ -287,6 +289,8 @@ class Generator(nn.Module):
         return p.device if p is not None else torch.device("cpu")
 
     def num_params(self) -> int:
+        """Every parameter of the model (all phases and stages, the mixture prior's included): the
+        count that ``zoo list``, the trainer's summary and the bench tables report."""
         return sum(p.numel() for p in self.parameters())
 
 
@@ -330,7 +334,7 @@ def get_model(name: str, config: ModelConfig | dict | None = None, **overrides: 
     if config is None:
         config = cls.Config()
     elif isinstance(config, dict):
-        config = from_dict(cls.Config, config)
+        config = from_dict(cls.Config, without_removed_fields(config))
     if overrides:
         config = dataclasses.replace(config, **overrides)
     return cls(config)
@@ -367,6 +371,13 @@ def _set_string(v: Any) -> str:
     if isinstance(v, (tuple, list)):
         return ",".join(str(x) for x in v)
     return str(v)
+
+
+def recipe_model(family: str, tflops: float, shape: tuple[int, int, int] = (1, 28, 28)) -> Generator:
+    """Family ``family`` as a run trained for ``tflops`` TFLOP builds it (``zoo train --tflops``, a bench
+    cell): its default config for images of ``shape`` with the model fields of its recipe applied (a
+    VAE's mixture prior, say), so that ``num_params`` counts what such a run trains."""
+    return build_model(family, shape, recipe_sets(get_model_class(family), tflops)[0])
 
 
 def build_model(family: str, shape: tuple[int, int, int], overrides: dict[str, str] | None = None, *,
@@ -428,27 +439,20 @@ def read_config(run_dir: str | os.PathLike) -> tuple[type[Generator], ModelConfi
     if _version_tuple(saved) > _version_tuple(__version__):
         raise ZooError(f"{path}: written by zoo {saved}, newer than this zoo {__version__}; upgrade zoo")
     cls = get_model_class(str(rec["family"]))
-    cfg = from_dict(cls.Config, rec["config"])
+    cfg = from_dict(cls.Config, without_removed_fields(rec["config"]))
     return cls, cfg, rec
 
 
-def load_weights(module: nn.Module, path: str | os.PathLike) -> None:
-    """Load safetensors weights into module, turning any corruption into a one-line ZooError."""
-    from safetensors.torch import load_model
-    path = Path(path)
-    if not path.is_file():
-        raise ZooError(f"missing weights file {path}")
-    try:
-        load_model(module, str(path), strict=True)
-    except Exception as e:  # safetensors raises several types for truncated/corrupt headers
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ZooError(f"cannot load weights {path}: corrupt, truncated or from another model ({msg[:200]})") from None
-
-
-def load(run_dir: str | os.PathLike, *, weights_name: str = WEIGHTS_FILE) -> Generator:
-    """Rebuild a model from a run directory written by :func:`save` (or by the trainer)."""
+def load(run_dir: str | os.PathLike, *, weights_name: str = WEIGHTS_FILE,
+         device: str | torch.device = "cpu") -> Generator:
+    """Rebuild a model from a run directory written by :func:`save` (or by the trainer), in eval mode
+    on ``device`` (e.g. "cuda"; the weights are read on the CPU and moved there)."""
     cls, cfg, _ = read_config(run_dir)
     model = cls(cfg)
     load_weights(model, Path(run_dir) / weights_name)
     model.eval()
-    return model
+    try:
+        return model.to(device)
+    except (RuntimeError, AssertionError, ValueError) as e:   # a bad name, or no such device here
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ZooError(f"cannot move the model to device {str(device)!r}: {msg[:200]}") from None

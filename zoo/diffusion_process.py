@@ -17,7 +17,7 @@ space -> images in [-1, 1]). Pixel diffusion adds its variational bound; latent 
 autoencoder. Not a family module: it registers nothing and no family imports another.
 
 Text conditioning (``config.cond_dim > 0``, see ``zoo.api``): the UNet takes the embedding through
-its ``cond_mlp``; ``diffusion_loss`` applies prompt dropout (``Generator.drop_cond``); the samplers'
+its ``cond_mlp``; ``diffusion_loss`` applies prompt dropout (``Generator.condition_for_training``); the samplers'
 model function is the classifier-free guided ``denoiser`` (``Generator.guided``) at the sampler
 option ``guidance`` (default 1: plain conditional), which costs two network evaluations per step
 (one call on a doubled batch) when it is neither 0 nor 1. A conditional UNet is not zero-initialised
@@ -97,7 +97,7 @@ class DiffusionMixin:
         ch = self.latent_shape()[0]
         cond_dim = getattr(config, "cond_dim", 0)
         self.unet = UNet(ch, ch, tuple(config.widths), config.blocks, config.attn_heads,
-                         num_classes=0, dropout=config.dropout, mid_blocks=config.mid_blocks,
+                         dropout=config.dropout, mid_blocks=config.mid_blocks,
                          cond_dim=cond_dim)
 
     # ---- hooks ---------------------------------------------------------------------------
@@ -117,17 +117,9 @@ class DiffusionMixin:
         conditional model only: an unconditional one ignores it, as it did the class labels)."""
         def denoise(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             # prompt dropout draws from the global RNG after t and the noise
-            c = self.drop_cond(cond, x0.shape[0]) if self.is_conditional else None   # (B, cond_dim) | None
+            c = self.condition_for_training(cond, x0.shape[0]) if self.is_conditional else None   # (B, cond_dim) | None
             return self.denoiser(x_t, t, c)
         return simple_loss(self.schedule, self.config, x0, denoise)
-
-    def network_cond(self, cond: torch.Tensor | None, batch: int) -> torch.Tensor | None:
-        """The condition the network takes for ``batch`` inputs: None for an unconditional model (which
-        refuses a ``cond``: one-line ZooError), the null condition for None, else ``cond`` checked."""
-        if cond is None:
-            return self.null_cond(batch) if self.is_conditional else None
-        self.check_cond(cond, batch)
-        return cond.to(self.device)
 
     # ---- sampling ------------------------------------------------------------------------
     def sampler_options(self, **opts) -> dict:

@@ -78,8 +78,3 @@ def standard_normal_logp(z: torch.Tensor) -> torch.Tensor:
 def kl_standard_normal(mean: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
     """Elementwise KL( N(mean, exp(log_var)) || N(0, 1) )."""
     return 0.5 * (mean ** 2 + torch.exp(log_var) - 1.0 - log_var)
-
-
-def bits_per_dim(log_prob_nats: torch.Tensor, dims: int) -> torch.Tensor:
-    """bits/dim = -log p / (dims * ln 2), for log p in nats per image."""
-    return -log_prob_nats / (dims * math.log(2.0))

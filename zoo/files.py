@@ -1,4 +1,5 @@
-"""The names of the files zoo writes, and the few ways it writes them. A leaf: it imports no zoo module.
+"""The names of the files zoo writes, and the few ways it writes and reads them. A leaf: it imports
+only ``zoo.errors``.
 
 Every writer and reader of a run folder, a bench folder or a statistics file names its files
 through the constants here, so a name is spelled once.
@@ -7,6 +8,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .errors import ZooError
+
+if TYPE_CHECKING:
+    from torch import nn
 
 # ---- a run folder (`zoo train`, one bench cell) ----------------------------------------------------
 CONFIG_FILE = "config.json"                # family, zoo version, model config: written before training
@@ -51,3 +58,17 @@ def file_mode() -> int:
         mask = os.umask(0o022)
         os.umask(mask)
     return 0o666 & ~mask
+
+
+def load_weights(module: "nn.Module", path: str | os.PathLike) -> None:
+    """Load safetensors weights into module (strictly: every key, no other), turning a missing, corrupt
+    or mismatched file into a one-line ZooError."""
+    from safetensors.torch import load_model
+    path = Path(path)
+    if not path.is_file():
+        raise ZooError(f"missing weights file {path}")
+    try:
+        load_model(module, str(path), strict=True)
+    except Exception as e:  # safetensors raises several types for truncated/corrupt headers
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ZooError(f"cannot load weights {path}: corrupt, truncated or from another model ({msg[:200]})") from None

@@ -71,10 +71,8 @@ def sample_cmd(run, n, seed, out, batch_size, opts, prompt, guidance, interpolat
         raise ZooError("--prompt draws plain samples: leave out --interpolate/--trajectory")
     device = dist.init(check_device(device))   # under torchrun: the batches are split over the processes
     model = load(run).to(device)
-    prompts = None
-    if prompt is not None:
-        prompts = [prompt] * n
-        model.embed_prompts(prompts[:1])   # an unknown word or an unconditional run: one line, before any work
+    from ..text import embed_prompts   # an unknown word or an unconditional run: one line, before any work
+    cond = embed_prompts(model, prompt, n) if prompt is not None else None
     if interpolate:
         from ..data import load_dataset
         test = load_dataset(_run_data(Path(run)), "test")
@@ -88,7 +86,7 @@ def sample_cmd(run, n, seed, out, batch_size, opts, prompt, guidance, interpolat
     else:
         try:
             with dist.sharded():
-                images = model.sample(n, seed=seed, prompts=prompts, batch_size=batch_size, progress=True, **sampler)
+                images = model.sample(n, seed=seed, cond=cond, batch_size=batch_size, progress=True, **sampler)
         except TypeError as e:
             raise ZooError(f"bad sampler option for {model.name}: {e}") from None
         nrow = None

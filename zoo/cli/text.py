@@ -28,25 +28,27 @@ def text_group():
 @click.option("--steps", default=1500, type=int, help="Optimizer steps.")
 @click.option("--batch-size", default=256, type=int, help="Captions per step.")
 @click.option("--seed", default=0, type=int, help="Seed for weights, batches and masks.")
-@click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False),
-              help="Folder for <name>.safetensors and <name>.json [default: the package's zoo/text/weights].")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Folder for <name>.safetensors and <name>.json (never over the committed ones).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def encoder_cmd(size, data_spec, steps, batch_size, seed, out_dir, quiet):
     """Train the masked-language-model text encoder(s) named mlm-SIZE on the captions.
 
     A text-only encoder, as Imagen's frozen T5: the generators never see a text space shaped by
     images, so the CLIP-analogue evaluator (which alone sees both) judges them independently.
+
+    The committed models are read from zoo/text/weights/ only: to use one you trained, move its two files
+    there in a checkout of zoo (in place of the committed ones; `zoo text info` shows their sha256).
     """
-    from pathlib import Path
     from tqdm.auto import tqdm
     from ..data import load_dataset
     from ..text.captions import Captioner, class_names_for
-    from ..text.encoder import SIZES, WEIGHTS_DIR, save_record, train_encoder
+    from ..text.encoder import SIZES, check_out_folder, save_record, train_encoder
     from .common import check_writable
     check_positive(steps=steps, batch_size=batch_size)
     if seed < 0:
         raise ZooError(f"--seed must be >= 0, got {seed}")
-    folder = Path(out_dir) if out_dir else WEIGHTS_DIR
+    folder = check_out_folder(out_dir, [f"mlm-{s}" for s in (list(SIZES) if size == "all" else [size])])
     check_writable(folder)
     train, test = load_dataset(data_spec, "train"), load_dataset(data_spec, "test")
     captioner = Captioner.fit(train.images, class_names_for(data_spec, int(train.labels.max()) + 1))
@@ -78,8 +80,8 @@ def encoder_cmd(size, data_spec, steps, batch_size, seed, out_dir, quiet):
 @click.option("--seed", default=0, type=int, help="Seed for weights, batch order and caption draws.")
 @click.option("--threads", default=None, type=int,
               help="CPU threads for torch [default: torch's own choice]; 1 is fastest on a busy machine.")
-@click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False),
-              help="Folder for clip.safetensors and clip.json [default: the package's zoo/text/weights].")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Folder for clip.safetensors and clip.json (never over the committed ones).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def clip_cmd(data_spec, steps, batch_size, lr, seed, threads, out_dir, quiet):
     """Train the CLIP-analogue evaluator `clip`: an image CNN and a text transformer into one joint
@@ -88,15 +90,17 @@ def clip_cmd(data_spec, steps, batch_size, lr, seed, threads, out_dir, quiet):
 
     The record holds the held-out figures on the test split: zero-shot accuracy, and the CLIP
     score of the real images with their own captions (the ceiling) and with shuffled ones (the floor).
+
+    The committed models are read from zoo/text/weights/ only: to use one you trained, move its two files
+    there in a checkout of zoo (in place of the committed ones; `zoo text info` shows their sha256).
     """
     import math
-    from pathlib import Path
     import torch
     from tqdm.auto import tqdm
     from ..data import load_dataset
     from ..text.captions import Captioner, class_names_for
     from ..text.clip import clip_record, evaluate_clip, train_clip
-    from ..text.encoder import WEIGHTS_DIR, save_record
+    from ..text.encoder import check_out_folder, save_record
     from .common import check_writable
     check_positive(steps=steps, threads=threads)
     if batch_size < 2:
@@ -105,7 +109,7 @@ def clip_cmd(data_spec, steps, batch_size, lr, seed, threads, out_dir, quiet):
         raise ZooError(f"--seed must be >= 0, got {seed}")
     if not (math.isfinite(lr) and lr > 0):
         raise ZooError(f"--lr must be a positive number, got {lr}")
-    folder = Path(out_dir) if out_dir else WEIGHTS_DIR
+    folder = check_out_folder(out_dir, ["clip"])
     check_writable(folder)
     train, test = load_dataset(data_spec, "train"), load_dataset(data_spec, "test")
     if batch_size > len(train):

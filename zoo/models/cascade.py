@@ -142,7 +142,7 @@ class SRDecoder(nn.Module):
         c = self.config = config
         self.schedule = NoiseSchedule(c.schedule, c.timesteps)
         check_loss_weight(c.loss_weight, c.snr_gamma, c.prediction)  # one line at build, not at the first step
-        self.unet = UNet(2 * c.channels, c.channels, tuple(c.widths), c.blocks, c.attn_heads, num_classes=0,
+        self.unet = UNet(2 * c.channels, c.channels, tuple(c.widths), c.blocks, c.attn_heads,
                          dropout=c.dropout, mid_blocks=c.mid_blocks, noise_cond=True)
 
     def condition(self, small: torch.Tensor, level: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:

@@ -111,7 +111,7 @@ class Diffusion(DiffusionMixin, Generator):
         sch, c = self.schedule, self.config
         x = x.to(self.device)
         T, B = sch.T, x.shape[0]
-        cond = self.network_cond(cond, B)                                               # (B, cond_dim) | None
+        cond = self.condition_for_network(cond, B)                                               # (B, cond_dim) | None
         if self.config.variance not in ("small", "large"):
             raise ZooError(f"unknown variance {self.config.variance!r}")
         terms = c.vlb_terms if terms is None else int(terms)

@@ -170,19 +170,15 @@ class Flow(Generator):
                           if c.cond_dim > 0 else None)
 
     # ---- the bijection v <-> e --------------------------------------------------------------
-    def _prior_cond(self, cond: torch.Tensor | None, ref: torch.Tensor) -> torch.Tensor | None:
-        """The embedding the prior layers take for a batch like ``ref``: None for an unconditional model
-        (which refuses a cond), the null condition for cond None, else the checked cond in ref's dtype."""
-        b = ref.shape[0]
-        if cond is not None and not self.is_conditional:
-            self.check_cond(cond, b)   # raises: this model takes no condition
-        c = self.model_cond(cond, b)   # (B, cond_dim) or None
+    def _condition_like(self, cond: torch.Tensor | None, ref: torch.Tensor) -> torch.Tensor | None:
+        """``condition_for_network`` for a batch like ``ref``, in ref's dtype and on its device."""
+        c = self.condition_for_network(cond, ref.shape[0])   # (B, cond_dim) or None
         return None if c is None else c.to(device=ref.device, dtype=ref.dtype)
 
     def to_noise(self, v: torch.Tensor, cond: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """v (B,C,H,W) in the model range -> standard-normal noise e (B, D) and log|det de/dv| (B,).
         ``cond`` (B, cond_dim) of a conditional model (None: the null condition) enters only the priors."""
-        c = self._prior_cond(cond, v)
+        c = self._condition_like(cond, v)
         h, logdet = v, v.new_zeros(v.shape[0])
         out = []
         for i, block in enumerate(self.blocks):
@@ -202,7 +198,7 @@ class Flow(Generator):
 
     def from_noise(self, e: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         """Inverse of ``to_noise``: e (B, D) -> v (B,C,H,W), for the same ``cond``."""
-        c = self._prior_cond(cond, e)
+        c = self._condition_like(cond, e)
         parts = list(e.split([math.prod(s) for s in self.noise_shapes], 1))
         h = parts[-1].view(e.shape[0], *self.noise_shapes[-1])
         if self.top_prior is not None:
@@ -242,7 +238,7 @@ class Flow(Generator):
     def loss(self, x, cond=None, *, phase="main"):
         dims = x[0].numel()
         if self.is_conditional:   # prompt dropout (global RNG); an unconditional model draws nothing here
-            cond = self.drop_cond(cond, x.shape[0])                  # (B, cond_dim)
+            cond = self.condition_for_training(cond, x.shape[0])                  # (B, cond_dim)
         nll = -self.elbo(x, cond).mean() / dims                      # nats per dim
         return {"loss": nll, "bpd": nll.detach() / math.log(2)}
 

@@ -157,7 +157,7 @@ class GAN(Generator):
         z = torch.randn(b, c.latent_dim, device=x.device)                 # (B, D)
         # the batch's conditions after prompt dropout (B, cond_dim); None for an unconditional model
         # (which refuses a cond); the fakes are made for them and judged at them
-        cond = self.drop_cond(cond, b) if self.is_conditional or cond is not None else None
+        cond = self.condition_for_training(cond, b)
         if phase == "disc":
             with torch.no_grad():
                 fake = self.gen(z, cond)                                   # (B, C, H, W), detached
@@ -174,4 +174,4 @@ class GAN(Generator):
         """Decode z ~ N(0, I), or a normal truncated to [-truncation, truncation] per coordinate, at
         ``cond`` (the null condition when None for a conditional model)."""
         z = truncated_normal(gens, self.config.latent_dim, truncation)     # (B, D)
-        return self.gen(z, self.model_cond(cond, len(gens)))
+        return self.gen(z, self.condition_for_network(cond, len(gens)))

@@ -142,7 +142,7 @@ class PixelGPT(Generator):
 
     def loss(self, x, cond=None, *, phase="main"):
         tokens = self.tokenize(x)                                               # (B, T)
-        cond = self.drop_cond(cond, x.shape[0]) if self.is_conditional else None  # (B, cond_dim) or None
+        cond = self.condition_for_training(cond, x.shape[0]) if self.is_conditional else None  # (B, cond_dim) or None
         logits = self.net(tokens, cond=cond)                                    # (B, T, V)
         nll = F.cross_entropy(logits.flatten(0, 1), tokens.flatten())           # nats per token
         per_dim = nll * tokens.shape[1] / x[0].numel()
@@ -154,7 +154,7 @@ class PixelGPT(Generator):
         log-softmax(logits)[token]. Grayscale: the 8-bit image; RGB: its palette tokens.
         Conditional: log p(tokens | cond), given ``cond`` (B, cond_dim), else the null condition."""
         x = x.to(self.device)
-        cond = self.model_cond(cond, x.shape[0])                                     # (B, cond_dim) or None
+        cond = self.condition_for_network(cond, x.shape[0])                                     # (B, cond_dim) or None
         out = []
         for s in range(0, x.shape[0], self.config.eval_batch):
             tokens = self.tokenize(x[s:s + self.config.eval_batch])             # (b, T)
@@ -190,7 +190,7 @@ class PixelGPT(Generator):
         if not self.is_conditional:
             opts.pop("guidance")
         else:
-            opts["cond"] = self.model_cond(cond, len(gens)) if cond is not None else None  # None: the null condition
+            opts["cond"] = self.condition_for_network(cond, len(gens)) if cond is not None else None  # None: the null condition
         tokens = self.net.sample(gens, **opts)                                  # (B, T)
         return self.detokenize(tokens)
 

@@ -68,7 +68,7 @@ class VAE(GaussianVAEMixin, Generator):
         return self.with_prior_group(lambda ps: Generator.configure_optimizer(self, phase, ps), params)
 
     def loss(self, x, cond=None, *, phase="main"):
-        cond = self.loss_cond(cond, x.shape[0])              # (B, cond_dim) after prompt dropout, or None
+        cond = self.condition_for_training(cond, x.shape[0])              # (B, cond_dim) after prompt dropout, or None
         mu, log_var = self.encode(x, cond)                    # (B, D) each
         z = gaussian_sample(mu, log_var)                      # (B, D)
         rec = -self.reconstruction_logp(x, z, cond)           # (B,) nats

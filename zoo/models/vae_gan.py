@@ -153,7 +153,7 @@ class VAEGAN(GaussianVAEMixin, Generator):
         c = self.config
         b = x.shape[0]
         half = max(1, b // 2)
-        cond = self.loss_cond(cond, b)                                        # (B, cond_dim) or None
+        cond = self.condition_for_training(cond, b)                                        # (B, cond_dim) or None
         if phase == "disc":  # fakes: half a batch of reconstructions + half of prior samples
             first = None if cond is None else cond[:half]                     # (half, cond_dim)
             fake_cond = None if cond is None else first.repeat(2, 1)          # (2 half, cond_dim)

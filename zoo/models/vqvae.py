@@ -156,7 +156,7 @@ class VQVAE(Generator):
                     "perplexity": st["perplexity"], "live_codes": st["live_codes"]}
         if phase == "prior":
             tokens = self.codes(x).flatten(1)                             # (B, T), frozen encoder
-            cond = self.drop_cond(cond, x.shape[0]) if self.is_conditional else None  # (B, cond_dim) or None
+            cond = self.condition_for_training(cond, x.shape[0]) if self.is_conditional else None  # (B, cond_dim) or None
             logits = self.prior(tokens, cond=cond)                        # (B, T, K)
             nll = F.cross_entropy(logits.flatten(0, 1), tokens.flatten())  # nats per code
             return {"loss": nll, "nll_code": nll.detach(),
@@ -183,7 +183,7 @@ class VQVAE(Generator):
         ``guidance``: the classifier-free guidance scale on the prior's logits (a conditional model
         given ``cond``; without cond it samples the null condition and guidance has no effect)."""
         t, k, w = self._sampler_options(temperature, top_k, guidance)
-        opts = {"cond": self.model_cond(cond, len(gens)), "guidance": w} if self.is_conditional and cond is not None else {}
+        opts = {"cond": self.condition_for_network(cond, len(gens)), "guidance": w} if self.is_conditional and cond is not None else {}
         tokens = self.prior.sample(gens, temperature=t, top_k=k, use_cache=use_cache, **opts)  # (B, T)
         idx = tokens.view(len(gens), self.h, self.h)
         return self.decode(self.quantizer.lookup(idx))[0].clamp(-1, 1)
@@ -199,7 +199,7 @@ class VQVAE(Generator):
         """(log p_prior(z(x) | cond), log p(x | z(x))), each (B,) nats, for x (B,C,H,W) in [-1, 1]
         (the null condition when a conditional model is given cond None)."""
         x = x.to(self.device)
-        cond = self.model_cond(cond, x.shape[0])                               # (B, cond_dim) or None
+        cond = self.condition_for_network(cond, x.shape[0])                               # (B, cond_dim) or None
         idx = self.codes(x)                                               # (B, h, w)
         tokens = idx.flatten(1)                                           # (B, T)
         logp_codes = torch.log_softmax(self.prior(tokens, cond=cond).float(), -1)  # (B, T, K)

@@ -83,22 +83,17 @@ class GaussianVAEMixin:
             self.encoder.add_conditioning(self.config.cond_dim)
             self.decoder.add_conditioning(self.config.cond_dim)
 
-    def loss_cond(self, cond: torch.Tensor | None, batch: int) -> torch.Tensor | None:
-        """The condition a ``loss`` trains on: None for an unconditional model (a ``cond`` given to one
-        is a ZooError), else ``cond`` (batch, cond_dim) after prompt dropout (``drop_cond``)."""
-        return self.drop_cond(cond, batch) if self.is_conditional or cond is not None else None
-
     # ---- the two halves ------------------------------------------------------------------
     def encode(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """x (B,C,H,W) in [-1,1] (and cond (B, cond_dim)) -> posterior mean and log-variance, each (B, latent_dim)."""
-        h = self.encoder(x, self.model_cond(cond, x.shape[0])).flatten(1)
+        h = self.encoder(x, self.condition_for_network(cond, x.shape[0])).flatten(1)
         mu, log_var = self.to_posterior(h).chunk(2, dim=1)
         return mu, log_var.clamp(-12.0, 8.0)
 
     def decode(self, z: torch.Tensor, cond: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """z (B, latent_dim) (and cond (B, cond_dim)) -> pixel means and log-scales, each (B,C,H,W)."""
         h = self.from_latent(z).view(z.shape[0], self.config.widths[-1], self.h, self.h)
-        mean, log_scale = self.decoder(h, self.model_cond(cond, z.shape[0])).chunk(2, dim=1)
+        mean, log_scale = self.decoder(h, self.condition_for_network(cond, z.shape[0])).chunk(2, dim=1)
         return mean, log_scale
 
     def reconstruction_logp(self, x: torch.Tensor, z: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
@@ -155,7 +150,7 @@ class GaussianVAEMixin:
         """One latent per generator from the prior, (len(gens), D), at ``cond`` (len(gens), cond_dim) or None."""
         if self.mixture is None:
             return rng.randn(gens, self.config.latent_dim)
-        return self.mixture.sample(gens, self.model_cond(cond, len(gens)))
+        return self.mixture.sample(gens, self.condition_for_network(cond, len(gens)))
 
     # ---- the Generator contract ----------------------------------------------------------
     def generate(self, gens: list[torch.Generator], cond: torch.Tensor | None = None, *,
@@ -184,14 +179,14 @@ class GaussianVAEMixin:
         k = k or self.config.iw_samples
         x = x.to(self.device)
         if cond is not None:
-            self.check_cond(cond, x.shape[0])
+            self.check_condition(cond, x.shape[0])
             cond = cond.to(self.device)
         out = []
         per_chunk = max(1, 1024 // k)
         for s in range(0, x.shape[0], per_chunk):
             xb = x[s:s + per_chunk]                                                   # (b, C, H, W)
             b = xb.shape[0]
-            cb = self.model_cond(None if cond is None else cond[s:s + per_chunk], b)  # (b, cond_dim) or None
+            cb = self.condition_for_network(None if cond is None else cond[s:s + per_chunk], b)  # (b, cond_dim) or None
             mu, log_var = self.encode(xb, cb)                                         # (b, D) each
             z = gaussian_sample(mu.unsqueeze(1).expand(b, k, -1), log_var.unsqueeze(1).expand(b, k, -1))  # (b, k, D)
             xk = xb.unsqueeze(1).expand(b, k, *xb.shape[1:]).reshape(b * k, *xb.shape[1:])

@@ -6,7 +6,7 @@ position). Tokens are in raster order over ``grid = (rows, cols)``; position t i
 
 Shifting: ``forward(tokens)`` returns logits whose position t predicts ``tokens[:, t]`` from
 ``tokens[:, :t]``. The network input at position t is the embedding of ``tokens[:, t-1]`` (a
-learned start embedding at t = 0, plus a class embedding when given labels) plus the row and
+learned start embedding at t = 0) plus the row and
 column embeddings of the position being predicted, t.
 
 Conditioning on an embedding (``cond_dim > 0``): ``cond`` (B, cond_dim), e.g. a pooled text
@@ -170,8 +170,7 @@ class CausalTransformer(nn.Module):
     """Decoder-only, pre-norm, causal self-attention via F.scaled_dot_product_attention, KV cache."""
 
     def __init__(self, vocab_size: int, grid: tuple[int, int], d_model: int, n_layers: int, n_heads: int,
-                 mlp_ratio: int = 4, dropout: float = 0.0, num_classes: int = 0, window_rows: int = 0,
-                 cond_dim: int = 0):
+                 mlp_ratio: int = 4, dropout: float = 0.0, window_rows: int = 0, cond_dim: int = 0):
         """``window_rows = 0``: full causal attention; ``r > 0``: each token attends to the r grid
         rows above it and its own row up to itself (local attention, O(T * r * cols) cost).
         ``cond_dim > 0``: conditioned on an embedding (B, cond_dim) added, projected, to the input
@@ -184,12 +183,10 @@ class CausalTransformer(nn.Module):
         self.grid = (int(grid[0]), int(grid[1]))
         self.seq_len = self.grid[0] * self.grid[1]
         self.d_model, self.n_layers, self.n_heads = d_model, n_layers, n_heads
-        self.num_classes = num_classes
         self.tok_emb = nn.Embedding(vocab_size, d_model)
         self.row_emb = nn.Parameter(torch.zeros(self.grid[0], d_model))
         self.col_emb = nn.Parameter(torch.zeros(self.grid[1], d_model))
         self.start = nn.Parameter(torch.zeros(d_model))
-        self.class_emb = nn.Embedding(num_classes, d_model) if num_classes > 0 else None
         self.drop = nn.Dropout(dropout)
         self.window_rows = window_rows
         self.blocks = nn.ModuleList(Block(d_model, n_heads, mlp_ratio, dropout, window_rows, self.grid[1])
@@ -223,16 +220,7 @@ class CausalTransformer(nn.Module):
         t = torch.arange(start, start + length, device=self.row_emb.device)
         return self.row_emb[t // self.grid[1]] + self.col_emb[t % self.grid[1]]
 
-    def _start(self, batch: int, labels: Tensor | None) -> Tensor:
-        """The start-of-sequence input, with the class embedding added when given: (B, D)."""
-        s = self.start.expand(batch, -1)
-        if labels is not None:
-            if self.class_emb is None:
-                raise ValueError("this transformer was built with num_classes=0: labels are not supported")
-            s = s + self.class_emb(labels)
-        return s
-
-    def _cond(self, batch: int, cond: Tensor | None) -> Tensor | None:
+    def _projected_condition(self, batch: int, cond: Tensor | None) -> Tensor | None:
         """The projected condition added at every position, (B, D); the null condition (zeros) when
         cond is None. None for a transformer built with cond_dim=0."""
         if self.cond_proj is None:
@@ -241,11 +229,8 @@ class CausalTransformer(nn.Module):
             cond = torch.zeros(batch, self.cond_dim, device=self.start.device)  # the null condition
         return self.cond_proj(cond)                                             # (B, D)
 
-    def _check_labels(self, labels: Tensor | None, batch: int) -> None:
-        if labels is not None and labels.shape != (batch,):
-            raise ValueError(f"labels must have shape ({batch},), got {tuple(labels.shape)}")
-
-    def _check_cond(self, cond: Tensor | None, batch: int) -> None:
+    def _check_condition(self, cond: Tensor | None, batch: int) -> None:
+        """A ValueError unless ``cond`` is None or float (batch, cond_dim) for a transformer built to take it."""
         if cond is None:
             return
         if self.cond_proj is None:
@@ -254,19 +239,18 @@ class CausalTransformer(nn.Module):
             raise ValueError(f"cond must be float ({batch}, {self.cond_dim}), got {tuple(cond.shape)}")
 
     # ---- full (teacher-forced) pass -----------------------------------------------------------
-    def forward(self, tokens: Tensor, labels: Tensor | None = None, cond: Tensor | None = None) -> Tensor:
+    def forward(self, tokens: Tensor, cond: Tensor | None = None) -> Tensor:
         """tokens (B, L) int64 with L <= T -> logits (B, L, vocab); logits[:, t] predicts tokens[:, t]
         from tokens[:, :t] (the last token only serves as a target). ``cond`` (B, cond_dim) or None
         (the null condition) for a transformer built with ``cond_dim > 0``."""
         b, length = tokens.shape
         if length > self.seq_len:
             raise ValueError(f"sequence of {length} tokens is longer than the grid's {self.seq_len}")
-        self._check_labels(labels, b)
-        self._check_cond(cond, b)
-        start = self._start(b, labels).unsqueeze(1)                             # (B, 1, D)
+        self._check_condition(cond, b)
+        start = self.start.expand(b, 1, -1)                                     # (B, 1, D)
         x = torch.cat([start, self.tok_emb(tokens[:, :-1])], dim=1)             # (B, L, D)
         x = x + self._pos(0, length)
-        c = self._cond(b, cond)
+        c = self._projected_condition(b, cond)
         if c is not None:
             x = x + c.unsqueeze(1)                                              # (B, L, D)
         x = self.drop(x)
@@ -281,18 +265,17 @@ class CausalTransformer(nn.Module):
         return KVCache(self.n_layers, batch, self.n_heads, self.seq_len, self.d_model // self.n_heads,
                        p.dtype, p.device)
 
-    def step(self, cache: KVCache, prev: Tensor | None, labels: Tensor | None = None,
-             cond: Tensor | None = None) -> Tensor:
+    def step(self, cache: KVCache, prev: Tensor | None, cond: Tensor | None = None) -> Tensor:
         """Logits (B, vocab) for position ``cache.pos`` given the previous token ``prev`` (B,)
         (None at position 0, where the start embedding is the input); advances the cache.
-        ``labels`` and ``cond`` are read at position 0 only: the cache keeps the sequence's condition."""
+        ``cond`` is read at position 0 only: the cache keeps the sequence's condition."""
         t = cache.pos
         if t >= self.seq_len:
             raise ValueError(f"the cache is full ({self.seq_len} positions)")
         if t == 0:
-            self._check_cond(cond, cache.batch)
-            cache.cond = self._cond(cache.batch, cond)                          # (B, D) or None
-            x = self._start(cache.batch, labels)                                # (B, D)
+            self._check_condition(cond, cache.batch)
+            cache.cond = self._projected_condition(cache.batch, cond)           # (B, D) or None
+            x = self.start.expand(cache.batch, -1)                              # (B, D)
         else:
             x = self.tok_emb(prev)                                              # (B, D)
         x = x + self._pos(t, 1)
@@ -316,7 +299,7 @@ class CausalTransformer(nn.Module):
 
     @torch.no_grad()
     def sample(self, gens: list[torch.Generator], *, temperature: float = 1.0, top_k: int | None = None,
-               labels: Tensor | None = None, cond: Tensor | None = None, guidance: float = 1.0,
+               cond: Tensor | None = None, guidance: float = 1.0,
                use_cache: bool = True) -> Tensor:
         """(B, T) int64 tokens in raster order, B = len(gens); token t of sample i is drawn with
         ``zoo.rng.categorical`` from gens[i] only. ``use_cache=False`` is the reference sampler
@@ -333,15 +316,13 @@ class CausalTransformer(nn.Module):
         if not math.isfinite(guidance):
             raise ValueError(f"guidance must be finite, got {guidance}")
         b = len(gens)
-        self._check_labels(labels, b)
-        self._check_cond(cond, b)
+        self._check_condition(cond, b)
         device = self.head.weight.device
         mix = cond is not None and guidance not in (0, 1)
         if cond is not None and guidance == 0:
             cond = None                                                         # w = 0: the null rows only
         elif mix:                                                               # rows: b null, then b cond
             cond = torch.cat([torch.zeros_like(cond), cond])                    # (2B, cond_dim)
-            labels = torch.cat([labels, labels]) if labels is not None else None
         rows = 2 * b if mix else b
 
         def draw(logits: Tensor) -> Tensor:  # (rows, V) -> (rows,): one token per sample, on its rows
@@ -355,8 +336,8 @@ class CausalTransformer(nn.Module):
             cache = self.init_cache(rows)
             prev = None
             for t in range(self.seq_len):
-                prev = tokens[:, t] = draw(self.step(cache, prev, labels, cond))  # step: (rows, V)
+                prev = tokens[:, t] = draw(self.step(cache, prev, cond))  # step: (rows, V)
         else:
             for t in range(self.seq_len):
-                tokens[:, t] = draw(self(tokens[:, :t + 1], labels, cond)[:, t])  # (rows, V); tokens[:, t] unused
+                tokens[:, t] = draw(self(tokens[:, :t + 1], cond)[:, t])  # (rows, V); tokens[:, t] unused
         return tokens[:b]

@@ -1,4 +1,4 @@
-"""A small UNet noise predictor with a time (and optional label) embedding.
+"""A small UNet noise predictor with a time (and optional noise-level and text) embedding.
 
 ``widths=(16, 32, 64)`` means three resolution levels (28 -> 14 -> 7 for 28x28 inputs); a
 latent of 4x7x7 works with ``widths=(64, 128)`` (7 -> 4) or a single level. Each level has
@@ -101,15 +101,14 @@ class SelfAttention2d(nn.Module):
 
 
 class UNet(nn.Module):
-    """Noise predictor: (x (B, in_ch, H, W), t (B,) long[, labels (B,)][, cond=(B, cond_dim)]) -> (B, out_ch, H, W).
+    """Noise predictor: (x (B, in_ch, H, W), t (B,) long[, aug_level (B,)][, cond=(B, cond_dim)]) -> (B, out_ch, H, W).
 
-    ``num_classes > 0`` adds a label embedding (index ``num_classes`` is the "no label" entry,
-    used when labels are None). ``cond_dim > 0`` adds the text-embedding MLP (``cond_mlp``);
-    ``forward`` then needs ``cond``.
+    ``noise_cond`` adds the embedding of a noise-augmentation level (``aug_level``). ``cond_dim > 0``
+    adds the text-embedding MLP (``cond_mlp``); ``forward`` then needs ``cond``.
     """
 
     def __init__(self, in_ch: int, out_ch: int | None = None, widths: tuple[int, ...] = (16, 32, 64),
-                 blocks: int = 1, attn_heads: int = 4, num_classes: int = 0, dropout: float = 0.0,
+                 blocks: int = 1, attn_heads: int = 4, dropout: float = 0.0,
                  mid_blocks: int = 1, noise_cond: bool = False, cond_dim: int = 0, zero_init: bool = True):
         super().__init__()
         if not widths or blocks < 1:
@@ -117,12 +116,11 @@ class UNet(nn.Module):
         out_ch = out_ch or in_ch
         if cond_dim < 0:
             raise ValueError(f"cond_dim must be >= 0, got {cond_dim}")
-        self.widths, self.blocks, self.num_classes, self.cond_dim = tuple(widths), blocks, num_classes, cond_dim
+        self.widths, self.blocks, self.cond_dim = tuple(widths), blocks, cond_dim
         w0 = widths[0]
         emb_dim = 4 * w0
         self.time_dim = w0
         self.time_mlp = embedding_mlp(w0, emb_dim)
-        self.label_emb = nn.Embedding(num_classes + 1, emb_dim) if num_classes > 0 else None
         self.aug_mlp = embedding_mlp(w0, emb_dim) if noise_cond else None
         self.conv_in = nn.Conv2d(in_ch, w0, 3, padding=1)
         L = len(widths)
@@ -152,17 +150,13 @@ class UNet(nn.Module):
         # last, so that every module above draws the same initial weights as without it
         self.cond_mlp = embedding_mlp(cond_dim, emb_dim) if cond_dim > 0 else None
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None,
-                aug_level: torch.Tensor | None = None, *, cond: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor, aug_level: torch.Tensor | None = None, *,
+                cond: torch.Tensor | None = None) -> torch.Tensor:
         emb = self.time_mlp(timestep_embedding(t, self.time_dim))              # (B, E)
         if self.aug_mlp is not None:  # noise-augmentation level of the conditioning, (B,) in [0, 1]
             if aug_level is None:
                 raise ValueError("this UNet is noise-conditioned: give aug_level (B,)")
             emb = emb + self.aug_mlp(timestep_embedding(aug_level * 1000.0, self.time_dim))
-        if self.label_emb is not None:
-            if labels is None:
-                labels = torch.full((x.shape[0],), self.num_classes, dtype=torch.long, device=x.device)
-            emb = emb + self.label_emb(labels)
         if self.cond_mlp is not None:  # text embedding (B, cond_dim); the null condition is zeros
             if cond is None:
                 raise ValueError("this UNet is text-conditioned: give cond (B, cond_dim)")

@@ -21,13 +21,14 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ZooError
+from ..files import atomic_write_text, load_weights
 from .captions import Captioner, _words
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -147,7 +148,6 @@ def read_record(name: str, folder: Path = WEIGHTS_DIR, *, hint: str = "zoo text 
 
 def load_checked(module: nn.Module, name: str, record: dict, folder: Path = WEIGHTS_DIR) -> nn.Module:
     """Load ``<name>.safetensors`` into module after checking its sha256 against the record."""
-    from ..api import load_weights
     path = folder / f"{name}.safetensors"
     got = sha256_file(path)
     if got != record.get("sha256"):
@@ -169,10 +169,22 @@ def load_captioner(name: str) -> Captioner:
     return Captioner.from_dict(read_record(name)["captioner"])
 
 
+def check_out_folder(folder: str | os.PathLike, names: list[str]) -> Path:
+    """``folder`` as a Path, or a one-line ZooError when writing ``<name>.safetensors``/``<name>.json``
+    there would overwrite a committed, hash-checked file of the package (``WEIGHTS_DIR``)."""
+    folder = Path(folder)
+    if folder.resolve() == WEIGHTS_DIR.resolve():
+        for name in names:
+            for path in (folder / f"{name}.safetensors", folder / f"{name}.json"):
+                if path.exists():
+                    raise ZooError(f"--out {folder}: would overwrite the committed {path.name}; "
+                                   f"write to a folder of your own")
+    return folder
+
+
 def save_record(module: nn.Module, name: str, record: dict, folder: Path = WEIGHTS_DIR) -> Path:
     """Write ``<name>.safetensors`` and ``<name>.json`` (the record plus the weights' sha256)."""
     from safetensors.torch import save_model
-    from ..api import atomic_write_text
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.safetensors"
     save_model(module, str(path))
@@ -260,3 +272,27 @@ def caption_embeddings(name: str, images: torch.Tensor, labels: torch.Tensor, *,
     with) and their (N, dim) embeddings by that frozen encoder: what a conditional model trains on."""
     captions = load_captioner(name).captions(images, labels, seed=seed)
     return captions, load_encoder(name).embed(captions)
+
+
+def embed_prompts(model_or_config: Any, prompts: list[str] | str, n: int | None = None) -> torch.Tensor:
+    """(len(prompts), cond_dim) float embeddings of ``prompts`` by the frozen text encoder that a
+    conditional model (a ``Generator``, or its config) was trained with: the ``cond`` that
+    ``Generator.sample`` takes. One string with ``n`` given: that prompt for all n images. A one-line
+    ZooError for an unconditional model, a prompt count other than ``n``, or an unknown word (the
+    message lists the vocabulary)."""
+    config = getattr(model_or_config, "config", model_or_config)
+    cond_dim = int(getattr(config, "cond_dim", 0))
+    if cond_dim <= 0:
+        name = getattr(model_or_config, "name", "")
+        raise ZooError(f"this {name + ' ' if name else ''}model is unconditional: it takes no prompt "
+                       f"(train it with --conditional)")
+    if isinstance(prompts, str):
+        prompts = [prompts] * (1 if n is None else n)
+    prompts = list(prompts)
+    if n is not None and len(prompts) != n:
+        raise ZooError(f"{len(prompts)} prompts for {n} images: give one, or one per image")
+    enc = load_encoder(config.text_encoder)
+    if enc.dim != cond_dim:
+        raise ZooError(f"text encoder {config.text_encoder!r} gives {enc.dim}-wide embeddings, "
+                       f"the model takes {cond_dim}")
+    return enc.embed(prompts)
