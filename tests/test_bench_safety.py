@@ -154,10 +154,10 @@ def test_force_redoes_and_sets_old_files_aside(made, calls):
 
 
 def test_force_keeps_the_training_when_only_measurement_changed(made, calls, monkeypatch):
-    import zoo.train
+    train_mod = importlib.import_module("zoo.train")   # the package (the attribute zoo.train is the function)
     fits = []
-    real_fit = zoo.train.fit
-    monkeypatch.setattr(zoo.train, "fit", lambda *a, **k: fits.append(1) or real_fit(*a, **k))
+    real_fit = train_mod.fit
+    monkeypatch.setattr(train_mod, "fit", lambda *a, **k: fits.append(1) or real_fit(*a, **k))
     bench(made, profile(n=50), force=True)
     assert sorted(calls) == ["gan-s0", "vae-s0"] and fits == []   # redone on the same trained runs
     assert not [p for p in (made / "runs").iterdir() if ".replaced-" in p.name]
@@ -273,7 +273,7 @@ def _step_tflops(family):
 def test_resume_after_kill(tmp_path, calls, monkeypatch):
     """Kill the bench inside a cell's training; the rerun resumes it from its checkpoint (not from
     scratch: the run folder's settings match) and ends with the full budget."""
-    import zoo.train as train_mod
+    train_mod = importlib.import_module("zoo.train")   # the package (the attribute zoo.train is the function)
     out = tmp_path / "quick"
     prof = profile(tflops=12 * _step_tflops("gan"))
     real_fit = train_mod.fit
