@@ -52,9 +52,9 @@ def results_csv(cells: list[dict], prov: dict) -> str:
 
 def results_mean_csv(rows: list[dict]) -> str:
     """One CSV row per family (``aggregate``'s rows): the number of seeds, then the mean and the
-    sample std over seeds of each metric that any family has (empty where there is none)."""
+    sample std over seeds of every column (empty where a family has no value, or one seed no std)."""
     buf = io.StringIO()
-    cols = [k for k in ROW_COLS if any(r.get(k) is not None for r in rows)]
+    cols = ROW_COLS
     w = csv.writer(buf)
     w.writerow(["family", "seeds"] + [name for k in cols for name in (k, f"{k}_std")])
     for r in rows:
