@@ -154,10 +154,10 @@ def test_force_redoes_and_sets_old_files_aside(made, calls):
 
 
 def test_force_keeps_the_training_when_only_measurement_changed(made, calls, monkeypatch):
-    import zoo.train
+    train_mod = importlib.import_module("zoo.train")   # the package (the attribute zoo.train is the function)
     fits = []
-    real_fit = zoo.train.fit
-    monkeypatch.setattr(zoo.train, "fit", lambda *a, **k: fits.append(1) or real_fit(*a, **k))
+    real_fit = train_mod.fit
+    monkeypatch.setattr(train_mod, "fit", lambda *a, **k: fits.append(1) or real_fit(*a, **k))
     bench(made, profile(n=50), force=True)
     assert sorted(calls) == ["gan-s0", "vae-s0"] and fits == []   # redone on the same trained runs
     assert not [p for p in (made / "runs").iterdir() if ".replaced-" in p.name]
@@ -273,7 +273,7 @@ def _step_tflops(family):
 def test_resume_after_kill(tmp_path, calls, monkeypatch):
     """Kill the bench inside a cell's training; the rerun resumes it from its checkpoint (not from
     scratch: the run folder's settings match) and ends with the full budget."""
-    import zoo.train as train_mod
+    train_mod = importlib.import_module("zoo.train")   # the package (the attribute zoo.train is the function)
     out = tmp_path / "quick"
     prof = profile(tflops=12 * _step_tflops("gan"))
     real_fit = train_mod.fit
@@ -350,3 +350,36 @@ def test_collapse_reports_every_run(made, tmp_path):
     assert {"std_ratio", "collapsed"} <= set(doc["runs"][str(made / "runs" / "gan-s0")])
     r = CliRunner().invoke(cli, ["bench", "collapse", str(made), "--families", "flow", "--n", "16"])
     assert r.exit_code == 2 and "no cells of family 'flow'" in r.output
+
+
+def test_cells_carry_a_schema_version_and_cells_without_one_are_reused(made, calls):
+    p = made / "cells" / "vae-s0.json"
+    rec = json.loads(p.read_text())
+    assert rec["schema_version"] == 1
+    assert json.loads((made / "cells" / "_floor.json").read_text())["schema_version"] == 1
+    for q in (made / "cells").glob("*.json"):   # as the committed cells are: no schema_version
+        old = json.loads(q.read_text())
+        del old["schema_version"]
+        q.write_text(json.dumps(old))
+    bench(made)
+    assert calls == []   # every cell read back and reused
+    doc = json.loads((made / "results.json").read_text())
+    assert sorted(c["family"] for c in doc["cells"]) == sorted(FAMILIES)
+
+
+def test_results_mean_csv_has_mean_and_std_over_seeds(made, calls):
+    import csv
+    import statistics
+    for fam, fid in (("vae", 20.0), ("gan", 30.0)):   # seed 0 apart from the canned seed-1 values
+        p = made / "cells" / f"{fam}-s0.json"
+        p.write_text(json.dumps({**json.loads(p.read_text()), "fid": fid}))
+    bench(made, profile(seeds=(0, 1)))
+    per_seed = list(csv.DictReader((made / "results.csv").open()))
+    mean_rows = {r["family"]: r for r in csv.DictReader((made / "results_mean.csv").open())}
+    assert sorted(mean_rows) == sorted(FAMILIES)
+    for fam, row in mean_rows.items():
+        fids = [float(r["fid"]) for r in per_seed if r["family"] == fam]
+        assert len(fids) == 2 and row["seeds"] == "2"
+        assert float(row["fid"]) == pytest.approx(statistics.mean(fids))
+        assert float(row["fid_std"]) == pytest.approx(statistics.stdev(fids)) and float(row["fid_std"]) > 0
+        assert row["bpd"] == "" and row["bpd_std"] == ""   # no family here has a likelihood in the canned cells

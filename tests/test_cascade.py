@@ -250,7 +250,7 @@ def test_base_levels_follow_low():
 
 
 def test_bench_all_leaves_cascades_out():
-    from zoo.cli.bench import _families
+    from zoo.bench import select_families as _families
     fams = _families("all", zoo.list_models())
     assert "vae" in fams and not [f for f in fams if f.startswith("cascade")]
     assert _families("cascade_vae_gan,vae", zoo.list_models()) == ["cascade_vae_gan", "vae"]

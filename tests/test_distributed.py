@@ -168,7 +168,7 @@ def test_two_bench_shards_in_parallel_fill_one_folder(tmp_path):
 
 def test_bench_refuses_torchrun_and_bad_shards(tmp_path):
     from zoo.bench.runner import shard_cells
-    from zoo.cli.bench import parse_shard
+    from zoo.bench import parse_shard
     from zoo.errors import ZooError
     assert parse_shard("2/3") == (2, 3) and parse_shard(None) is None
     for bad, msg in (("3/2", "1 <= K <= N"), ("0/2", "1 <= K <= N"), ("x", "K/N"), ("1/2/3", "K/N")):

@@ -175,3 +175,35 @@ def test_compiled_training_matches_eager(tmp_path, monkeypatch):
               for n in ("eager", "compiled")]
     assert curves[0][0] == curves[1][0]  # the FLOP-counting first step runs eagerly in both
     assert all(abs(a - b) <= 1e-2 * abs(a) for a, b in zip(*curves)), curves
+
+
+def test_zoo_train_writes_the_run_that_the_command_writes(tmp_path):
+    """zoo.train from Python and the installed `zoo train` with the same arguments: the same weights, bit for bit."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    from safetensors.torch import load_file
+    args = dict(data="synthetic", steps=3, batch_size=8, seed=1, sets=("train.log_every=1",))
+    summary = zoo.train("vae", tmp_path / "py", progress=False, **args)
+    cmd = [str(Path(sys.executable).parent / "zoo"), "train", "vae", "--data", "synthetic", "--steps", "3",
+           "--batch-size", "8", "--seed", "1", "--set", "train.log_every=1", "--quiet", "--out", str(tmp_path / "cli")]
+    r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ}, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert summary["steps"] == 3 and "trained vae: 3 steps" in r.stdout
+    for name in ("model.safetensors", "checkpoint.safetensors"):
+        py, cli = load_file(str(tmp_path / "py" / name)), load_file(str(tmp_path / "cli" / name))
+        assert py.keys() == cli.keys() and all(torch.equal(py[k], cli[k]) for k in py), name
+    train_json = [json.loads((tmp_path / run / "train.json").read_text()) for run in ("py", "cli")]
+    assert train_json[0] == train_json[1]
+
+
+def test_zoo_train_refuses_a_mistake_before_writing(tmp_path):
+    with pytest.raises(ZooError, match="give a budget: --steps N or --tflops F"):
+        zoo.train("vae", tmp_path / "run", data="synthetic")
+    with pytest.raises(ZooError, match="--text-encoder needs --conditional"):
+        zoo.train("vae", tmp_path / "run", data="synthetic", steps=1, text_encoder="mlm-s")
+    assert not (tmp_path / "run").exists()
+    zoo.train("vae", tmp_path / "run", data="synthetic", steps=1, batch_size=8, progress=False)
+    with pytest.raises(ZooError, match="already holds a run: use --resume"):
+        zoo.train("vae", tmp_path / "run", data="synthetic", steps=1)

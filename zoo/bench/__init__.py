@@ -11,16 +11,106 @@ rebuilt from the cell files after every cell.
 Modules: ``profiles`` (the profiles and checks on overrides), ``settings`` (what made a cell,
 provenance), ``store`` (cell files), ``rundir`` (a cell's run folder and what may be deleted
 there), ``cell`` (one cell), ``runner`` (the driver), ``tables`` (aggregation and markdown),
-``outputs`` (results.json/csv, RESULTS.md), ``figures``, ``collapse`` (the mode-collapse check).
+``outputs`` (results.json/csv, RESULTS.md; reading results.json), ``figures``, ``collapse`` (the
+mode-collapse check). :func:`run` does what `zoo bench` does, :func:`table` what `zoo bench table` does.
 """
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
+
+from ..errors import ZooError
 from .cell import run_cell
-from .outputs import write_outputs
-from .profiles import PROFILES, SAMPLE_SEED, Profile, check_profile, parse_seeds, with_overrides
+from .outputs import read_results, write_outputs
+from .profiles import (PROFILES, SAMPLE_SEED, Profile, check_profile, parse_seeds, parse_shard, select_families,
+                       with_overrides)
 from .runner import run_bench
 from .tables import aggregate, mean_std, results_table, seed_table, winners, winners_table
 
 __all__ = ["PROFILES", "SAMPLE_SEED", "Profile", "aggregate", "check_profile", "mean_std", "parse_seeds",
-           "results_table", "run_bench", "run_cell", "seed_table", "winners", "winners_table", "with_overrides",
-           "write_outputs"]
+           "parse_shard", "read_results", "results_table", "run", "run_bench", "run_cell", "seed_table",
+           "select_families", "table", "winners", "winners_table", "with_overrides", "write_outputs"]
+
+
+def run(profile: str = "quick", families: str = "all", *, seeds: str | None = None, data: str = "fashion-mnist",
+        features: str = "fmnist-cnn", tflops: float | None = None, n: int | None = None,
+        out: str | Path | None = None, tiny: bool = False, force: bool = False, shard: str | None = None,
+        merge: bool = False, reuse: str | Path | None = None, conditional: bool = False,
+        text_encoder: str | None = None, guidance: float | None = None, command: str | None = None) -> Path:
+    """Train every family under the same FLOP budget, evaluate, and write tables and figures, as
+    `zoo bench` does; returns the output folder. Every argument is checked before any cell runs
+    (a one-line ZooError). Re-running with the same arguments reuses finished cells and resumes
+    an interrupted one.
+
+    Args:
+        profile: 'quick', 'standard', 'scaling' (several budgets, a folder each) or 'gpu' (``PROFILES``).
+        families: 'all' (the families with ``in_default_bench``) or a comma-separated list.
+        seeds: seeds as '0,1,2' or '0-2'; None: the profile's.
+        data: dataset spec (``zoo data --help``).
+        features: feature extractor of the metrics.
+        tflops: training budget per cell instead of the profile's (not for 'scaling').
+        n: generated images per cell instead of the profile's.
+        out: output folder; None: runs/bench-<profile>.
+        tiny: each family's tiny test config (a smoke test, not a benchmark).
+        force: redo the cells (and retrain the run folders) made with other settings; the old files
+            are renamed aside.
+        shard: 'K/N': run only every N-th cell from the K-th (a job array over one shared ``out``).
+        merge: run no cell, only rebuild the tables and figures from the cells in ``out``.
+        reuse: 'scaling' only: a bench folder whose cells give the points at its budget.
+        conditional: train on caption embeddings and sample prompted by the test split's captions.
+        text_encoder: the frozen text encoder of conditional cells; None: mlm-m.
+        guidance: classifier-free guidance scale of conditional cells; None: 1.
+        command: the command recorded in the results; None: an equivalent `zoo bench` line.
+    """
+    from .. import dist
+    from ..api import list_models
+    from ..checks import check_writable
+    from .scaling import run_scaling
+    if dist.launched():
+        raise ZooError("zoo bench is not a torchrun job: start one process per shard with --shard K/N")
+    if merge and shard:
+        raise ZooError("--merge runs no cells: drop --shard")
+    shard_spec = parse_shard(shard)
+    prof = with_overrides(PROFILES[profile], seeds=seeds, tflops=tflops, n=n)
+    if (text_encoder is not None or guidance is not None) and not conditional:
+        raise ZooError("--text-encoder and --guidance need --conditional")
+    if conditional:
+        prof = _conditional_profile(prof, data, text_encoder, guidance)
+    fams = select_families(families, list_models())
+    out_dir = Path(out or f"runs/bench-{prof.name}")
+    check_writable(out_dir)
+    command = command or f"zoo bench --profile {profile} --families {families} --out {out_dir}"
+    if prof.budgets:
+        run_scaling(prof, fams, data, out_dir, features, command, reuse=Path(reuse) if reuse else None, tiny=tiny,
+                    force=force, shard=shard_spec, merge=merge)
+        return out_dir
+    if reuse:
+        raise ZooError(f"--reuse is for the scaling profile (several budgets), not {prof.name!r}")
+    run_bench(prof, fams, data, out_dir, features, command, tiny=tiny, force=force, shard=shard_spec, merge=merge)
+    return out_dir
+
+
+def _conditional_profile(profile: Profile, data: str, text_encoder: str | None, guidance: float | None) -> Profile:
+    """``profile`` for conditional cells, after checking the encoder fits ``data`` and the guidance scale."""
+    from ..text.encoder import DEFAULT_ENCODER, check_data
+    if profile.budgets:
+        raise ZooError("--conditional runs one budget: not the scaling profile")
+    if guidance is not None and not (0 <= guidance < float("inf")):
+        raise ZooError(f"--guidance must be a finite number >= 0, got {guidance}")
+    check_data(text_encoder or DEFAULT_ENCODER, data)
+    return dataclasses.replace(profile, conditional=text_encoder or DEFAULT_ENCODER,
+                               guidance=1.0 if guidance is None else float(guidance))
+
+
+def table(results: str | Path, families: str = "all", *, sweep: bool = False) -> str:
+    """Per-seed rows of chosen families (comma-separated, in the order of the rows, or 'all') from
+    ``results`` (a bench folder or its results.json) as markdown, as `zoo bench table` prints them;
+    every value is read from the file. One-line ZooError for a family the file has no cells of."""
+    doc, path = read_results(results)
+    have = list(dict.fromkeys(sorted(c["family"] for c in doc["cells"])))
+    fams = have if families == "all" else list(dict.fromkeys(f.strip() for f in families.split(",") if f.strip()))
+    missing = [f for f in fams if f not in have]
+    if missing or not fams:
+        raise ZooError(f"{path} has no cells of {', '.join(missing) or 'those families'} "
+                       f"(it has {', '.join(have) or 'none'})")
+    return seed_table(doc, fams, str(path), sweep=sweep)

@@ -71,6 +71,7 @@ def train_cell(family: str, seed: int, profile: Profile, data: str, out: Path, f
     from ..api import build_model, split_recipe
     from ..config import apply_overrides
     from ..train import TrainConfig, fit
+    from ..train.run import caption_condition
 
     run_dir = run_folder(out, cell_name(family, seed))
     settings = train_settings(cell_settings(profile, family=family, data=data, features=features, tiny=tiny,
@@ -83,10 +84,8 @@ def train_cell(family: str, seed: int, profile: Profile, data: str, out: Path, f
     model_sets, train_sets = split_recipe(settings["recipe"])   # none for --tiny (see settings.recipe)
     cond = None
     if profile.conditional:   # the frozen encoder's embedding of each training image's caption
-        from ..text.encoder import caption_embeddings, load_encoder
-        model_sets = {**model_sets, "cond_dim": str(load_encoder(profile.conditional).dim),
-                      "text_encoder": profile.conditional}
-        cond = caption_embeddings(profile.conditional, train_set.images, train_set.labels)[1]
+        cond_sets, cond = caption_condition(profile.conditional, train_set.images, train_set.labels)
+        model_sets = {**model_sets, **cond_sets}
     tcfg = apply_overrides(TrainConfig(tflops=profile.tflops, seed=seed), train_sets)
     torch.manual_seed(seed)
     model = build_model(family, train_set.shape, model_sets, tiny=tiny)

@@ -67,6 +67,26 @@ def collapse_check(runs: list[Path], data: str, *, n: int = 1000,
     return {"n": n, "reference": f"{data} test[:{n}]", "runs": reports}
 
 
+def collapse(results: str | Path, families: str = "all", seeds: str | None = None, *, n: int = 1000,
+             data: str | None = None, json_out: str | Path | None = None,
+             log: Callable[[str], None] = click.echo) -> dict:
+    """What `zoo bench collapse` does: the mode-collapse check of the trained runs of the bench folder
+    ``results`` (of ``families``, comma-separated or 'all', and ``seeds`` as '0-2' if given), each
+    logged as one line; the reports are returned and, with ``json_out``, written there as JSON."""
+    import json
+    from ..checks import check_writable
+    from ..files import atomic_write_text
+    from .profiles import parse_seeds
+    fams = None if families == "all" else [f.strip() for f in families.split(",") if f.strip()]
+    if json_out:
+        check_writable(Path(json_out).parent, "--json")
+    runs, data = collapse_runs(Path(results), fams, parse_seeds(seeds) if seeds else None, n=n, data=data)
+    doc = collapse_check(runs, data, n=n, log=log)
+    if json_out:
+        atomic_write_text(json_out, json.dumps(doc, indent=2) + "\n")
+    return doc
+
+
 def json_line(rec: dict) -> str:
     """A record as one line of JSON."""
     import json

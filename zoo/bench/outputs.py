@@ -1,5 +1,6 @@
-"""What a bench folder shows: results.json, results.csv and RESULTS.md, rebuilt from the cell files
-(every one of them made with the same settings: the runner checks that first)."""
+"""What a bench folder shows: results.json, results.csv (per seed), results_mean.csv (mean and std
+over seeds) and RESULTS.md, rebuilt from the cell files (every one of them made with the same
+settings: the runner checks that first); and reading results.json back."""
 from __future__ import annotations
 
 import csv
@@ -9,12 +10,16 @@ import json
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ..api import atomic_write_text
+from ..errors import ZooError
+from ..files import RESULTS_FILE, atomic_write_text
 from ..provenance import describe_machine
 from .figures import make_figures
 from .profiles import Profile
 from .store import cell_name, read_cells, read_reference
-from .tables import aggregate, conditional_table, results_table, sweep_table, winners, winners_table
+from .tables import ROW_COLS, aggregate, conditional_table, results_table, sweep_table, winners, winners_table
+
+RESULTS_CSV = "results.csv"
+RESULTS_MEAN_CSV = "results_mean.csv"
 
 
 def write_outputs(out: Path, profile: Profile, data: str, command: str, prov: dict) -> None:
@@ -25,8 +30,9 @@ def write_outputs(out: Path, profile: Profile, data: str, command: str, prov: di
     ws = winners(rows)
     doc = {"provenance": prov, "command": command, "profile": dataclasses.asdict(profile), "cells": cells,
            "families": rows, "winners": ws, "floor": floor, "ceiling": ceiling}
-    atomic_write_text(out / "results.json", json.dumps(doc, indent=2, default=str))
-    atomic_write_text(out / "results.csv", results_csv(cells, prov))
+    atomic_write_text(out / RESULTS_FILE, json.dumps(doc, indent=2, default=str))
+    atomic_write_text(out / RESULTS_CSV, results_csv(cells, prov))
+    atomic_write_text(out / RESULTS_MEAN_CSV, results_mean_csv(rows))
     figs = make_figures(out, cells, rows)
     md = results_markdown(profile, data, command, prov, cells, rows, ws, floor, ceiling, figs)
     atomic_write_text(out / "RESULTS.md", md)
@@ -42,6 +48,34 @@ def results_csv(cells: list[dict], prov: dict) -> str:
     for c in cells:
         w.writerow({**{k: v for k, v in c.items() if not isinstance(v, (dict, list))}, **c.get("provenance", prov)})
     return buf.getvalue()
+
+
+def results_mean_csv(rows: list[dict]) -> str:
+    """One CSV row per family (``aggregate``'s rows): the number of seeds, then the mean and the
+    sample std over seeds of every column (empty where a family has no value, or one seed no std)."""
+    buf = io.StringIO()
+    cols = ROW_COLS
+    w = csv.writer(buf)
+    w.writerow(["family", "seeds"] + [name for k in cols for name in (k, f"{k}_std")])
+    for r in rows:
+        w.writerow([r["family"], len(r["seeds"])] + ["" if r.get(name) is None else r[name]
+                                                     for k in cols for name in (k, f"{k}_std")])
+    return buf.getvalue()
+
+
+def read_results(path: str | Path) -> tuple[dict, Path]:
+    """The results.json document of a bench folder (or the file itself) and its path, or a one-line ZooError."""
+    p = Path(path)
+    path = p / RESULTS_FILE if p.is_dir() else p
+    try:
+        doc = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ZooError(f"{path}: no such file (give a `zoo bench` output folder or its results.json)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ZooError(f"{path}: not valid JSON") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("cells"), list) or "profile" not in doc:
+        raise ZooError(f"{path}: not a `zoo bench` results.json")
+    return doc, path
 
 
 def machine_of(cell: dict) -> tuple[str, str]:

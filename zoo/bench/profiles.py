@@ -11,6 +11,7 @@ SAMPLE_SEED = 0  # every cell samples images (SAMPLE_SEED, i): the same noise fo
 
 @dataclasses.dataclass(frozen=True)
 class Profile:
+    """What every cell of a bench run trains, samples and measures."""
     name: str
     tflops: float                    # training budget per cell (all stages), hardware-independent
     n: int                           # generated images per cell for the metrics
@@ -31,24 +32,18 @@ class Profile:
 
 
 PROFILES = {
-    # bits/dim of the diffusion bound: the 50-term stratified estimate of the standard profile, with
-    # its standard error in the table; the full 1000-term bound over 500 images took most of the
-    # quick run (44 s a batch of 100 on a quiet machine, 6-7 min on a loaded one). 0.5 TFLOP, n=1000
-    # and 200 bits/dim images keep the whole job under 5 minutes on the 2-core CPU (issue 15): at
-    # 1 TFLOP the recipes' small batches took 222 s of training alone and the job 371 s (session 8)
+    # bits/dim of the diffusion bound: a 50-term stratified estimate with its standard error (the full
+    # bound costs T network evaluations per image); budget, n and bits/dim images sized for a short CPU job
     "quick": Profile("quick", tflops=0.5, n=1000, seeds=(0,), bpd_images=200, sweep_steps=(), sweep_n=0,
                      probe_seconds=1.0, bpd_terms=50,
                      description="the README's main job: 0.5 TFLOP of training per family"),
-    # 10 TFLOP: the top of the issue's 5-10 range, so that the standard cells double as the families'
-    # 10 TFLOP runs; 8 families x 3 seeds took 71-74 min of cell wall-clock on the 2-core CPU
-    # (results/standard, against the issue's 150). The full diffusion VLB costs T=1000 network
-    # evaluations per image (~40 min over 3 seeds), so bits/dim use a 50-term stratified estimate.
+    # 10 TFLOP per cell, so that the standard cells double as the families' 10 TFLOP runs; bits/dim
+    # of the diffusion bound as in "quick"
     "standard": Profile("standard", tflops=10.0, n=5000, seeds=(0, 1, 2), bpd_images=2000,
                         sweep_steps=(10, 20, 50), sweep_n=5000, probe_seconds=3.0, bpd_terms=50,
                         description="the committed table: 10 TFLOP per cell, 3 seeds"),
-    # the 10 TFLOP points are the standard cells (zoo bench --profile scaling --reuse results/standard);
-    # the others one seed each. With the recipes' small batches the 2-core CPU trains 70-150 TFLOP an
-    # hour: the 100 TFLOP cells take 30-80 min each, the whole profile about 10 hours
+    # one seed per budget; the 10 TFLOP points may come from a standard folder's cells
+    # (zoo bench --profile scaling --reuse results/standard)
     "scaling": Profile("scaling", tflops=10.0, n=5000, seeds=(0,), bpd_images=2000, sweep_steps=(), sweep_n=0,
                        probe_seconds=3.0, bpd_terms=50, budgets=(1.0, 3.0, 10.0, 30.0, 100.0),
                        description="every family at 1, 3, 10, 30 and 100 TFLOP: quality against training compute"),
@@ -56,6 +51,34 @@ PROFILES = {
                    sweep_steps=(10, 20, 50, 100), sweep_n=10000, probe_seconds=3.0, device="cuda", amp=True, compile=True,
                    description="larger budgets for a CUDA machine, bf16 autocast, torch.compile"),
 }
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """'K/N' (1 <= K <= N) -> (K, N); None -> None; a one-line ZooError for anything else."""
+    if text is None:
+        return None
+    try:
+        k, n = (int(p) for p in text.split("/"))
+    except ValueError:
+        raise ZooError(f"bad --shard {text!r}: use K/N, e.g. 1/8 for the first of 8 shards") from None
+    if not 1 <= k <= n:
+        raise ZooError(f"bad --shard {text!r}: K/N needs 1 <= K <= N")
+    return k, n
+
+
+def select_families(text: str, known: list[str]) -> list[str]:
+    """'all' (the families with ``in_default_bench``) or a comma-separated list of registered families,
+    without repeats; a one-line ZooError otherwise."""
+    from ..api import get_model_class
+    if text == "all":   # leaves out the families that ask to be named explicitly (e.g. the cascade rows)
+        fams = [f for f in known if get_model_class(f).in_default_bench]
+    else:
+        fams = [f.strip() for f in text.split(",") if f.strip()]
+    if not fams:
+        raise ZooError(f"--families {text!r}: name one or more families, or all")
+    for f in fams:
+        get_model_class(f)  # one-line error for an unknown family
+    return list(dict.fromkeys(fams))
 
 
 def parse_seeds(text: str) -> tuple[int, ...]:

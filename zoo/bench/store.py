@@ -20,6 +20,7 @@ from typing import Iterator
 from ..api import atomic_write_text
 
 CELLS_DIR = "cells"
+SCHEMA_VERSION = 1   # written into every record as "schema_version"; a record without it is read as version 1
 REFERENCE_ROWS = ("_floor", "_ceiling")
 
 
@@ -84,8 +85,8 @@ def read_reference(out: Path, name: str) -> dict | None:
 
 
 def write_record(path: Path, rec: dict) -> None:
-    """Write a cell or reference record atomically."""
-    atomic_write_text(path, json.dumps(rec, indent=2, default=str))
+    """Write a cell or reference record atomically, with the record format's ``schema_version``."""
+    atomic_write_text(path, json.dumps({"schema_version": SCHEMA_VERSION, **rec}, indent=2, default=str))
 
 
 @contextlib.contextmanager

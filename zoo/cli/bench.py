@@ -2,43 +2,11 @@
 `zoo bench table` (per-seed rows of a results folder) and `zoo bench collapse` (the mode-collapse check)."""
 from __future__ import annotations
 
-import json
 import sys
-from pathlib import Path
 
 import click
 
-from ..errors import ZooError
-from .common import CONTEXT, check_writable, command_line, import_option
-
-
-def _families(text: str, known: list[str]) -> list[str]:
-    """'all' or a comma-separated list of registered families; a one-line ZooError otherwise."""
-    from ..api import get_model_class
-    # "all" leaves out the families that ask to be named explicitly (class attribute
-    # in_default_bench = False, e.g. the cascade rows, which would slow the quick job down)
-    if text == "all":
-        fams = [f for f in known if get_model_class(f).in_default_bench]
-    else:
-        fams = [f.strip() for f in text.split(",") if f.strip()]
-    if not fams:
-        raise ZooError(f"--families {text!r}: name one or more families, or all")
-    for f in fams:
-        get_model_class(f)  # one-line error for an unknown family
-    return list(dict.fromkeys(fams))
-
-
-def parse_shard(text: str | None) -> tuple[int, int] | None:
-    """'K/N' (1 <= K <= N) -> (K, N); a one-line ZooError for anything else."""
-    if text is None:
-        return None
-    try:
-        k, n = (int(p) for p in text.split("/"))
-    except ValueError:
-        raise ZooError(f"bad --shard {text!r}: use K/N, e.g. 1/8 for the first of 8 shards") from None
-    if not 1 <= k <= n:
-        raise ZooError(f"bad --shard {text!r}: K/N needs 1 <= K <= N")
-    return k, n
+from .common import CONTEXT, command_line, import_option
 
 
 @click.group("bench", context_settings=CONTEXT, invoke_without_command=True)
@@ -97,57 +65,13 @@ def bench_group(ctx, profile_name, families, seeds, data, features, tflops, n, o
     Quality against training compute (a folder per budget under --out, then SCALING.md):
       zoo bench --profile scaling --out results/scaling --reuse results/standard
     """
-    from .. import dist
-    from ..api import list_models
-    from ..bench import PROFILES, run_bench, with_overrides
-    from ..bench.scaling import run_scaling
+    from ..bench import run
     if ctx.invoked_subcommand is not None:
         return
-    if dist.launched():
-        raise ZooError("zoo bench is not a torchrun job: start one process per shard with --shard K/N")
-    if merge and shard:
-        raise ZooError("--merge runs no cells: drop --shard")
-    shard_spec = parse_shard(shard)
-    profile = with_overrides(PROFILES[profile_name], seeds=seeds, tflops=tflops, n=n)
-    if (text_encoder is not None or guidance is not None) and not conditional:
-        raise ZooError("--text-encoder and --guidance need --conditional")
-    if conditional:
-        import dataclasses
-        from ..text.encoder import DEFAULT_ENCODER, check_data
-        if profile.budgets:
-            raise ZooError("--conditional runs one budget: not the scaling profile")
-        if guidance is not None and not (0 <= guidance < float("inf")):
-            raise ZooError(f"--guidance must be a finite number >= 0, got {guidance}")
-        check_data(text_encoder or DEFAULT_ENCODER, data)
-        profile = dataclasses.replace(profile, conditional=text_encoder or DEFAULT_ENCODER,
-                                      guidance=1.0 if guidance is None else float(guidance))
-    fams = _families(families, list_models())
-    out_dir = Path(out or f"runs/bench-{profile.name}")
-    check_writable(out_dir)
-    command = command_line() if sys.argv and sys.argv[0].endswith("zoo") else \
-        f"zoo bench --profile {profile_name} --families {families} --out {out_dir}"
-    if profile.budgets:
-        run_scaling(profile, fams, data, out_dir, features, command, reuse=Path(reuse) if reuse else None, tiny=tiny,
-                    force=force, shard=shard_spec, merge=merge)
-        return
-    if reuse:
-        raise ZooError(f"--reuse is for the scaling profile (several budgets), not {profile.name!r}")
-    run_bench(profile, fams, data, out_dir, features, command, tiny=tiny, force=force, shard=shard_spec, merge=merge)
-
-
-def _results_doc(results: str) -> tuple[dict, Path]:
-    """The results.json document of a bench folder (or the file itself), or a one-line ZooError."""
-    p = Path(results)
-    path = p / "results.json" if p.is_dir() else p
-    try:
-        doc = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ZooError(f"{path}: no such file (give a `zoo bench` output folder or its results.json)") from None
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise ZooError(f"{path}: not valid JSON") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("cells"), list) or "profile" not in doc:
-        raise ZooError(f"{path}: not a `zoo bench` results.json")
-    return doc, path
+    command = command_line() if sys.argv and sys.argv[0].endswith("zoo") else None
+    run(profile_name, families, seeds=seeds, data=data, features=features, tflops=tflops, n=n, out=out, tiny=tiny,
+        force=force, shard=shard, merge=merge, reuse=reuse, conditional=conditional, text_encoder=text_encoder,
+        guidance=guidance, command=command)
 
 
 @bench_group.command("table", context_settings=CONTEXT)
@@ -160,15 +84,8 @@ def table_cmd(results, families, sweep):
     Every value is read from the file: this only selects and formats.
     Example: zoo bench table results/standard --families gan,vae_gan,vae
     """
-    from ..bench import seed_table
-    doc, path = _results_doc(results)
-    have = list(dict.fromkeys(sorted(c["family"] for c in doc["cells"])))
-    fams = have if families == "all" else list(dict.fromkeys(f.strip() for f in families.split(",") if f.strip()))
-    missing = [f for f in fams if f not in have]
-    if missing or not fams:
-        raise ZooError(f"{path} has no cells of {', '.join(missing) or 'those families'} "
-                       f"(it has {', '.join(have) or 'none'})")
-    click.echo(seed_table(doc, fams, str(path), sweep=sweep))
+    from ..bench import table
+    click.echo(table(results, families, sweep=sweep))
 
 
 @bench_group.command("collapse", context_settings=CONTEXT)
@@ -185,13 +102,5 @@ def collapse_cmd(results, families, seeds, n, data, json_out):
 
     Example: zoo bench collapse results/standard --families gan,vae_gan --n 5000 --json collapse.json
     """
-    from ..api import atomic_write_text
-    from ..bench import parse_seeds
-    from ..bench.collapse import collapse_check, collapse_runs
-    fams = None if families == "all" else [f.strip() for f in families.split(",") if f.strip()]
-    if json_out:
-        check_writable(Path(json_out).parent, "--json")
-    runs, data = collapse_runs(Path(results), fams, parse_seeds(seeds) if seeds else None, n=n, data=data)
-    doc = collapse_check(runs, data, n=n)
-    if json_out:
-        atomic_write_text(json_out, json.dumps(doc, indent=2) + "\n")
+    from ..bench.collapse import collapse
+    collapse(results, families, seeds, n=n, data=data, json_out=json_out)

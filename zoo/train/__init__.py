@@ -14,7 +14,8 @@ a FLOP budget is hardware-independent and resume-stable.
   checkpoint.py  checkpoint save/load: safetensors + JSON metadata, atomic, no pickle
   log.py         log.jsonl
   signals.py     SIGINT/SIGTERM -> finish the step, checkpoint, stop
-  rundir.py      the run directory's records and results
+  rundir.py      the run directory's records and results, and the check that a new run writes over none
+  run.py         zoo.train(): checks, resume settings, recipe, caption conditioning, bpd.json, as `zoo train`
   state.py       RunState: the counters saved in each checkpoint
 
 Run directory:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 from pathlib import Path
 
 from ..api import Generator, config_record, save
@@ -11,11 +10,29 @@ from ..files import CONFIG_FILE, LOG_FILE, SUMMARY_FILE, TRAIN_FILE, WEIGHTS_FIL
 from ..errors import ZooError
 
 
+def refuse_run(out: Path) -> None:
+    """One-line ZooError when ``out`` already holds a run: a new run never writes over one."""
+    if (out / CONFIG_FILE).exists():
+        raise ZooError(f"{out} already holds a run: use --resume, or another --out")
+
+
+def read_train_record(out: Path) -> dict:
+    """The run's train.json, or a one-line ZooError (missing, corrupt, or not a zoo run)."""
+    path = out / TRAIN_FILE
+    if not path.is_file():
+        raise ZooError(f"{out}: nothing to resume (no train.json: not a zoo run folder, or not started)")
+    try:
+        rec = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ZooError(f"{path}: corrupt (not valid JSON); this run cannot be resumed") from None
+    if not isinstance(rec, dict) or not isinstance(rec.get("train"), dict):
+        raise ZooError(f"{path}: corrupt (no 'train' record); this run cannot be resumed")
+    return rec
+
 
 def create_run(out: Path, model: Generator, record: dict) -> bool:
     """Refuse a folder that holds a run; else write config.json and train.json. True if it made ``out``."""
-    if (out / CONFIG_FILE).exists():
-        raise ZooError(f"{out} already holds a run: use --resume, or another --out")
+    refuse_run(out)
     made = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / CONFIG_FILE, json.dumps(config_record(model), indent=2))
