@@ -195,3 +195,6 @@ def collapse_cmd(results, families, seeds, n, data, json_out):
     doc = collapse_check(runs, data, n=n)
     if json_out:
         atomic_write_text(json_out, json.dumps(doc, indent=2) + "\n")
+
+from .report import report_cmd  # noqa: E402  (the report command lives in its own module)
+bench_group.add_command(report_cmd)
