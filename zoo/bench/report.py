@@ -69,8 +69,9 @@ DEFINITIONS = {
     "params": "Trainable parameters.",
 }
 
-CSS = """body{font:14px/1.45 system-ui,sans-serif;margin:1.5em auto;max-width:1400px;padding:0 1em;color:#222}
-table{border-collapse:collapse;margin:.8em 0}th,td{border:1px solid #ccc;padding:3px 7px;text-align:right}
+CSS = """body{font:13px/1.45 system-ui,sans-serif;margin:1.5em auto;max-width:1600px;padding:0 1em;color:#222}
+.wide{overflow-x:auto}table{border-collapse:collapse;margin:.8em 0}
+th,td{border:1px solid #ccc;padding:3px 6px;text-align:right}.wide td{white-space:nowrap}
 th{background:#f2f2f2}td:first-child,th:first-child{text-align:left}th[data-key]{cursor:pointer}
 th[aria-sort=ascending]::after{content:" ▲"}th[aria-sort=descending]::after{content:" ▼"}
 tbody.ref td{background:#fafafa;font-style:italic}tbody.ref tr:first-child td{border-top:3px double #888}
@@ -248,18 +249,19 @@ def _leaderboard(cols: list[Column], rows: list[dict], floor: dict | None, ceili
     body = []
     for r in rows:
         fam = f'<td><a href="{e(family_page(r["family"]))}">{e(r["family"])}</a></td>'
-        body.append("<tr>" + fam + f"<td>{e(','.join(map(str, r['seeds'])))}</td>"
+        body.append("<tr>" + fam + f"<td>{e(','.join(map(str, r['seeds'])))}</td><td>{e(r['likelihood'])}</td>"
                     + "".join(_td(r.get(c.key), r.get(c.key + "_std"), c.spec) for c in cols) + "</tr>")
     refs = []
     for label, ref in (("floor: real vs real", floor), ("ceiling: uniform noise", ceiling)):
         if ref:
-            refs.append(f"<tr><td>{e(label)}</td><td>—</td>"
+            refs.append(f"<tr><td>{e(label)}</td><td>—</td><td>—</td>"
                         + "".join(_td(ref.get(c.key), None, c.spec) for c in cols) + "</tr>")
-    out = ['<table id="leaderboard">', _head(cols, ["family", "seeds"], sortable=True),
+    out = ['<div class="wide">', '<table id="leaderboard">',
+           _head(cols, ["family", "seeds", "likelihood"], sortable=True),
            '<tbody class="families">', *body, "</tbody>"]
     if refs:
         out += ['<tbody class="ref">', *refs, "</tbody>"]
-    return out + ["</table>"]
+    return out + ["</table>", "</div>"]
 
 
 def _definitions(cols: list[Column]) -> list[str]:
@@ -326,8 +328,8 @@ def _family_html(family: str, cells: list[dict], cols: list[Column], figures: di
             + "".join(_td(c.get(k.key), None, k.spec) for k in cols) + "</tr>" for c in cells]
     body = [f'<p><a href="{INDEX}">leaderboard</a></p>', f"<h1>{e(family)}</h1>", "<h2>Figures</h2>"]
     body += [f for cap, src in figures.items() for f in _figure(src, f"{family}: {cap}", cap)]
-    body += ["<h2>Per-seed rows</h2>", "<table>", _head(cols, ["cell"], sortable=False), "<tbody>", *rows,
-             "</tbody>", "</table>", "<h2>Provenance of each cell</h2>", "<table>",
+    body += ["<h2>Per-seed rows</h2>", '<div class="wide">', "<table>", _head(cols, ["cell"], sortable=False),
+             "<tbody>", *rows, "</tbody>", "</table>", "</div>", "<h2>Provenance of each cell</h2>", "<table>",
              "<thead><tr><th>cell</th><th>commit</th><th>machine</th><th>torch</th><th>zoo</th><th>date</th>"
              "<th>settings</th></tr></thead>", "<tbody>"]
     for c in cells:
