@@ -76,7 +76,7 @@ th{background:#f2f2f2}td:first-child,th:first-child{text-align:left}th[data-key]
 th[aria-sort=ascending]::after{content:" ▲"}th[aria-sort=descending]::after{content:" ▼"}
 tbody.ref td{background:#fafafa;font-style:italic}tbody.ref tr:first-child td{border-top:3px double #888}
 img{max-width:100%;border:1px solid #ddd}figure{display:inline-block;margin:.5em 1em .5em 0;vertical-align:top}
-code{background:#f4f4f4;padding:0 3px}.prov{color:#555}dt{font-weight:600}dd{margin:0 0 .4em 1.5em}"""
+table.cells td{text-align:left}code{background:#f4f4f4;padding:0 3px}.prov{color:#555}dt{font-weight:600}dd{margin:0 0 .4em 1.5em}"""
 
 # sorts the first tbody of #leaderboard by a header's column (numeric, on data-v; missing values last);
 # a second click on the same header reverses; '#sort=KEY' or '#sort=-KEY' clicks that header on load
@@ -329,7 +329,7 @@ def _family_html(family: str, cells: list[dict], cols: list[Column], figures: di
     body = [f'<p><a href="{INDEX}">leaderboard</a></p>', f"<h1>{e(family)}</h1>", "<h2>Figures</h2>"]
     body += [f for cap, src in figures.items() for f in _figure(src, f"{family}: {cap}", cap)]
     body += ["<h2>Per-seed rows</h2>", '<div class="wide">', "<table>", _head(cols, ["cell"], sortable=False),
-             "<tbody>", *rows, "</tbody>", "</table>", "</div>", "<h2>Provenance of each cell</h2>", "<table>",
+             "<tbody>", *rows, "</tbody>", "</table>", "</div>", "<h2>Provenance of each cell</h2>", '<table class="cells">',
              "<thead><tr><th>cell</th><th>commit</th><th>machine</th><th>torch</th><th>zoo</th><th>date</th>"
              "<th>settings</th></tr></thead>", "<tbody>"]
     for c in cells:
