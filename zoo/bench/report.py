@@ -345,10 +345,11 @@ def _family_html(family: str, cells: list[dict], cols: list[Column], figures: di
 
 # ---- a scaling folder ---------------------------------------------------------------------------------
 def _budget_source(results: Path, folder: str) -> Path | None:
-    """The bench folder a scaling point was read from, as recorded (relative to where the bench ran),
-    else found by its name inside ``results`` or beside it (a reused folder); None if neither."""
+    """The bench folder a scaling point was read from: by its name inside ``results`` (a budget's
+    folder), as recorded (relative to where the bench ran), or by its name beside ``results`` (a
+    reused folder); None if none is a bench folder."""
     p = Path(folder)
-    for cand in (p, results / p.name, results.parent / p.name):
+    for cand in (results / p.name, p, results.parent / p.name):
         if is_bench_folder(cand):
             return cand
     return None
