@@ -104,3 +104,7 @@ def collapse_cmd(results, families, seeds, n, data, json_out):
     """
     from ..bench.collapse import collapse
     collapse(results, families, seeds, n=n, data=data, json_out=json_out)
+
+
+from .report import report_cmd  # noqa: E402  (the report command lives in its own module)
+bench_group.add_command(report_cmd)
