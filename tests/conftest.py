@@ -1,7 +1,13 @@
+import importlib
 import os
 
 import pytest
 import torch
+
+import zoo
+from zoo.api import unregister_model
+
+from helpers import BENCH_FAMILIES, random_cnn, tiny_quick
 
 
 def pytest_addoption(parser):
@@ -33,3 +39,38 @@ def synthetic():
 def tmp_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("ZOO_CACHE", str(tmp_path / "cache"))
     return tmp_path / "cache"
+
+
+@pytest.fixture(scope="module")
+def ext(tmp_path_factory):
+    return random_cnn(tmp_path_factory.mktemp("cnn") / "cnn.safetensors")
+
+
+@pytest.fixture(scope="session")
+def extractor():
+    from zoo.metrics.features import get_extractor
+    return get_extractor("fmnist-cnn", data="fashion-mnist")  # the packaged classifier, used on synthetic shapes
+
+
+@pytest.fixture(scope="session")
+def finished(tmp_path_factory, extractor):
+    """A finished tiny bench folder, made once per test run and shared: read it, or copy it first."""
+    from zoo.bench import run_bench
+    out = tmp_path_factory.mktemp("bench") / "quick"
+    run_bench(tiny_quick(), BENCH_FAMILIES, "synthetic", out, extractor, "test-command", log=lambda *_: None,
+              tiny=True)
+    return out
+
+
+@pytest.fixture()
+def toy_families():
+    """Registers the families of tests/zoo_test_family.py (toy_mean, toy_nan, toy_recipe) for one test,
+    then removes them again: the registry holds exactly what it held before."""
+    before = set(zoo.list_models())
+    toys = importlib.import_module("zoo_test_family")   # registers them on its first import
+    for obj in vars(toys).values():                     # and again after an earlier test removed them
+        if isinstance(obj, type) and issubclass(obj, zoo.Generator) and "name" in vars(obj):
+            zoo.register_model(obj.name)(obj)
+    yield
+    for name in set(zoo.list_models()) - before:
+        unregister_model(name)

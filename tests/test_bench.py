@@ -12,28 +12,12 @@ from pathlib import Path
 import pytest
 
 from zoo import bench
-from zoo.bench import PROFILES, run_bench
+from zoo.bench import run_bench
 
-FAMILIES = ["vae", "gan"]
+from helpers import BENCH_FAMILIES as FAMILIES, tiny_quick
+
 PROVENANCE = {"zoo_version", "git_commit", "torch", "cpu", "threads", "budget_tflops", "n", "data",
               "reference_split", "date", "profile"}
-
-
-@pytest.fixture(scope="module")
-def extractor():
-    from zoo.metrics.features import get_extractor
-    return get_extractor("fmnist-cnn", data="fashion-mnist")  # the packaged classifier, used on synthetic shapes
-
-
-def tiny_quick():
-    return dataclasses.replace(PROFILES["quick"], tflops=0.01, n=100, bpd_images=50, probe_seconds=0.2)
-
-
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory, extractor):
-    out = tmp_path_factory.mktemp("bench") / "quick"
-    run_bench(tiny_quick(), FAMILIES, "synthetic", out, extractor, "test-command", log=lambda *_: None, tiny=True)
-    return out
 
 
 def test_outputs_parse(finished):
@@ -96,9 +80,12 @@ def test_a_merge_without_the_run_folders_keeps_the_figures(finished, extractor, 
 def test_the_figures_are_redrawn_from_what_they_kept(finished, extractor, tmp_path):
     """Each cell's loss curve and each family's interpolation strip are kept beside the figures, so
     a fresh clone redraws the figures whole from them."""
+    import shutil
     from zoo.bench.figures import cell_curves
     cells = [json.loads(p.read_text()) for p in sorted((finished / "cells").glob("[!_]*.json"))]
-    from_logs, fresh = cell_curves(finished, finished / "figures", cells)
+    own = tmp_path / "own"          # cell_curves writes the kept curves: into a copy, not the shared folder
+    shutil.copytree(finished, own, symlinks=True)
+    from_logs, fresh = cell_curves(own, own / "figures", cells)
     assert fresh and all(from_logs.values()) and len(from_logs) == len(cells)
     out = tmp_path / "clone"
     figs = _clone(finished, out)

@@ -5,7 +5,6 @@ The bench's bookkeeping is under test, not its measurements (test_bench.py runs 
 cell here trains for real (one step of a tiny family, so run folders are genuine) but its sampling,
 metrics and speed probe are replaced by a canned record, and the floor and ceiling rows are canned.
 """
-import contextlib
 import dataclasses
 import importlib
 import json
@@ -21,6 +20,8 @@ from zoo.bench import PROFILES, cell, run_bench
 from zoo.cli import cli
 from zoo.errors import ZooError
 
+from helpers import fake_cell, faked
+
 FAMILIES = ["vae", "gan"]
 TFLOPS = 1e-6      # one training step of a tiny family
 N = 100            # <= the 128 test images of the synthetic dataset
@@ -28,38 +29,6 @@ N = 100            # <= the 128 test images of the synthetic dataset
 
 def profile(**kw):
     return dataclasses.replace(PROFILES["quick"], **{"tflops": TFLOPS, "n": N, **kw})
-
-
-def fake_reference(data, n, *, features="fmnist-cnn", **kw):
-    return {"fid": 0.5, "kid_mean": 1e-4, "precision": 0.9, "recall": 0.9, "density": 1.0, "coverage": 0.9,
-            "classifier_score": 9.0, "memorization": 0.0, "provenance": {"n": n}}
-
-
-def fake_cell(calls):
-    """run_cell that trains for real (one step) and returns a canned record instead of measuring."""
-    def run(family, seed, profile, data, out, features, train_set, test_set, log=print, tiny=False):
-        calls.append(f"{family}-s{seed}")
-        run_dir = cell.train_cell(family, seed, profile, data, out, features, train_set, log=log, tiny=tiny)
-        s = json.loads((run_dir / "summary.json").read_text())
-        return {"family": family, "seed": seed, "likelihood": "none", "params": s["params"],
-                "train_tflops": s["train_tflops"], "steps": s["steps"], "epochs": s["epochs"],
-                "train_wall_s": s["wall_s"], "sample_wall_s": 0.1, "fid": 10.0 + len(calls), "kid_mean": 0.01,
-                "precision": 0.5, "recall": 0.5, "density": 0.5, "coverage": 0.5, "classifier_score": 2.0,
-                "memorization": 1.0, "metrics_provenance": {"extractor": "fmnist-cnn", "weights_sha256": "x"},
-                "bpd": None, "bpd_sem": None, "bpd_images": 0, "images_per_s": 100.0, "latency_s": 0.01,
-                "nfe": 1, "peak_mem_mb": 1.0, "sample_flops_per_image": 1.0, "sweep": []}
-    return run
-
-
-@contextlib.contextmanager
-def faked(calls, mp=None):
-    """Canned measurements (see the module docstring), recording which cells ran in ``calls``."""
-    ev = importlib.import_module("zoo.metrics.evaluate")  # zoo.metrics.evaluate is also a function's name
-    with (contextlib.nullcontext(mp) if mp else pytest.MonkeyPatch.context()) as m:
-        m.setattr(ev, "real_vs_real", fake_reference)
-        m.setattr(ev, "noise_ceiling", fake_reference)
-        m.setattr(cell, "run_cell", fake_cell(calls))
-        yield
 
 
 def bench(out, prof=None, families=FAMILIES, **kw):

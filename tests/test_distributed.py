@@ -5,7 +5,6 @@ Every launch is ``python -m torch.distributed.run --standalone --nproc_per_node 
 (the ``--`` keeps torchrun from reading zoo's options, such as ``--n``, as its own).
 """
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -15,11 +14,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from helpers import signal_once_logging
+from helpers import ENV, signal_once_logging
 
 ZOO = str(Path(sys.executable).parent / "zoo")
-TESTS = Path(__file__).resolve().parent
-ENV = {**os.environ, "PYTHONPATH": str(TESTS), "OMP_NUM_THREADS": "1"}
 
 
 def torchrun(*args, nproc=2, timeout=300):

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import data
-from tests.test_features import random_cnn
 from zoo.images import write_images
+
+from helpers import data, random_cnn
 
 ZOO = Path(sys.executable).parent / "zoo"
 KEYS = ("fid", "kid_mean", "kid_std", "precision", "recall", "density", "coverage", "classifier_score")

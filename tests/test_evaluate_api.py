@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 
 import zoo
-from tests.helpers import data
-from tests.test_features import random_cnn
 from zoo.data import is_dataset_spec, load_dataset
 from zoo.errors import ZooError
 from zoo.images import write_images
 from zoo.metrics.inputs import source_kind
 from zoo.metrics.reference import images_reference, save_stats
+
+from helpers import data, random_cnn
 
 ZOO = Path(sys.executable).parent / "zoo"
 METRIC_KEYS = ("fid", "kid_mean", "kid_std", "precision", "recall", "density", "coverage", "classifier_score",

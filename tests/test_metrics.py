@@ -8,8 +8,6 @@ import scipy.linalg
 import torch
 from click.testing import CliRunner
 
-from tests.helpers import data
-from tests.test_features import random_cnn
 from zoo.cli import cli
 from zoo.errors import ZooError
 from zoo.metrics.evaluate import evaluate, noise_ceiling, real_vs_real, reference_features
@@ -22,10 +20,7 @@ from zoo.metrics.reference import dataset_reference, images_reference, load_stat
 import torchmetrics.image.fid as tm_fid  # a declared test dependency: a missing one must fail, not skip
 import torchmetrics.image.kid as tm_kid
 
-
-@pytest.fixture(scope="module")
-def ext(tmp_path_factory):
-    return random_cnn(tmp_path_factory.mktemp("cnn") / "cnn.safetensors")
+from helpers import data, random_cnn
 
 
 class _Wrap(torch.nn.Module):
@@ -264,7 +259,7 @@ def test_eval_cli_on_samples_file(ext, tmp_cache, tmp_path):
 
 
 def test_eval_cli_on_run_directory_samples_with_fixed_seeds(ext, tmp_cache, tmp_path):
-    from tests.helpers import train_tiny
+    from helpers import train_tiny
     train_tiny("vae", tmp_path / "run", steps=2)
     args = ["eval", str(tmp_path / "run"), "--data", "synthetic", "--weights", str(ext.path), "--n", "24",
             "--metrics", "fid,pr,bpd", "--quiet"]
@@ -281,7 +276,7 @@ def test_eval_cli_on_run_directory_samples_with_fixed_seeds(ext, tmp_cache, tmp_
 
 def test_eval_bpd_alone_does_not_sample(ext, tmp_cache, tmp_path, monkeypatch):
     """bits/dim needs only the model and the test images: no n samples are drawn (minutes for the GPT)."""
-    from tests.helpers import train_tiny
+    from helpers import train_tiny
     from zoo.api import Generator
     train_tiny("vae", tmp_path / "run", steps=2)
 

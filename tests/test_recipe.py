@@ -2,7 +2,6 @@
 and `zoo bench` (a user's own settings win), and recorded so that a changed recipe never mixes cells."""
 import dataclasses
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,11 +13,9 @@ from zoo.api import recipe_sets
 from zoo.bench import PROFILES, run_bench
 from zoo.errors import ZooError
 
-TESTS = Path(__file__).parent
+from helpers import ENV
+
 ZOO = str(Path(sys.executable).parent / "zoo")
-ENV = {**os.environ, "PYTHONPATH": str(TESTS), "OMP_NUM_THREADS": "1"}
-sys.path.insert(0, str(TESTS))
-import zoo_test_family  # noqa: E402,F401  (registers toy_recipe)
 
 
 def train(tmp_path, name, *args):
@@ -31,6 +28,7 @@ def train(tmp_path, name, *args):
     return r.stdout, cfg, tcfg
 
 
+@pytest.mark.usefixtures("toy_families")
 def test_recipe_sets_split_model_and_trainer_fields():
     cls = zoo.get_model_class("toy_recipe")
     assert recipe_sets(cls, 0.5) == ({"noise": "0.05"}, {"batch_size": "16"})
@@ -50,8 +48,9 @@ def test_zoo_train_follows_the_recipe_and_the_user_wins(tmp_path):
     assert cfg["noise"] == 0.1 and tcfg["batch_size"] == 128
 
 
+@pytest.mark.usefixtures("toy_families")
 def test_a_changed_recipe_makes_cells_stale(tmp_path, monkeypatch):
-    from test_bench_safety import faked
+    from helpers import faked
     prof = dataclasses.replace(PROFILES["quick"], tflops=1e-6, n=100)
     out = tmp_path / "bench"
     calls = []

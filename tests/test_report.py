@@ -1,8 +1,8 @@
 """`zoo bench report`: the static site of a results folder parses, every link and image in it resolves,
 the leaderboard has one row per family, values are escaped, and the command's mistakes exit 2.
 
-The sites are made from a tiny bench run here (test_bench.py's fixture), from the committed quick and
-scaling folders (read only), and, opt-in, opened in headless Chromium."""
+The sites are made from a tiny bench run here (conftest.py's fixture ``finished``), from the committed
+quick and scaling folders (read only), and, opt-in, opened in headless Chromium."""
 import json
 import re
 import shutil
@@ -13,7 +13,6 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import pytest
-from test_bench import extractor, finished  # noqa: F401  (the tiny bench folder, made once per module)
 
 from zoo.bench.report import write_report
 from zoo.errors import ZooError
@@ -104,7 +103,7 @@ def families_of(folder: Path) -> set[str]:
     return {c["family"] for c in json.loads((folder / "results.json").read_text())["cells"]}
 
 
-def test_tiny_bench_site(finished, tmp_path):  # noqa: F811
+def test_tiny_bench_site(finished, tmp_path):
     site = tmp_path / "site"
     index = write_report(finished, site)
     assert index == site / "index.html"

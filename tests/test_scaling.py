@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from test_bench_safety import faked
 from zoo.bench import PROFILES, run_bench
 from zoo.bench.scaling import budget_profile, crossings, fit_power_law, run_scaling, within_noise, write_scaling
 from zoo.bench.tables import winners
 from zoo.errors import ZooError
+
+from helpers import faked
 
 FAMILIES = ["vae", "gan"]
 PROF = dataclasses.replace(PROFILES["scaling"], n=100, budgets=(1e-6, 2e-6, 4e-6))

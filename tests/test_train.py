@@ -8,30 +8,12 @@ import zoo
 from zoo.errors import ZooError
 from zoo.train import TrainConfig, TrainingDiverged, fit
 
-from helpers import data, tiny
+from helpers import data, patch_loss, tiny
 
 
 def _weights(run, name="checkpoint.safetensors"):
     from safetensors.torch import load_file
     return load_file(str(run / name))
-
-
-def patch_loss(monkeypatch, model, *, before=None, after=None):
-    """Wrap the loss of ``model``'s class: ``before(n)`` runs ahead of call n (1-based) and
-    ``after(n, out)`` may change its result. Returns the original loss."""
-    orig = type(model).loss
-    calls = {"n": 0}
-
-    def loss(self, x, labels=None, *, phase="main"):
-        calls["n"] += 1
-        if before is not None:
-            before(calls["n"])
-        out = orig(self, x, labels, phase=phase)
-        if after is not None:
-            after(calls["n"], out)
-        return out
-    monkeypatch.setattr(type(model), "loss", loss)
-    return orig
 
 
 def test_resume_is_exact(tmp_path):

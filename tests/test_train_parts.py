@@ -12,8 +12,7 @@ from zoo.errors import RunFailed, ZooError
 from zoo.train import TrainConfig, TrainingDiverged, fit
 from zoo.train.log import drop_after
 
-from helpers import data, tiny
-from test_train import patch_loss
+from helpers import data, patch_loss, tiny
 
 
 def _tensors(path):

@@ -315,6 +315,14 @@ def register_model(name: str):
     return deco
 
 
+def unregister_model(name: str) -> type[Generator]:
+    """Remove family ``name`` from the registry and return its class: the undo of ``register_model``,
+    for code that registers a family for a while (tests, plugins loaded and dropped)."""
+    if name not in _REGISTRY:
+        raise KeyError(f"model {name!r} is not registered")
+    return _REGISTRY.pop(name)
+
+
 def list_models() -> list[str]:
     """Registered family names, sorted."""
     return sorted(_REGISTRY)
