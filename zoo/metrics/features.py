@@ -326,18 +326,37 @@ def port_from_torchscript(ts: nn.Module) -> nn.Module:
     return port.eval()
 
 
+class ConvReLU(nn.Module):
+    """relu(conv(x)). On the CPU it is one oneDNN call with the ReLU applied as the conv's post-op (the
+    same values as the two steps, without a second pass over the output and its thread sync)."""
+
+    fused = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+
+    def __init__(self, conv: nn.Conv2d):
+        super().__init__()
+        self.conv = conv
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = self.conv
+        if self.fused and x.device.type == "cpu":
+            return torch.ops.mkldnn._convolution_pointwise(x, c.weight, c.bias, list(c.padding), list(c.stride),
+                                                           list(c.dilation), c.groups, "relu", [], "")
+        return F.relu(c(x), inplace=True)
+
+
 def inference_inception(net: nn.Module) -> nn.Module:
     """A copy of a FID Inception port made for inference, giving the same features up to float32 rounding.
 
-    Each conv absorbs its frozen batch norm (w * gamma / sqrt(var + eps), with the matching bias), so a
-    layer is one conv and one ReLU; the weights are in channels_last memory format, the layout in which
-    the CPU's oneDNN convolutions run fastest (feed it channels_last input); autograd is off.
+    Each conv absorbs its frozen batch norm (w * gamma / sqrt(var + eps), with the matching bias) and
+    becomes a ``ConvReLU``; the weights are in channels_last memory format, the layout in which the
+    CPU's oneDNN convolutions run fastest (feed it channels_last input); autograd is off.
     """
     from torch.nn.utils.fusion import fuse_conv_bn_eval
     net = copy.deepcopy(net).eval()
-    for m in net.modules():
-        if type(m).__name__ == "BasicConv2d" and isinstance(m.bn, nn.BatchNorm2d):
-            m.conv, m.bn = fuse_conv_bn_eval(m.conv, m.bn), nn.Identity()
+    for parent in list(net.modules()):
+        for name, m in parent.named_children():
+            if type(m).__name__ == "BasicConv2d":     # conv -> batch norm -> ReLU
+                setattr(parent, name, ConvReLU(fuse_conv_bn_eval(m.conv, m.bn)))
     return net.to(memory_format=torch.channels_last).requires_grad_(False)
 
 
