@@ -401,9 +401,9 @@ class InceptionExtractor(Extractor):
     def preprocess(u: torch.Tensor) -> torch.Tensor:
         """uint8 (B, 1|3, H, W) -> float32 (B, 3, 299, 299) in [-1, 1], as pytorch-fid's InceptionV3."""
         x = u.to(torch.float32) / 255.0                   # (B, C, H, W) in [0, 1]
-        x = F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
         if x.shape[1] == 1:
-            x = x.expand(-1, 3, -1, -1)                   # gray -> RGB, after the per-channel resize
+            x = x.expand(-1, 3, -1, -1)                   # gray -> RGB
+        x = F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
         return 2.0 * x - 1.0
 
     def _embed(self, u: torch.Tensor) -> torch.Tensor:
