@@ -207,3 +207,31 @@ def test_extractor_device_and_cpu_float64_output(ext):
         ext.to("cpu")
     assert f.device.type == "cpu" and f.dtype == torch.float64 and p.device.type == "cpu"
     torch.testing.assert_close(f, want, rtol=1e-4, atol=1e-4)
+
+
+def test_inception_fast_path_matches_plain_port(tmp_path, monkeypatch):
+    """The fast path (batch norm folded into the convs, channels_last, conv+ReLU fused) gives the plain
+    port's features to float32 rounding: max |diff| <= 1e-4 of the features' scale, with and without
+    the fused oneDNN call. Random weights and batch-norm statistics, so no optional package is needed."""
+    from zoo.metrics.features import ConvReLU, fid_inception_port
+    torch.manual_seed(0)
+    port = fid_inception_port()
+    with torch.no_grad():
+        for m in port.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.weight.uniform_(0.5, 1.5), m.bias.uniform_(-0.2, 0.2)
+                m.running_mean.uniform_(-0.2, 0.2), m.running_var.uniform_(0.5, 2.0)
+    path = tmp_path / "random_port.pth"
+    torch.save(port.state_dict(), path)
+    ext = InceptionExtractor(path)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in ext.fast_net.modules())
+    imgs = data().images[:2]
+    fast = ext(imgs)
+    ext.fast = False
+    plain = ext(imgs)
+    scale = plain.abs().max()
+    assert scale > 0 and not torch.equal(fast, plain)       # a different computation ...
+    assert (fast - plain).abs().max() <= 1e-4 * scale        # ... with the same features
+    ext.fast = True
+    monkeypatch.setattr(ConvReLU, "fused", False)           # the conv-then-ReLU path (used off the CPU)
+    assert (ext(imgs) - plain).abs().max() <= 1e-4 * scale

