@@ -78,7 +78,8 @@ def _new_settings(out_dir: Path, data_spec, steps, tflops, batch_size, seed, tra
     """(TrainConfig, data spec) of a new run; refuses an --out that holds a run or cannot be written."""
     from ..config import apply_overrides
     from ..train import TrainConfig
-    if (out_dir / "config.json").exists():
+    from ..train.rundir import holds_run
+    if holds_run(out_dir):
         raise ZooError(f"{out_dir} already holds a run: use --resume, or another --out")
     if out_dir.exists() and not out_dir.is_dir():
         raise ZooError(f"--out {out_dir} is a file, not a folder")
