@@ -4,6 +4,7 @@ from .version import __version__  # noqa: E402
 from .errors import ZooError  # noqa: E402
 from .api import Generator, ModelConfig, register_model, get_model, get_model_class, list_models, save, load  # noqa: E402
 from . import models  # noqa: E402,F401  (registers the package's own families)
+from .sampling import sample_images  # noqa: E402
 
 __all__ = ["Generator", "ModelConfig", "ZooError", "register_model", "get_model", "get_model_class",
-           "list_models", "save", "load", "__version__"]
+           "list_models", "save", "load", "sample_images", "__version__"]

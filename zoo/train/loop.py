@@ -19,6 +19,7 @@ from ..config import from_dict, to_dict
 from ..errors import RunFailed, ZooError
 from ..images import to_float
 from ..provenance import git_commit, machine
+from ..rng import MAX_SEED
 from .budget import resume_stage_steps, stage_steps, steps_for_flops
 from .checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
 from .config import TrainConfig
@@ -183,7 +184,7 @@ class _Trainer:
         self.loss_fn = torch.compile(model.loss) if compile else model.loss
         self.ddp: dict = {}   # phase -> DDP wrapper (or None), made at the phase's first step under torchrun
         torch.manual_seed(dist.rank_seed(tcfg.seed))
-        self.sampler = BatchSampler(images.shape[0], tcfg.batch_size, tcfg.seed + 1)
+        self.sampler = BatchSampler(images.shape[0], tcfg.batch_size, (tcfg.seed + 1) % (MAX_SEED + 1))
         self.state = RunState(done={s: 0 for s in self.plan}, stage_steps=stage_steps(model, tcfg))
         self.scheds = make_schedulers(self.optims, self.plan, self.state, tcfg)
         self.ema: EMA | None = None       # set by resume() or by fit for a new run
