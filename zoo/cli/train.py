@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from ..errors import ZooError
-from .common import CONTEXT, check_device, check_positive, check_writable, device_option, import_option
+from .common import CONTEXT, SEED, check_device, check_positive, check_writable, device_option, import_option
 
 
 def _read_train_record(out: Path) -> dict:
@@ -94,7 +94,7 @@ def _new_settings(out_dir: Path, data_spec, steps, tflops, batch_size, seed, tra
 @click.argument("family")
 @click.option("--data", "data_spec", default=None,
               help="Dataset spec (see `zoo data --help`) [default: fashion-mnist; on --resume, the run's own].")
-@click.option("--seed", default=None, type=int, help="Seed for weights, batches and noise [default: 0].")
+@click.option("--seed", default=None, type=SEED, help="Seed for weights, batches and noise [default: 0].")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory to create (or resume).")
 @click.option("--steps", type=int, default=None, help="Budget in optimizer steps.")
 @click.option("--tflops", type=float, default=None, help="Budget in training TFLOP (forward+backward).")
