@@ -268,7 +268,7 @@ def robust_cases(fx: dict, T: list, nf, run_copy, same_run) -> list[Case]:
         Case("sample --n 1000000000", S + ["--n", 10 ** 9, "--out", "{w}/x.npz"], 2, lost=no_folder("x.npz")),
         Case("sample --n 2**70", S + ["--n", 2 ** 70, "--out", "{w}/x.npz"], 2, lost=no_folder("x.npz")),
         Case("sample: SIGTERM at a random point of a folder write", S + ["--n", 20000, "--out", "{w}/d/"], 130,
-             interrupt_after="d/000005.png", signal=signal.SIGTERM,
+             interrupt_after="d/000005.png", signal=signal.SIGTERM, env={"TQDM_DISABLE": "1"},
              lost=lambda w: "" if (w / "d" / ".incomplete").exists() else "a part set is not marked incomplete"),
         Case("eval a folder left by an interrupted sample", ["eval", "{w}/d"], 2, setup=interrupted_folder),
         Case("data folder: with a leftover temp file (ok)", ["data", "folder:{w}/imgs"], 0,
@@ -419,7 +419,7 @@ def mount_read_only(p: Path) -> None:
 
 
 def run_case(c: Case, work: Path) -> dict:
-    w = work / c.name.replace(" ", "_").replace("/", "_")[:60]
+    w = work / c.name.replace(" ", "_").replace("/", "_").replace(":", "_")[:60]   # ':' would split PYTHONPATH
     w.mkdir(parents=True)
     if c.setup:
         c.setup(w)
