@@ -4,7 +4,9 @@ Each case runs `zoo ...` in a subprocess, as a script or a CI job would, and rec
 the first line of stderr, how many lines stderr had, whether a traceback appeared, and whether
 anything was lost or left half-made (a run folder created by a mistake, a finished run changed, a
 foreign file deleted). Expected: 2 for a user's mistake, 1 for a failed run, 130 for an interrupt,
-0 otherwise; one line on stderr; nothing lost.
+0 otherwise; one line on stderr; nothing lost. Some cases meet a second `zoo` process (a training
+that holds the run folder's lock), or kill one (SIGKILL, SIGTERM) at a random point drawn from a
+seeded generator, so the same points come back on every run.
 
     python benchmarks/edge_cases.py --out results/edge_cases.md
 """
@@ -14,6 +16,7 @@ import argparse
 import hashlib
 import json
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -25,6 +28,9 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+
+RNG = random.Random(0)   # the random points at which processes are killed or signalled
+BG: dict = {}            # work folder -> a background `zoo` process a case runs beside
 
 ZOO = str(Path(sys.executable).parent / "zoo")
 TESTS = Path(__file__).resolve().parent.parent / "tests"   # tests/zoo_test_family.py: an outside family
@@ -39,7 +45,8 @@ class Case:
     setup: Callable[[Path], None] | None = None
     lost: Callable[[Path], str] | None = None   # returns "" when nothing was lost, else what was
     env: dict = field(default_factory=dict)
-    interrupt_after: str | None = None          # send SIGINT once this file exists under the work folder
+    interrupt_after: str | None = None          # send a signal once this file exists under the work folder
+    signal: int = signal.SIGINT                 # ... this one, after a random (seeded) extra delay
 
 
 def tree_digest(p: Path) -> str:
@@ -214,11 +221,165 @@ def cases(fx: dict) -> list[Case]:
         Case("bench --n 1", ["bench", "--n", 1, "--out", "{w}/b"], 2, lost=no_folder("b")),
         Case("bench --seeds x", ["bench", "--seeds", "x", "--out", "{w}/b"], 2, lost=no_folder("b")),
         Case("bench --families nope", ["bench", "--families", "nope", "--out", "{w}/b"], 2, lost=no_folder("b")),
+        *robust_cases(fx, T, nf, run_copy, same_run),
         Case("an unknown command", ["frobnicate"], 2),
         Case("--version (ok)", ["--version"], 0),
         Case("--help (ok)", ["--help"], 0),
     ]
     return C
+
+
+def robust_cases(fx: dict, T: list, nf, run_copy, same_run) -> list[Case]:
+    """Commands that meet (a run-folder lock), kills at random points, huge numbers, malformed files."""
+    out_d = lambda w: f"{w}/d/"  # noqa: E731
+    pngs = lambda w: sorted(p.name for p in (w / "d").iterdir())  # noqa: E731
+    S = ["sample", fx["vae"]]
+    big = 2 ** 64
+    return [
+        # ---- two commands on one run folder ---------------------------------------------
+        Case("train --resume while another train writes the run (refused)", T + ["--steps", 10 ** 6 + 1, "--resume"],
+             2, setup=lambda w: background_train(w, T), lost=stop_and_resume(T)),
+        Case("train a new run while another train writes there (refused)", T + ["--steps", 3],
+             2, setup=lambda w: background_train(w, T), lost=stop_and_resume(T)),
+        Case("train: kill -9 at a random point, then --resume (ok)", T + ["--steps", "{step+2}", "--resume"], 0,
+             setup=lambda w: killed_train(w, T, "run/checkpoint.safetensors"), lost=log_parses),
+        Case("train: kill -9 before the first checkpoint, then train again (ok)", T + ["--steps", 2], 0,
+             setup=lambda w: killed_train(w, T, "run/train.json", ckpt_every=10 ** 6)),
+        Case("train: an outside family's loss fails (no folder left)",
+             ["train", "toy_fail", "--data", "synthetic", "--steps", 5, "--batch-size", 8, "--quiet",
+              "--out", "{w}/run", "--import", "toy_fail"], 1, setup=toy_fail_module,
+             env={"PYTHONPATH": "{w}" + os.pathsep + str(TESTS)}, lost=nf),
+        # ---- sample: whole sets, targets, interrupts --------------------------------------
+        Case("sample into a folder that is not empty", S + ["--n", 3, "--seed", 5, "--out", "{w}/d/"], 2,
+             setup=lambda w: (zoo(S + ["--n", 6, "--out", out_d(w)]), remember_digest(lambda w: w / "d")(w)),
+             lost=unchanged(lambda w: w / "d")),
+        Case("sample --force replaces the whole set (ok)", S + ["--n", 3, "--seed", 5, "--out", "{w}/d/", "--force"], 0,
+             setup=lambda w: zoo(S + ["--n", 6, "--out", out_d(w)]),
+             lost=lambda w: "" if pngs(w) == ["000000.png", "000001.png", "000002.png"] else f"mixed set {pngs(w)}"),
+        Case("sample --out the run folder itself", ["sample", "{w}/run", "--n", 2, "--out", "{w}/run/"], 2,
+             setup=run_copy("vae"), lost=same_run),
+        Case("sample --out a file inside the run folder", ["sample", "{w}/run", "--n", 2, "--out", "{w}/run/s.npz"], 2,
+             setup=run_copy("vae"), lost=same_run),
+        Case("sample --out an existing .npz", S + ["--n", 2, "--out", "{w}/s.npz"], 2,
+             setup=lambda w: (w / "s.npz").write_bytes(b"mine"),
+             lost=lambda w: "" if (w / "s.npz").read_bytes() == b"mine" else "the file was overwritten"),
+        Case("sample --out an existing .npz --force (ok)", S + ["--n", 2, "--out", "{w}/s.npz", "--force"], 0,
+             setup=lambda w: (w / "s.npz").write_bytes(b"mine")),
+        Case("sample --n 1000000000", S + ["--n", 10 ** 9, "--out", "{w}/x.npz"], 2, lost=no_folder("x.npz")),
+        Case("sample --n 2**70", S + ["--n", 2 ** 70, "--out", "{w}/x.npz"], 2, lost=no_folder("x.npz")),
+        Case("sample: SIGTERM at a random point of a folder write", S + ["--n", 20000, "--out", "{w}/d/"], 130,
+             interrupt_after="d/000005.png", signal=signal.SIGTERM, env={"TQDM_DISABLE": "1"},
+             lost=lambda w: "" if (w / "d" / ".incomplete").exists() else "a part set is not marked incomplete"),
+        Case("eval a folder left by an interrupted sample", ["eval", "{w}/d"], 2, setup=interrupted_folder),
+        Case("data folder: with a leftover temp file (ok)", ["data", "folder:{w}/imgs"], 0,
+             setup=lambda w: (png_folder(w / "imgs"), (w / "imgs" / "train" / "a" / ".9.png.tmp.png").write_bytes(b"x"))),
+        Case("eval a folder holding a corrupt PNG", ["eval", "{w}/imgs/train/a"], 2,
+             setup=lambda w: (png_folder(w / "imgs"), (w / "imgs" / "train" / "a" / "9.png").write_bytes(b"\x89PNG"))),
+        Case("sample --prompt, run config names clip", ["sample", "{w}/run", "--prompt", "a dark boot", "--n", 2,
+                                                         "--out", "{w}/g.png"], 2, setup=lambda w: clip_config(copy_run(fx, "vae", w))),
+        # ---- numbers and probabilities ---------------------------------------------------
+        Case("train --set cond_drop=1.5", T + ["--steps", 2, "--set", "cond_drop=1.5"], 2, lost=nf),
+        Case("train --set cond_drop=nan", T + ["--steps", 2, "--set", "cond_drop=nan"], 2, lost=nf),
+        Case("train pixel_gpt --set dropout=1", ["train", "pixel_gpt", "--data", "synthetic", "--steps", 1,
+                                                 "--set", "dropout=1", "--out", "{w}/run"], 2, lost=nf),
+        Case("train vqvae --set ema_decay=inf", ["train", "vqvae", "--data", "synthetic", "--steps", 1,
+                                                 "--set", "ema_decay=inf", "--out", "{w}/run"], 2, lost=nf),
+        Case("train --seed 2**64", T + ["--steps", 1, "--seed", big], 2, lost=nf),
+        Case("train --seed 2**64-1 (ok)", T + ["--steps", 1, "--seed", big - 1], 0),
+        Case("sample --seed 2**64", S + ["--seed", big, "--out", "{w}/g.png"], 2, lost=no_folder("g.png")),
+        Case("eval --seed 2**64", ["eval", fx["npz"], "--seed", big], 2),
+        Case("bench --seeds 0,2**64", ["bench", "--seeds", f"0,{big}", "--out", "{w}/b"], 2, lost=no_folder("b")),
+        Case("bench --seeds 0-10**12", ["bench", "--seeds", f"0-{10 ** 12}", "--out", "{w}/b"], 2, lost=no_folder("b")),
+        Case("train --conditional --text-encoder clip", ["train", "diffusion", "--data", "synthetic", "--steps", 1,
+                                                         "--conditional", "--text-encoder", "clip", "--out", "{w}/run"],
+             2, lost=nf),
+        Case("train cascade with a conditional base", ["train", "cascade", "--data", "synthetic", "--steps", 1,
+                                                       "--set", "base_set=cond_dim=16", "--out", "{w}/run"], 2, lost=nf),
+        Case("torchrun rank 1: a mistake exits 2 in silence", S + ["--opt", "novalue", "--out", "{w}/g.png"], 2,
+             env={"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1"}),
+    ]
+
+
+def background_train(w: Path, T: list) -> None:
+    """A long `zoo train` writing {w}/run, left running (until its first checkpoint) for a case to meet."""
+    args = [str(a).replace("{w}", str(w)) for a in T] + ["--steps", str(10 ** 6), "--set", "train.ckpt_every=5",
+                                                          "--set", "train.log_every=1"]
+    p = subprocess.Popen([ZOO, *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    BG[w] = p
+    wait_for(w / "run" / "checkpoint.safetensors", p)
+
+
+def wait_for(path: Path, p: subprocess.Popen, seconds: float = 180) -> None:
+    t = time.time()
+    while not path.exists():
+        if p.poll() is not None or time.time() - t > seconds:
+            raise SystemExit(f"set-up process ended or stalled before {path} appeared")
+        time.sleep(0.05)
+
+
+def stop_and_resume(T: list) -> Callable[[Path], str]:
+    """A 'lost' check: the background run stops on Ctrl-C with 130, resumes, and its log parses."""
+    def check(w: Path) -> str:
+        p = BG.pop(w)
+        p.send_signal(signal.SIGINT)
+        p.communicate(timeout=120)
+        if p.returncode != 130:
+            return f"the first writer exited {p.returncode}"
+        step = checkpoint_step(w / "run" / "checkpoint.safetensors")
+        args = [str(a).replace("{w}", str(w)) for a in T] + ["--steps", str(step + 2), "--resume"]
+        if zoo(args, check=False).returncode != 0:
+            return "the run did not resume"
+        return log_parses(w)
+    return check
+
+
+def log_parses(w: Path) -> str:
+    steps = [json.loads(x)["step"] for x in (w / "run" / "log.jsonl").read_text().splitlines()]
+    return "" if steps == sorted(set(steps)) else "log.jsonl has repeated or out-of-order steps"
+
+
+def killed_train(w: Path, T: list, marker: str, ckpt_every: int = 2) -> None:
+    """A `zoo train` killed with SIGKILL at a random (seeded) moment after ``marker`` appears; the
+    case's '{step+2}' becomes the step of the checkpoint it left, plus 2."""
+    args = [str(a).replace("{w}", str(w)) for a in T] + ["--steps", str(10 ** 6), "--set",
+                                                          f"train.ckpt_every={ckpt_every}", "--set", "train.log_every=1"]
+    p = subprocess.Popen([ZOO, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for(w / marker, p)
+    time.sleep(RNG.uniform(0, 0.5))
+    p.kill()
+    p.wait()
+    ckpt = w / "run" / "checkpoint.safetensors"
+    if ckpt.exists():
+        (w / ".step").write_text(str(checkpoint_step(ckpt) + 2))
+
+
+def checkpoint_step(ckpt: Path) -> int:
+    """The step a checkpoint was written at (from its metadata)."""
+    from safetensors import safe_open
+    with safe_open(str(ckpt), framework="np") as f:
+        return int(json.loads(f.metadata()["zoo"])["state"]["step"])
+
+
+def toy_fail_module(w: Path) -> None:
+    (w / "toy_fail.py").write_text(
+        "import zoo\nfrom zoo.errors import RunFailed\nfrom zoo_test_family import ToyMean\n\n\n"
+        "@zoo.register_model('toy_fail')\nclass ToyFail(ToyMean):\n"
+        "    def loss(self, x, labels=None, *, phase='main'):\n"
+        "        raise RunFailed('toy_fail: the loss failed')\n")
+
+
+def interrupted_folder(w: Path) -> None:
+    png_folder(w / "imgs")
+    d = w / "d"
+    shutil.copytree(w / "imgs" / "train" / "a", d)
+    (d / ".000003.png.tmp.png").write_bytes(b"\x89PNG half")
+    (d / ".incomplete").write_text("")
+
+
+def clip_config(run: Path) -> None:
+    rec = json.loads((run / "config.json").read_text())
+    rec["config"].update(cond_dim=64, text_encoder="clip")
+    (run / "config.json").write_text(json.dumps(rec))
 
 
 def truncate(p: Path) -> None:
@@ -258,20 +419,23 @@ def mount_read_only(p: Path) -> None:
 
 
 def run_case(c: Case, work: Path) -> dict:
-    w = work / c.name.replace(" ", "_").replace("/", "_")[:60]
+    w = work / c.name.replace(" ", "_").replace("/", "_").replace(":", "_")[:60]   # ':' would split PYTHONPATH
     w.mkdir(parents=True)
     if c.setup:
         c.setup(w)
-    args = [str(a).replace("{w}", str(w)) for a in c.args]
-    env = {**os.environ, **c.env}
+    step = (w / ".step").read_text() if (w / ".step").exists() else "0"
+    args = [str(a).replace("{w}", str(w)).replace("{step+2}", step) for a in c.args]
+    env = {**os.environ, **{k: v.replace("{w}", str(w)) for k, v in c.env.items()}}
+    if "PYTHONPATH" in c.env and os.environ.get("PYTHONPATH"):
+        env["PYTHONPATH"] += os.pathsep + os.environ["PYTHONPATH"]
     t = time.time()
     if c.interrupt_after:
         p = subprocess.Popen([ZOO, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         target = w / c.interrupt_after
         while not target.exists() and p.poll() is None and time.time() - t < 120:
             time.sleep(0.1)
-        time.sleep(0.5)
-        p.send_signal(signal.SIGINT)
+        time.sleep(0.2 + RNG.uniform(0, 1.0))
+        p.send_signal(c.signal)
         _, err = p.communicate(timeout=120)
         rc = p.returncode
     else:

@@ -126,21 +126,14 @@ def test_zoo_list_counts_the_parameters_the_bench_reports():
     assert listed["vae"] > zoo.get_model("vae").num_params()               # the mixture prior is counted
 
 
-def test_load_rejects_unknown_family(tmp_path):
+@pytest.mark.parametrize("key, value, message", [("family", "os.system", "unknown model"),
+                                                 ("zoo_version", "99.0.0", "newer than this zoo")])
+def test_load_rejects_an_unknown_family_or_a_newer_version(tmp_path, key, value, message):
     _write_run(tmp_path)
     rec = json.loads((tmp_path / "config.json").read_text())
-    rec["family"] = "os.system"
+    rec[key] = value
     (tmp_path / "config.json").write_text(json.dumps(rec))
-    with pytest.raises(ZooError, match="unknown model"):
-        zoo.load(tmp_path)
-
-
-def test_load_rejects_newer_version(tmp_path):
-    _write_run(tmp_path)
-    rec = json.loads((tmp_path / "config.json").read_text())
-    rec["zoo_version"] = "99.0.0"
-    (tmp_path / "config.json").write_text(json.dumps(rec))
-    with pytest.raises(ZooError, match="newer than this zoo"):
+    with pytest.raises(ZooError, match=message):
         zoo.load(tmp_path)
 
 

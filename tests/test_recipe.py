@@ -89,7 +89,7 @@ def test_budget_rules_pick_the_first_bound_that_covers_the_budget():
 
 
 #: the fields every family takes from the shared base ``zoo.ModelConfig`` (zoo/api.py)
-SHARED_FIELDS = ("channels", "image_size", "lr", "num_classes", "cond_dim", "text_encoder", "cond_drop")
+SHARED_FIELDS = ("channels", "image_size", "lr", "cond_dim", "text_encoder", "cond_drop")
 
 
 @pytest.mark.parametrize("name", zoo.list_models())

@@ -51,6 +51,20 @@ class ModelConfig:
     text_encoder: str = ""     # the frozen text encoder (zoo.text.encoder) whose embeddings it takes
     cond_drop: float = 0.1     # share of training images whose condition is replaced by the null one
 
+    def check_probabilities(self) -> None:
+        """A one-line ZooError for the first probability-like field (by name: ``*_drop`` in [0, 1],
+        ``*dropout`` and ``*ema_decay`` in [0, 1)) that is not a finite number in its range."""
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if f.name == "cond_drop" or f.name.endswith("_drop"):
+                ok, where = isinstance(v, (int, float)) and 0 <= v <= 1, "[0, 1]"
+            elif f.name.endswith(("dropout", "ema_decay")):
+                ok, where = isinstance(v, (int, float)) and 0 <= v < 1, "[0, 1)"
+            else:
+                continue
+            if not ok or isinstance(v, bool):   # nan fails every comparison, so it is refused too
+                raise ZooError(f"{f.name} must be a number in {where}, got {v!r}")
+
 
 def halvings(factor: int) -> int:
     """log2(factor) when ``factor`` is a power of two >= 2 (the resolution levels a ``factor`` times
@@ -91,6 +105,8 @@ class Generator(nn.Module):
 
     def __init__(self, config: ModelConfig):
         super().__init__()
+        if isinstance(config, ModelConfig):
+            config.check_probabilities()
         self.config = config
 
     @classmethod

@@ -26,11 +26,12 @@ def check_device(device: str) -> str:
     return str(dev)
 
 
-def check_writable(path: str | os.PathLike, what: str = "--out") -> None:
+def check_writable(path: str | os.PathLike, what: str = "--out", *, file_ok: bool = False) -> None:
     """Raise a one-line ZooError unless ``path`` could be created: its nearest existing ancestor must
-    be a writable folder (checked before any work starts, so no run is lost at the end)."""
+    be a writable folder (checked before any work starts, so no run is lost at the end).
+    ``file_ok``: an existing file at ``path`` is the caller's to refuse or replace (its folder is checked)."""
     p = Path(path).absolute()
-    anc = p if p.exists() else p.parent
+    anc = p.parent if file_ok and p.is_file() else (p if p.exists() else p.parent)
     while not anc.exists():
         anc = anc.parent
     if not anc.is_dir():

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from .errors import ZooError
+from .files import INCOMPLETE_FILE
 
 BINS = 256
 
@@ -58,9 +59,19 @@ def decode_image(path: str | os.PathLike, *, mode: str | None = None, size: int 
     return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
 
 
+def check_complete(folder: str | os.PathLike) -> None:
+    """A one-line ZooError when ``folder`` carries the mark of a `zoo sample` that did not finish."""
+    if (Path(folder) / INCOMPLETE_FILE).exists():
+        raise ZooError(f"{folder}: incomplete (an interrupted `zoo sample`); sample it again with --force")
+
+
 def image_files(folder: str | os.PathLike) -> list[Path]:
-    """PNG/JPEG files below ``folder`` (recursively), sorted by path."""
-    return sorted(p for p in Path(folder).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
+    """PNG/JPEG files below ``folder`` (recursively), sorted by path; names starting with '.' (temporary
+    files, hidden folders) are skipped. A folder marked incomplete is a one-line ZooError."""
+    root = Path(folder)
+    check_complete(root)
+    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTS
+                  and not any(part.startswith(".") for part in p.relative_to(root).parts))
 
 
 def read_image_folder(folder: str | os.PathLike) -> torch.Tensor:
@@ -147,10 +158,19 @@ def check_image_target(out: str) -> None:
         raise ZooError(f"--out must end in .png (a grid), .npz, or / (a folder of PNGs), got {Path(out).name!r}")
 
 
+def folder_images(folder: str | os.PathLike) -> list[Path]:
+    """What :func:`write_images` may have written at the top of ``folder``: images, their temporary
+    files and the incomplete mark (what a replacing write removes)."""
+    return [p for p in Path(folder).iterdir() if p.is_file() and (p.suffix.lower() in IMAGE_EXTS
+                                                                   or p.name == INCOMPLETE_FILE)]
+
+
 def write_images(images: torch.Tensor, out: str | os.PathLike, *, nrow: int | None = None) -> Path:
     """Save uint8 (N, C, H, W): a ``.png`` grid (torchvision's make_grid), a ``.npz`` ('images',
     NCHW), or, for a folder (``out`` ending in '/'), one PNG per image named 000000.png, 000001.png, ...
-    Files appear atomically (written to a temporary name, then renamed)."""
+    Files appear atomically (written to a temporary name, then renamed). A folder is marked
+    incomplete (``zoo.files.INCOMPLETE_FILE``) from before its first image until after its last,
+    and the images it held before are removed first, so it always holds one whole set or the mark."""
     from torchvision.utils import make_grid, save_image
     out = str(out)
     if images.dtype != torch.uint8 or images.dim() != 4:
@@ -158,12 +178,18 @@ def write_images(images: torch.Tensor, out: str | os.PathLike, *, nrow: int | No
     if is_folder_target(out):
         folder = Path(out)
         folder.mkdir(parents=True, exist_ok=True)
+        mark = folder / INCOMPLETE_FILE
+        mark.write_text("being written by zoo; an interrupted write leaves this file\n")
+        for p in folder_images(folder):
+            if p != mark:
+                p.unlink()
         digits = max(6, len(str(max(0, images.shape[0] - 1))))
         for i, im in enumerate(images):
             path = folder / f"{i:0{digits}d}.png"
             tmp = folder / f".{path.name}.tmp.png"
             save_image(im.float() / 255.0, str(tmp))
             os.replace(tmp, path)
+        mark.unlink()
         return folder
     check_image_target(out)
     p = Path(out)

@@ -13,9 +13,20 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from .errors import ZooError
+
 # Generators live on the CPU (so draws are identical on any machine); draws are moved to the
 # device of the model being sampled, which Generator.sample() sets with device_scope().
 _DEVICE: contextvars.ContextVar[torch.device] = contextvars.ContextVar("zoo_rng_device", default=torch.device("cpu"))
+
+MAX_SEED = 2 ** 64 - 1   # torch.Generator().manual_seed accepts 0 .. 2**64 - 1
+
+
+def check_seed(seed: int, what: str = "seed") -> int:
+    """``seed`` if it is an integer torch accepts (0 .. 2**64 - 1), else a one-line ZooError."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise ZooError(f"{what} must be an integer from 0 to 2**64-1, got {seed}")
+    return seed
 
 
 @contextlib.contextmanager

@@ -5,6 +5,7 @@ import dataclasses
 import math
 
 from ..errors import ZooError
+from ..rng import MAX_SEED
 
 SAMPLE_SEED = 0  # every cell samples images (SAMPLE_SEED, i): the same noise for every family
 
@@ -53,6 +54,9 @@ PROFILES = {
 }
 
 
+MAX_SEEDS = 10_000   # a bench of more cells than this is a typing mistake
+
+
 def parse_shard(text: str | None) -> tuple[int, int] | None:
     """'K/N' (1 <= K <= N) -> (K, N); None -> None; a one-line ZooError for anything else."""
     if text is None:
@@ -87,14 +91,17 @@ def parse_seeds(text: str) -> tuple[int, ...]:
     try:
         for part in text.split(","):
             if "-" in part:
-                a, b = part.split("-")
-                out += list(range(int(a), int(b) + 1))
+                a, b = map(int, part.split("-"))
+                if not 0 <= a <= b <= MAX_SEED or b - a >= MAX_SEEDS:
+                    raise ValueError
+                out += list(range(a, b + 1))
             elif part.strip():
                 out.append(int(part))
     except ValueError:
         raise ZooError(f"bad --seeds {text!r}: use e.g. 0,1,2 or 0-2") from None
-    if not out or min(out) < 0:
-        raise ZooError(f"bad --seeds {text!r}: use e.g. 0,1,2 or 0-2 (seeds are >= 0)")
+    if not out or min(out) < 0 or max(out) > MAX_SEED or len(out) > MAX_SEEDS:
+        raise ZooError(f"bad --seeds {text!r}: use e.g. 0,1,2 or 0-2 (at most {MAX_SEEDS} seeds, each from 0 "
+                       f"to 2**64-1)")
     return tuple(dict.fromkeys(out))
 
 

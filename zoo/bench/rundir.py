@@ -10,15 +10,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..files import (CHECKPOINT_FILE, CONFIG_FILE, LOG_FILE, SETTINGS_FILE, SUMMARY_FILE, TRAIN_FILE, WEIGHTS_FILE,
-                     atomic_write_text)
+from ..files import (CHECKPOINT_FILE, CONFIG_FILE, LOCK_FILE, LOG_FILE, SETTINGS_FILE, SUMMARY_FILE, TRAIN_FILE,
+                     WEIGHTS_FILE, atomic_write_text)
 from ..errors import ZooError
 
 RUNS_DIR = "runs"
 _WRITTEN = (CONFIG_FILE, TRAIN_FILE, LOG_FILE, CHECKPOINT_FILE, WEIGHTS_FILE, SUMMARY_FILE, SETTINGS_FILE,
             "samples.png", "interpolation.png")
-# each of them, and the temporary names of their atomic writes (name.tmp; images: .name.tmp.png)
-ZOO_FILES = frozenset(_WRITTEN) | {f + ".tmp" for f in _WRITTEN} | {
+# each of them, the run-folder lock, and the temporary names of their atomic writes (name.tmp;
+# images: .name.tmp.png)
+ZOO_FILES = frozenset(_WRITTEN) | {LOCK_FILE} | {f + ".tmp" for f in _WRITTEN} | {
     f".{f}.tmp.png" for f in _WRITTEN if f.endswith(".png")}
 
 

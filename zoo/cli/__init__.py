@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 import sys
+import threading
 
 import click
 
@@ -24,6 +26,18 @@ from .text import text_group
 from .train import train_cmd
 
 
+def _say(line: str) -> None:
+    """One line on stderr, from rank 0 alone under torchrun (the other ranks exit with the same code)."""
+    if not _quiet_rank():
+        click.echo(line, err=True)
+
+
+def _quiet_rank() -> bool:
+    """Whether this is a torchrun process other than rank 0 (it keeps quiet)."""
+    from .. import dist
+    return dist.launched() and os.environ.get("RANK", "0") != "0"
+
+
 class ZooGroup(click.Group):
     """Turns a ZooError (exit 2) or RunFailed (exit 1) raised by any command into one line on stderr,
     the same whether the command line runs from the `zoo` entry point or in-process (CliRunner)."""
@@ -32,11 +46,16 @@ class ZooGroup(click.Group):
         try:
             return super().invoke(ctx)
         except ZooError as e:
-            click.echo(f"error: {e}", err=True)
+            _say(f"error: {e}")
             ctx.exit(2)
         except RunFailed as e:
-            click.echo(f"failed: {e}", err=True)
+            _say(f"failed: {e}")
             ctx.exit(1)
+
+
+def _sigterm_as_interrupt(signum, frame) -> None:
+    """SIGTERM takes Ctrl-C's path (exit 130); `zoo train` installs its own graceful handler on top."""
+    raise KeyboardInterrupt
 
 
 @click.group(cls=ZooGroup, context_settings=CONTEXT)
@@ -64,41 +83,45 @@ def run(args: list[str] | None = None) -> int:
     error that is not a bug in zoo is printed as one line on stderr."""
     from ..train import StopRequested
     from .. import dist
-    if dist.launched() and os.environ.get("RANK", "0") != "0":   # torchrun: rank 0 alone prints
+    if _quiet_rank():   # torchrun: rank 0 alone prints
         sys.stdout = open(os.devnull, "w")
         os.environ["TQDM_DISABLE"] = "1"
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     try:
         rv = cli.main(args=args, prog_name="zoo", standalone_mode=False)
         return rv if isinstance(rv, int) and not isinstance(rv, bool) else 0
     except click.exceptions.Exit as e:          # --help, --version
         return e.exit_code
     except ZooError as e:
-        click.echo(f"error: {e}", err=True)
+        _say(f"error: {e}")
         return 2
     except RunFailed as e:
-        click.echo(f"failed: {e}", err=True)
+        _say(f"failed: {e}")
         return 1
     except click.UsageError as e:               # bad option or argument, as click words it
         hint = f" (see '{e.ctx.command_path} --help')" if e.ctx is not None else ""
-        click.echo(f"error: {e.format_message()}{hint}", err=True)
+        _say(f"error: {e.format_message()}{hint}")
         return 2
     except click.ClickException as e:
-        click.echo(f"error: {e.format_message()}", err=True)
+        _say(f"error: {e.format_message()}")
         return e.exit_code
     except click.exceptions.Abort as e:         # click turns KeyboardInterrupt and EOFError into Abort
         if isinstance(e.__context__, EOFError):
-            click.echo("error: unexpected end of input", err=True)
+            _say("error: unexpected end of input")
             return 1
-        click.echo("interrupted", err=True)
+        _say("interrupted")
         return 130
     except (KeyboardInterrupt, StopRequested) as e:
-        click.echo(str(e) or "interrupted", err=True)
+        _say(str(e) or "interrupted")
         return 130
     except OSError as e:
         where = f": {e.filename}" if e.filename else ""
-        click.echo(f"error: {e.strerror or e}{where}", err=True)
+        _say(f"error: {e.strerror or e}{where}")
         return 2 if e.errno in _PATH_ERRNOS else 1
     finally:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, previous)
         dist.shutdown()
 
 

@@ -2,13 +2,12 @@
 that catch a user's mistake before any file or folder is made."""
 from __future__ import annotations
 
-import os
 import shlex
 import sys
-from pathlib import Path
 
 import click
 
+from ..checks import check_device, check_positive, check_writable  # noqa: F401  (the commands use them)
 from ..errors import ZooError
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "show_default": True, "max_content_width": 100}
@@ -37,42 +36,26 @@ def device_option(f):
                         help="torch device: cpu, cuda, cuda:1, mps, ...")(f)
 
 
-def check_device(device: str) -> str:
-    """A torch device string that exists here, or a one-line ZooError."""
-    import torch
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, ValueError):
-        raise ZooError(f"--device {device!r} is not a torch device (try cpu or cuda)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ZooError(f"--device {device}: no CUDA device is available here")
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise ZooError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) here")
-    if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise ZooError(f"--device {device}: MPS is not available here")
-    if dev.type not in ("cpu", "cuda", "mps"):
-        raise ZooError(f"--device {device}: zoo runs on cpu, cuda or mps")
-    return str(dev)
+class SeedType(click.ParamType):
+    """A seed: an integer torch accepts, 0 .. 2**64 - 1 (checked by zoo.rng.check_seed)."""
+    name = "integer"
+
+    def convert(self, value, param, ctx):
+        from ..rng import check_seed
+        if isinstance(value, int) and not isinstance(value, bool):
+            seed = value
+        else:
+            try:
+                seed = int(str(value).strip())
+            except ValueError:
+                self.fail(f"{value!r} is not an integer", param, ctx)
+        try:
+            return check_seed(seed, "")
+        except ZooError as e:
+            self.fail(str(e).strip(), param, ctx)
 
 
-def check_writable(path: str | os.PathLike, what: str = "--out") -> None:
-    """Raise a one-line ZooError unless ``path`` could be created: its nearest existing ancestor must
-    be a writable folder (checked before any work starts, so no run is lost at the end)."""
-    p = Path(path).absolute()
-    anc = p if p.exists() else p.parent
-    while not anc.exists():
-        anc = anc.parent
-    if not anc.is_dir():
-        raise ZooError(f"{what} {path}: {anc} is a file, not a folder")
-    if not os.access(anc, os.W_OK | os.X_OK):
-        raise ZooError(f"{what} {path}: cannot write in {anc} (read-only or no permission)")
-
-
-def check_positive(**values) -> None:
-    """One-line ZooError for the first ``--name value`` that is not >= 1 (None values are skipped)."""
-    for name, v in values.items():
-        if v is not None and v < 1:
-            raise ZooError(f"--{name.replace('_', '-')} must be >= 1, got {v}")
+SEED = SeedType()
 
 
 def command_line() -> str:

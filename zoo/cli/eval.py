@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .common import CONTEXT, check_device, check_writable, command_line, device_option, import_option
+from .common import CONTEXT, SEED, check_device, check_writable, command_line, device_option, import_option
 
 
 @click.group("features", context_settings=CONTEXT)
@@ -23,7 +23,7 @@ def features_group():
 @click.option("--epochs", default=24, show_default=True, type=int, help="Passes over the train split.")
 @click.option("--batch-size", default=128, show_default=True, type=int, help="Images per SGD step.")
 @click.option("--lr", default=0.05, show_default=True, type=float, help="Peak learning rate (cosine schedule).")
-@click.option("--seed", default=0, show_default=True, type=int, help="Seed for init, batch order, augmentation, dropout.")
+@click.option("--seed", default=0, show_default=True, type=SEED, help="Seed for init, batch order, augmentation, dropout.")
 @click.option("--flip/--no-flip", default=True, show_default=True,
               help="Random horizontal flips (right for clothes, wrong for digits or text).")
 @click.option("--shift", default=2, show_default=True, type=int, help="Random translation of up to this many pixels.")
@@ -69,7 +69,7 @@ def features_train_cmd(data_spec, out, epochs, batch_size, lr, seed, flip, shift
                    "the default skips, with a note, what the reference cannot give).")
 @click.option("--split", default="test", show_default=True, type=click.Choice(["test", "train"]),
               help="Split of a dataset reference (and of a dataset SOURCE).")
-@click.option("--seed", default=0, show_default=True, type=int,
+@click.option("--seed", default=0, show_default=True, type=SEED,
               help="Sampling seed (image i depends on (seed, i)); also seeds KID subsets and the floor/ceiling draws.")
 @click.option("--batch-size", default=500, show_default=True, type=int, help="Images per feature batch.")
 @click.option("--opt", "opts", multiple=True, metavar="KEY=VALUE", help="Sampler option for a run directory. Repeatable.")

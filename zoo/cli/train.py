@@ -3,14 +3,14 @@ from __future__ import annotations
 
 import click
 
-from .common import CONTEXT, device_option, import_option
+from .common import CONTEXT, SEED, device_option, import_option
 
 
 @click.command("train", context_settings=CONTEXT)
 @click.argument("family")
 @click.option("--data", "data_spec", default=None,
               help="Dataset spec (see `zoo data --help`) [default: fashion-mnist; on --resume, the run's own].")
-@click.option("--seed", default=None, type=int, help="Seed for weights, batches and noise [default: 0].")
+@click.option("--seed", default=None, type=SEED, help="Seed for weights, batches and noise [default: 0].")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory to create (or resume).")
 @click.option("--steps", type=int, default=None, help="Budget in optimizer steps.")
 @click.option("--tflops", type=float, default=None, help="Budget in training TFLOP (forward+backward).")

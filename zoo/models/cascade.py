@@ -239,6 +239,8 @@ def build_base(cfg: CascadeConfig) -> Generator:
         if bad:
             raise ZooError(f"cascade: base_set cannot set {', '.join(sorted(bad))} (use low=)")
         bcfg = apply_overrides(bcfg, sets)
+    if bcfg.cond_dim:
+        raise _base_error(cfg, "a conditional base (cond_dim > 0) is not supported: cascades are unconditional")
     try:
         base = cls(bcfg)
     except ZooError as e:

@@ -156,10 +156,19 @@ def load_checked(module: nn.Module, name: str, record: dict, folder: Path = WEIG
     return module.eval().requires_grad_(False)
 
 
+def encoder_record(name: str) -> dict:
+    """The record of the committed text encoder ``name``, or a one-line ZooError naming the text
+    encoders there are (the CLIP evaluator is not one: it scores generators, it never conditions them)."""
+    if name not in available():
+        raise ZooError(f"no committed text model {name!r} to condition on (text encoders: "
+                       f"{', '.join(available()) or 'none'}; train one with `zoo text encoder`)")
+    return read_record(name)
+
+
 @functools.lru_cache(maxsize=8)
 def load_encoder(name: str) -> TextEncoder:
     """The committed, frozen text encoder ``name`` (e.g. "mlm-m"), in eval mode, on the CPU."""
-    rec = read_record(name)
+    rec = encoder_record(name)
     enc = TextEncoder(TextEncoderConfig(**rec["config"]))
     return load_checked(enc, name, rec)
 
@@ -261,7 +270,7 @@ DEFAULT_ENCODER = "mlm-m"
 
 def check_data(name: str, data: str) -> None:
     """A one-line ZooError unless the committed model ``name`` was trained on captions of ``data``."""
-    rec = read_record(name)
+    rec = encoder_record(name)
     if rec.get("data") != data:
         raise ZooError(f"text model {name!r} reads captions of {rec.get('data')!r}, not of {data!r}: "
                        f"train one for it with `zoo text encoder --data {data}`")

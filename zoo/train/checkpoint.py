@@ -1,8 +1,9 @@
 """Checkpoints: the full training state as safetensors tensors plus JSON metadata (no pickle).
 
 Tensors: ``model.*`` and ``ema.*`` (state dicts), ``opt.<phase>.state.<pid>.<key>`` (optimizer
-tensors), ``rng.torch``, ``rng.data`` (RNG states), ``data.perm`` (the epoch's order); under
-torchrun also ``rng.torch.<rank>`` for ranks >= 1 (rank 0's is ``rng.torch``).
+tensors), ``rng.torch``, ``rng.data`` (RNG states), ``data.perm`` (the epoch's order); where CUDA
+is available ``rng.cuda`` (devices, state bytes: every visible device's RNG state); under
+torchrun also ``rng.torch.<rank>`` and ``rng.cuda.<rank>`` for ranks >= 1 (rank 0's carry no suffix).
 Metadata ``zoo`` (JSON): optimizer param groups and scalars, the lr schedulers' state (``sched``),
 the sampler position, the :class:`RunState`, the model config record and the TrainConfig.
 Files are written to a temp name and renamed, with the mode ``open()`` would give (the umask).
@@ -74,6 +75,8 @@ def save_checkpoint(path: Path, *, model: Generator, ema: EMA, optims: dict[str,
     Under torchrun every rank must call this (their RNG states are gathered); only rank 0 writes.
     """
     rng_states = dist.all_gather_rows(torch.get_rng_state().unsqueeze(0))   # (world, state bytes)
+    cuda = _cuda_rng_states()
+    cuda_states = dist.all_gather_rows(cuda.flatten().unsqueeze(0)) if cuda is not None else None  # (world, ...)
     if not dist.is_main():
         return
     tensors = {f"model.{k}": _cpu(v) for k, v in model.state_dict().items()}
@@ -85,6 +88,9 @@ def save_checkpoint(path: Path, *, model: Generator, ema: EMA, optims: dict[str,
         meta["sched"] = {p: scheduler_state(s) for p, s in scheds.items()}
     tensors["rng.torch"] = rng_states[0].clone()
     tensors.update({f"rng.torch.{r}": rng_states[r].clone() for r in range(1, rng_states.shape[0])})
+    if cuda_states is not None:
+        for r in range(cuda_states.shape[0]):
+            tensors["rng.cuda" + (f".{r}" if r else "")] = cuda_states[r].reshape(cuda.shape).cpu().clone()
     tensors["rng.data"] = sampler.gen.get_state().clone()
     tensors["data.perm"] = sampler.perm.clone()
     meta.update({"world_size": int(rng_states.shape[0]),
@@ -145,3 +151,19 @@ def _restore_rank_rng(tensors: dict, meta: dict, tcfg: TrainConfig) -> None:
         torch.set_rng_state(tensors[f"rng.torch.{r}"])
     else:
         torch.manual_seed(dist.rank_seed(tcfg.seed) ^ (int(meta["state"]["step"]) + 1))
+    cuda = tensors.get("rng.cuda" + (f".{r}" if r else ""))
+    if cuda is not None and (r == 0 or saved_world == dist.world()):
+        _set_cuda_rng_states(cuda)
+
+
+def _cuda_rng_states() -> torch.Tensor | None:
+    """Every visible CUDA device's RNG state as uint8 (devices, state bytes); None without CUDA."""
+    if not torch.cuda.is_available():
+        return None
+    return torch.stack([s.cpu() for s in torch.cuda.get_rng_state_all()])
+
+
+def _set_cuda_rng_states(states: torch.Tensor) -> None:
+    """Restore saved CUDA RNG states where this machine shows as many devices (else they stay as seeded)."""
+    if torch.cuda.is_available() and len(torch.cuda.get_rng_state_all()) == states.shape[0]:
+        torch.cuda.set_rng_state_all(list(states))

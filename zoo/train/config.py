@@ -6,6 +6,7 @@ import math
 import typing
 
 from ..errors import ZooError
+from ..rng import MAX_SEED
 
 LR_DECAYS = ("none", "cosine", "linear")
 
@@ -49,7 +50,7 @@ class TrainConfig:
             (self.warmup_steps >= 0, f"warmup_steps must be >= 0, got {self.warmup_steps}"),
             (self.lr_decay in LR_DECAYS, f"unknown lr_decay {self.lr_decay!r} (choose {', '.join(LR_DECAYS)})"),
             (0 <= self.min_lr_ratio <= 1, f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}"),
-            (self.seed >= 0, f"seed must be >= 0, got {self.seed}"),
+            (0 <= self.seed <= MAX_SEED, f"seed must be an integer from 0 to 2**64-1, got {self.seed}"),
         ]
         for ok, message in checks:  # comparisons with nan are False, so nan fails every range check
             if not ok:

@@ -19,11 +19,13 @@ from ..config import from_dict, to_dict
 from ..errors import RunFailed, ZooError
 from ..images import to_float
 from ..provenance import git_commit, machine
+from ..rng import MAX_SEED
 from .budget import resume_stage_steps, stage_steps, steps_for_flops
 from .checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .ddp import wrap_phase
 from .ema import EMA
+from . import lock
 from .flops import count_once, flop_key
 from .log import LOG_FILE, JsonlLog
 from .rundir import create_run, discard_run, write_results
@@ -64,15 +66,21 @@ def fit(model: Generator, images: torch.Tensor, cond: torch.Tensor | None, out_d
     out = Path(out_dir)
     t = _Trainer(model, images, cond, tcfg, out, device=device, amp=amp, compile=compile,
                  progress=progress and dist.is_main())
+    made_by_lock = _lock_run(out)  # before anything is read or written; rank 0 alone writes
     dist.barrier()  # every rank has checked the run folder before rank 0 writes into it
     made = None  # for a new run: whether fit made the folder
-    if resume:
-        t.resume()
-    else:
-        record = {"train": to_dict(tcfg), "data": data_spec, "stages": {s: list(v) for s, v in t.plan.items()},
-                  "stage_fractions": model.stage_fractions(), "world_size": dist.world(), **(extra_record or {})}
-        made = create_run(out, model, record) if dist.is_main() else False
-        t.ema = EMA(model, tcfg.ema)
+    try:
+        if resume:
+            t.resume()
+        else:
+            record = {"train": to_dict(tcfg), "data": data_spec, "stages": {s: list(v) for s, v in t.plan.items()},
+                      "stage_fractions": model.stage_fractions(), "world_size": dist.world(), **(extra_record or {})}
+            made = (create_run(out, model, record) or made_by_lock) if dist.is_main() else False
+            t.ema = EMA(model, tcfg.ema)
+    except ZooError:
+        if made_by_lock:  # refused before writing: leave no folder behind
+            discard_run(out, True)
+        raise
     log_file = (JsonlLog(out / LOG_FILE, resume_step=t.state.step if resume else None) if dist.is_main()
                 else contextlib.nullcontext(None))
     try:
@@ -81,10 +89,28 @@ def fit(model: Generator, images: torch.Tensor, cond: torch.Tensor | None, out_d
             while (stage := t.state.current_stage()) is not None:
                 _train_stage(t, stage, log, stop)
             return t.finish()
-    except ZooError:  # a user mistake found only now: leave no half-made run behind
+    except BaseException:  # a new run that ends before its first checkpoint leaves nothing behind
         if made is not None and t.ckpt_step is None and dist.is_main():
             discard_run(out, made)
         raise
+
+
+def _lock_run(out: Path) -> bool:
+    """Take the run folder's lock (:mod:`zoo.train.lock`) on rank 0 for the rest of the process;
+    every rank raises the same one-line ZooError when another process holds it. True when taking
+    it made the folder."""
+    made, err = False, ""
+    if dist.is_main():
+        made = not out.exists()
+        try:
+            lock.acquire(out)
+        except ZooError as e:
+            err = str(e)
+    if dist.active():
+        err = dist.broadcast_json(err)
+    if err:
+        raise ZooError(err)
+    return made
 
 
 def _train_stage(t: "_Trainer", stage: str, log: JsonlLog | None, stop: StopSignal) -> None:
@@ -158,7 +184,7 @@ class _Trainer:
         self.loss_fn = torch.compile(model.loss) if compile else model.loss
         self.ddp: dict = {}   # phase -> DDP wrapper (or None), made at the phase's first step under torchrun
         torch.manual_seed(dist.rank_seed(tcfg.seed))
-        self.sampler = BatchSampler(images.shape[0], tcfg.batch_size, tcfg.seed + 1)
+        self.sampler = BatchSampler(images.shape[0], tcfg.batch_size, (tcfg.seed + 1) % (MAX_SEED + 1))
         self.state = RunState(done={s: 0 for s in self.plan}, stage_steps=stage_steps(model, tcfg))
         self.scheds = make_schedulers(self.optims, self.plan, self.state, tcfg)
         self.ema: EMA | None = None       # set by resume() or by fit for a new run
@@ -243,7 +269,7 @@ class _Trainer:
         where = f"non-finite loss ({value}) at step {self.state.step + 1}, stage {stage!r}, phase {phase!r}"
         if self.ckpt_step is None:
             return TrainingDiverged(f"{where}; no checkpoint was written, so nothing was saved "
-                                    f"(delete {self.out} or use another --out to start again)")
+                                    f"(start again with other settings)")
         return TrainingDiverged(f"{where}; last good checkpoint (step {self.ckpt_step}) kept in {self.out}; "
                                 f"resume with --resume after changing the settings (unchanged, it diverges "
                                 f"again at step {self.state.step + 1})")

@@ -6,13 +6,15 @@ import json
 from pathlib import Path
 
 from ..api import Generator, config_record, save
-from ..files import CONFIG_FILE, LOG_FILE, SUMMARY_FILE, TRAIN_FILE, WEIGHTS_FILE, atomic_write_text
+from ..files import (CHECKPOINT_FILE, CONFIG_FILE, LOG_FILE, SUMMARY_FILE, TRAIN_FILE, WEIGHTS_FILE,
+                     atomic_write_text)
 from ..errors import ZooError
-
+from . import lock
 
 def refuse_run(out: Path) -> None:
-    """One-line ZooError when ``out`` already holds a run: a new run never writes over one."""
-    if (out / CONFIG_FILE).exists():
+    """One-line ZooError when ``out`` already holds a run (see :func:`holds_run`): a new run never
+    writes over one."""
+    if holds_run(out):
         raise ZooError(f"{out} already holds a run: use --resume, or another --out")
 
 
@@ -40,8 +42,20 @@ def create_run(out: Path, model: Generator, record: dict) -> bool:
     return made
 
 
+def holds_run(out: Path) -> bool:
+    """Whether ``out`` holds a run: its records with a checkpoint or weights, or with a process still
+    writing there. Records alone are what a run killed before its first checkpoint left, and a new
+    run may replace them."""
+    if not (out / CONFIG_FILE).exists():
+        return False
+    return ((out / CHECKPOINT_FILE).exists() or (out / WEIGHTS_FILE).exists()
+            or (not lock.held(out) and lock.in_use(out)))
+
+
 def discard_run(out: Path, made: bool) -> None:
-    """Remove what :func:`create_run` and the log wrote (and ``out`` itself if it made it and it is empty)."""
+    """Remove what :func:`create_run` and the log wrote (and ``out`` itself if it made it and it is
+    empty), and give up the run-folder lock."""
+    lock.release(out)
     for name in (CONFIG_FILE, TRAIN_FILE, LOG_FILE):
         (out / name).unlink(missing_ok=True)
     if made and not any(out.iterdir()):
