@@ -123,7 +123,7 @@ def test_force_redoes_and_sets_old_files_aside(made, calls):
 
 
 def test_force_keeps_the_training_when_only_measurement_changed(made, calls, monkeypatch):
-    train_mod = importlib.import_module("zoo.train")   # the package (the attribute zoo.train is the function)
+    train_mod = importlib.import_module("zoo.train")
     fits = []
     real_fit = train_mod.fit
     monkeypatch.setattr(train_mod, "fit", lambda *a, **k: fits.append(1) or real_fit(*a, **k))
@@ -242,7 +242,7 @@ def _step_tflops(family):
 def test_resume_after_kill(tmp_path, calls, monkeypatch):
     """Kill the bench inside a cell's training; the rerun resumes it from its checkpoint (not from
     scratch: the run folder's settings match) and ends with the full budget."""
-    train_mod = importlib.import_module("zoo.train")   # the package (the attribute zoo.train is the function)
+    train_mod = importlib.import_module("zoo.train")
     out = tmp_path / "quick"
     prof = profile(tflops=12 * _step_tflops("gan"))
     real_fit = train_mod.fit

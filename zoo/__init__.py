@@ -6,7 +6,7 @@ from .api import Generator, ModelConfig, register_model, get_model, get_model_cl
 from . import models  # noqa: E402,F401  (registers the package's own families)
 from .metrics.compare import evaluate_source as evaluate  # noqa: E402
 from .sampling import sample_images  # noqa: E402
-from .train.run import train  # noqa: E402  (zoo.train is this function; `from zoo.train import fit` still reads the package)
+from . import train  # noqa: E402  (a callable package: zoo.train(family, out, ...) trains; zoo.train.fit is the loop)
 
 __all__ = ["Generator", "ModelConfig", "ZooError", "register_model", "get_model", "get_model_class",
            "list_models", "save", "load", "evaluate", "sample_images", "train", "__version__"]

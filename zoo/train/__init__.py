@@ -28,9 +28,24 @@ Run directory:
   summary.json        steps, FLOPs, epochs, wall-clock at the end; the machine (CPU, GPU, threads)
                       and git commit that finished the run
 """
+import sys
+import types
+
 from .checkpoint import CHECKPOINT_FILE
 from .config import TrainConfig
 from .ema import EMA
 from .loop import StopRequested, TrainingDiverged, fit
+from .run import train
 
-__all__ = ["fit", "TrainConfig", "TrainingDiverged", "StopRequested", "CHECKPOINT_FILE", "EMA"]
+__all__ = ["fit", "train", "TrainConfig", "TrainingDiverged", "StopRequested", "CHECKPOINT_FILE", "EMA"]
+
+
+class _CallablePackage(types.ModuleType):
+    """This package, callable: ``zoo.train(family, out, ...)`` is :func:`zoo.train.run.train`, while
+    ``zoo.train.fit`` and ``import zoo.train.loop`` keep reaching the package and its modules."""
+
+    def __call__(self, *args, **kwargs) -> dict:
+        return train(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallablePackage
