@@ -15,6 +15,7 @@ a FLOP budget is hardware-independent and resume-stable.
   log.py         log.jsonl
   signals.py     SIGINT/SIGTERM -> finish the step, checkpoint, stop
   rundir.py      the run directory's records and results, and the check that a new run writes over none
+  lock.py        the run-folder lock (flock on .lock) that one writing process holds for its life
   run.py         zoo.train(): checks, resume settings, recipe, caption conditioning, bpd.json, as `zoo train`
   state.py       RunState: the counters saved in each checkpoint
 
@@ -27,6 +28,7 @@ Run directory:
   model.safetensors   EMA weights, what `zoo.load` and sampling use
   summary.json        steps, FLOPs, epochs, wall-clock at the end; the machine (CPU, GPU, threads)
                       and git commit that finished the run
+  .lock               held by the process that writes into the folder; a second writer is refused
 """
 import sys
 import types
