@@ -27,9 +27,9 @@ from zoo.bench.settings import difference
 from zoo.bench.store import CorruptFile, cell_files, read_record
 
 # not compared as figures: what depends on the machine's load or the moment (timings, provenance),
-# and the settings, which are compared apart, as the bench does (an older cell lacks later keys)
+# the record format's version, and the settings, which are compared apart, as the bench does (an older cell lacks later keys)
 NOT_FIGURES = {"train_wall_s", "sample_wall_s", "cell_wall_s", "images_per_s", "latency_s", "peak_mem_mb", "time_s",
-               "metrics_provenance", "provenance", "settings"}
+               "metrics_provenance", "provenance", "settings", "schema_version"}
 
 
 def cells(folder: Path) -> dict[str, dict]:
