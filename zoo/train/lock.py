@@ -42,7 +42,10 @@ def _holder(fd: int) -> str:
     fields = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
     if "pid" not in fields:
         return ""
-    return f"PID {fields['pid']}" + (f": {fields['command'][:120]}" if fields.get("command") else "")
+    command = fields.get("command", "")
+    if len(command) > 120:   # one readable line: the start of a long command, marked as cut
+        command = command[:117] + "..."
+    return f"PID {fields['pid']}" + (f": {command}" if command else "")
 
 
 def acquire(folder: str | os.PathLike) -> None:
