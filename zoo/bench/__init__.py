@@ -22,7 +22,7 @@ from pathlib import Path
 from ..errors import ZooError
 from .cell import run_cell
 from .outputs import read_results, write_outputs
-from .profiles import (INCEPTION_N, PROFILES, SAMPLE_SEED, Profile, check_profile, parse_seeds, parse_shard, select_families,
+from .profiles import (PROFILES, SAMPLE_SEED, Profile, check_profile, parse_seeds, parse_shard, select_families,
                        with_overrides)
 from .runner import run_bench
 from .tables import aggregate, mean_std, results_table, seed_table, winners, winners_table
@@ -75,9 +75,7 @@ def run(profile: str = "quick", families: str = "all", *, seeds: str | None = No
     if merge and shard:
         raise ZooError("--merge runs no cells: drop --shard")
     shard_spec = parse_shard(shard)
-    prof = with_overrides(PROFILES[profile], seeds=seeds, tflops=tflops, n=n)
-    if inception:
-        prof = dataclasses.replace(prof, inception_n=INCEPTION_N)
+    prof = with_overrides(PROFILES[profile], seeds=seeds, tflops=tflops, n=n, inception=inception)
     if (text_encoder is not None or guidance is not None) and not conditional:
         raise ZooError("--text-encoder and --guidance need --conditional")
     if conditional:

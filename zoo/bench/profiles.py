@@ -118,8 +118,9 @@ def parse_seeds(text: str) -> tuple[int, ...]:
 
 
 def with_overrides(profile: Profile, *, seeds: str | None = None, tflops: float | None = None,
-                   n: int | None = None) -> Profile:
-    """``profile`` with the command line's --seeds/--tflops/--n applied; checked by :func:`check_profile`."""
+                   n: int | None = None, inception: bool = False) -> Profile:
+    """``profile`` with the command line's --seeds/--tflops/--n/--inception applied (--inception: the
+    Inception FID of ``INCEPTION_N`` images); checked by :func:`check_profile`."""
     if tflops is not None and profile.budgets:
         raise ZooError(f"profile {profile.name!r} runs several budgets ({', '.join(f'{b:g}' for b in profile.budgets)}"
                        f" TFLOP): --tflops does not apply")
@@ -131,6 +132,8 @@ def with_overrides(profile: Profile, *, seeds: str | None = None, tflops: float 
     if n is not None:
         changes["n"] = n
         changes["sweep_n"] = min(profile.sweep_n, n)
+    if inception:
+        changes["inception_n"] = INCEPTION_N
     profile = dataclasses.replace(profile, **changes)
     check_profile(profile)
     return profile
