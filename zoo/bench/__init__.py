@@ -12,7 +12,8 @@ Modules: ``profiles`` (the profiles and checks on overrides), ``settings`` (what
 provenance), ``store`` (cell files), ``rundir`` (a cell's run folder and what may be deleted
 there), ``cell`` (one cell), ``runner`` (the driver), ``tables`` (aggregation and markdown),
 ``outputs`` (results.json/csv, RESULTS.md; reading results.json), ``figures``, ``collapse`` (the
-mode-collapse check), ``inception`` (the optional Inception FID of --inception). :func:`run` does what `zoo bench` does, :func:`table` what `zoo bench table` does.
+mode-collapse check), ``inception`` (the optional Inception FID of --inception). :func:`run` does
+what `zoo bench` does, :func:`table` what `zoo bench table` does.
 """
 from __future__ import annotations
 
