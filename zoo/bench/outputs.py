@@ -4,7 +4,6 @@ settings: the runner checks that first); and reading results.json back."""
 from __future__ import annotations
 
 import csv
-import dataclasses
 import io
 import json
 from datetime import datetime, timezone
@@ -14,9 +13,10 @@ from ..errors import ZooError
 from ..files import RESULTS_FILE, atomic_write_text
 from ..provenance import describe_machine
 from .figures import make_figures
-from .profiles import Profile
-from .store import cell_name, read_cells, read_reference
-from .tables import ROW_COLS, aggregate, conditional_table, results_table, sweep_table, winners, winners_table
+from .profiles import Profile, profile_record
+from .store import cell_name, read_cells, read_floor, read_reference
+from .tables import (INCEPTION_DEFINITION, INCEPTION_LABEL, ROW_COLS, aggregate, conditional_table, optional_cols,
+                     results_table, sweep_table, winners, winners_table)
 
 RESULTS_CSV = "results.csv"
 RESULTS_MEAN_CSV = "results_mean.csv"
@@ -25,10 +25,10 @@ RESULTS_MEAN_CSV = "results_mean.csv"
 def write_outputs(out: Path, profile: Profile, data: str, command: str, prov: dict) -> None:
     """Rebuild results.json/.csv, RESULTS.md and figures from the finished cells, atomically."""
     cells = read_cells(out)
-    floor, ceiling = read_reference(out, "_floor"), read_reference(out, "_ceiling")
+    floor, ceiling = read_floor(out), read_reference(out, "_ceiling")
     rows = aggregate(cells)
     ws = winners(rows)
-    doc = {"provenance": prov, "command": command, "profile": dataclasses.asdict(profile), "cells": cells,
+    doc = {"provenance": prov, "command": command, "profile": profile_record(profile), "cells": cells,
            "families": rows, "winners": ws, "floor": floor, "ceiling": ceiling}
     atomic_write_text(out / RESULTS_FILE, json.dumps(doc, indent=2, default=str))
     atomic_write_text(out / RESULTS_CSV, results_csv(cells, prov))
@@ -54,7 +54,7 @@ def results_mean_csv(rows: list[dict]) -> str:
     """One CSV row per family (``aggregate``'s rows): the number of seeds, then the mean and the
     sample std over seeds of every column (empty where a family has no value, or one seed no std)."""
     buf = io.StringIO()
-    cols = ROW_COLS
+    cols = ROW_COLS + optional_cols(rows)
     w = csv.writer(buf)
     w.writerow(["family", "seeds"] + [name for k in cols for name in (k, f"{k}_std")])
     for r in rows:
@@ -128,7 +128,17 @@ def method_paragraph(profile: Profile, data: str, cells: list[dict]) -> str:
             f" Sampling speed is measured at batch 256 in a fresh process; latency is one image at batch 1."
             f" The floor row is {profile.n:,} real training images against the test split; the ceiling row is"
             f" uniform noise. The smallest class share is the share of samples in the rarest class by the"
-            f" `fmnist-cnn` classifier (real data: 0.1 per class; below 0.05 a class is half missing).")
+            f" `fmnist-cnn` classifier (real data: 0.1 per class; below 0.05 a class is half missing)."
+            + inception_sentence(cells))
+
+
+def inception_sentence(cells: list[dict]) -> str:
+    """What the Inception FID column is, where some cell has one (zoo bench --inception); else ''."""
+    if not optional_cols(cells):
+        return ""
+    ns = sorted({c["inception_n"] for c in cells if c.get("inception_n")})
+    return (f" {INCEPTION_LABEL}: {INCEPTION_DEFINITION} Here n = {', '.join(f'{n:,}' for n in ns)}; the first"
+            f" samples are those of the other metrics, the rest drawn with the same per-image seeds.")
 
 
 def recipe_table(cells: list[dict]) -> str | None:

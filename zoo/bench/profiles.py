@@ -8,6 +8,7 @@ from ..errors import ZooError
 from ..rng import MAX_SEED
 
 SAMPLE_SEED = 0  # every cell samples images (SAMPLE_SEED, i): the same noise for every family
+INCEPTION_N = 10_000   # zoo bench --inception: samples against the whole test split, floor at the same n
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,6 +31,17 @@ class Profile:
     budgets: tuple[float, ...] = ()  # several budgets (TFLOP): a bench folder each, then the scaling tables
     conditional: str = ""            # text encoder of conditional cells (zoo bench --conditional); "": unconditional
     guidance: float = 1.0            # classifier-free guidance scale of conditional cells, for families that have it
+    inception_n: int = 0             # images of the Inception FID and its floor (zoo bench --inception); 0: none
+
+
+# profile fields a record leaves out at these values, so that records made without them stay as they were
+QUIET_FIELDS = {"inception_n": 0}
+
+
+def profile_record(profile: Profile) -> dict:
+    """The profile as a bench folder records it (bench.json, results.json): every field, less those of
+    ``QUIET_FIELDS`` at their quiet value."""
+    return {k: v for k, v in dataclasses.asdict(profile).items() if not (k in QUIET_FIELDS and v == QUIET_FIELDS[k])}
 
 
 PROFILES = {
@@ -106,8 +118,9 @@ def parse_seeds(text: str) -> tuple[int, ...]:
 
 
 def with_overrides(profile: Profile, *, seeds: str | None = None, tflops: float | None = None,
-                   n: int | None = None) -> Profile:
-    """``profile`` with the command line's --seeds/--tflops/--n applied; checked by :func:`check_profile`."""
+                   n: int | None = None, inception: bool = False) -> Profile:
+    """``profile`` with the command line's --seeds/--tflops/--n/--inception applied (--inception: the
+    Inception FID of ``INCEPTION_N`` images); checked by :func:`check_profile`."""
     if tflops is not None and profile.budgets:
         raise ZooError(f"profile {profile.name!r} runs several budgets ({', '.join(f'{b:g}' for b in profile.budgets)}"
                        f" TFLOP): --tflops does not apply")
@@ -119,6 +132,8 @@ def with_overrides(profile: Profile, *, seeds: str | None = None, tflops: float 
     if n is not None:
         changes["n"] = n
         changes["sweep_n"] = min(profile.sweep_n, n)
+    if inception:
+        changes["inception_n"] = INCEPTION_N
     profile = dataclasses.replace(profile, **changes)
     check_profile(profile)
     return profile

@@ -31,8 +31,8 @@ from ..errors import ZooError
 from .figures import FIGURES_DIR
 from .outputs import machine_of, machines_phrase
 from .scaling import budget_folder
-from .store import CorruptFile, cell_name, read_cells, read_record, read_reference
-from .tables import SEED_COLS, WINNER_COLS, aggregate, fmt, fmt_spec
+from .store import CorruptFile, cell_name, read_cells, read_floor, read_record, read_reference
+from .tables import INCEPTION_DEFINITION, INCEPTION_LABEL, SEED_COLS, WINNER_COLS, aggregate, fmt, fmt_spec
 
 IMG_DIR = "img"
 DATA_DIR = "data"
@@ -43,6 +43,7 @@ SCALING_FILES = ("scaling.json", "SCALING.md")
 # what each leaderboard column measures (its label, format and better side come from tables.py)
 DEFINITIONS = {
     "fid": "Fréchet distance between Gaussians fitted to the features of the samples and of the test images.",
+    "fid_inception": INCEPTION_DEFINITION,
     "kid_mean": "Kernel distance (unbiased MMD² with a cubic polynomial kernel, averaged over subsets) in the "
                 "same features, shown × 1e3.",
     "precision": "Share of samples inside the k-nearest-neighbour balls of the test images' features (fidelity).",
@@ -112,6 +113,7 @@ def columns(features: str, rows: list[dict]) -> list[Column]:
     `zoo bench table`), then the remaining columns of tables.WINNER_COLS, memorization and params."""
     signs = {k: s for k, _, s in WINNER_COLS}
     specs = [(k, label, spec) for k, label, spec in SEED_COLS]
+    specs.insert(1, ("fid_inception", INCEPTION_LABEL, ".2f"))   # zoo bench --inception, beside the FID
     specs += [(k, label, ".3g") for k, label, _ in WINNER_COLS if k not in {c[0] for c in specs}]
     specs += [("memorization", "memorization", ".3f"), ("params", "params", ",.0f")]
     out = []
@@ -301,7 +303,7 @@ def _bench_site(results: Path, out: Path, *, extra: dict[str, str] | None = None
         f"<h1>zoo bench — profile <code>{e(prof.get('name', '?'))}</code></h1>",
         f"<p>{e(prof.get('tflops', '?'))} TFLOP of training per cell, n={e(prof.get('n', '?'))} samples against "
         f"the test split, {len(cells)} cells of {len(rows)} families.</p>",
-        *_leaderboard(cols, rows, read_reference(results, "_floor"), read_reference(results, "_ceiling")),
+        *_leaderboard(cols, rows, read_floor(results), read_reference(results, "_ceiling")),
         *_definitions(cols), "<h2>Figures</h2>",
         *_figure(_copy(figs / "pareto.png", out, IMG_DIR), "FID against sampling throughput, one point per family",
                  "FID against sampling throughput"),

@@ -29,10 +29,12 @@ from ..errors import RunFailed, ZooError
 from ..train import StopRequested
 from . import cell as cell_module
 from .outputs import write_outputs
-from .profiles import Profile, check_profile
+from .inception import check_inception, inception_floor
+from .profiles import Profile, check_profile, profile_record
 from .rundir import RUNS_DIR, has_training, recorded_settings, refuse_symlink, run_dir
-from .settings import cell_settings, difference, provenance, reference_settings, train_settings
-from .store import (CELLS_DIR, REFERENCE_ROWS, CorruptFile, cell_files, cell_lock, cell_name, cell_path,
+from .settings import (cell_settings, difference, inception_reference_settings, provenance, reference_settings,
+                       train_settings)
+from .store import (CELLS_DIR, INCEPTION_FLOOR, REFERENCE_ROWS, CorruptFile, cell_files, cell_lock, cell_name, cell_path,
                     read_record, reference_path, set_aside, tables_lock, write_record)
 
 
@@ -49,7 +51,9 @@ class Plan:
     done: set[str] = dataclasses.field(default_factory=set)                     # cells reused as they are
 
 
-def _wanted_for(path: Path, profile: Profile, data: str, features, tiny: bool, rec: dict) -> dict:
+def _wanted_for(path: Path, profile: Profile, data: str, features, tiny: bool, rec: dict) -> dict | None:
+    if path.stem == INCEPTION_FLOOR:   # checked only by a run that computes it
+        return inception_reference_settings(profile, data=data) if profile.inception_n else None
     if path.name.startswith("_"):
         return reference_settings(profile, data=data, features=features)
     return cell_settings(profile, family=rec["family"], data=data, features=features, tiny=tiny, seed=rec["seed"])
@@ -71,7 +75,8 @@ def plan_run(out: Path, profile: Profile, todo: list[tuple[str, int]], data: str
         except CorruptFile as e:
             plan.corrupt.append((p, str(e)))
             continue
-        diff = difference(rec.get("settings"), _wanted_for(p, profile, data, features, tiny, rec))
+        wanted = _wanted_for(p, profile, data, features, tiny, rec)
+        diff = wanted is not None and difference(rec.get("settings"), wanted)
         if diff:
             plan.stale.append((p, diff))
         elif not p.name.startswith("_"):
@@ -128,7 +133,8 @@ def _first_line(e: BaseException) -> str:
 
 def check_request(profile: Profile, families: list[str], data: str):
     """Every check on a bench request that needs no bench folder: the profile, the device, the
-    families, the dataset and its test split size. Returns (train split, test split)."""
+    families, the dataset and its test split size, the Inception weights of --inception. Returns
+    (train split, test split)."""
     from ..data import load_dataset
     check_profile(profile)
     if profile.device.startswith("cuda") and not torch.cuda.is_available():
@@ -137,12 +143,14 @@ def check_request(profile: Profile, families: list[str], data: str):
         raise ZooError("no families to run")
     train_set, test_set = load_dataset(data, "train"), load_dataset(data, "test")
     check_profile(profile, len(test_set))
+    check_inception(profile, len(test_set), len(train_set))
     return train_set, test_set
 
 
 def write_reference_rows(out: Path, profile: Profile, data: str, features,
                          log: Callable[[str], None] = click.echo) -> None:
-    """The floor (real vs real) and ceiling (uniform noise) rows, unless already there."""
+    """The floor (real vs real) and ceiling (uniform noise) rows, and with --inception the Inception
+    floor row, unless already there."""
     from ..metrics.evaluate import noise_ceiling, real_vs_real
     ref_settings = reference_settings(profile, data=data, features=features)
     for name, fn in (("_floor", real_vs_real), ("_ceiling", noise_ceiling)):
@@ -150,6 +158,10 @@ def write_reference_rows(out: Path, profile: Profile, data: str, features,
         if not p.exists():
             log(f"reference row {name[1:]}: n={profile.n}")
             write_record(p, {**fn(data, profile.n, features=features), "settings": ref_settings})
+    p = reference_path(out, INCEPTION_FLOOR)
+    if profile.inception_n and not p.exists():
+        log(f"reference row floor (Inception): n={profile.inception_n}")
+        write_record(p, {**inception_floor(profile, data), "settings": inception_reference_settings(profile, data=data)})
 
 
 def shard_cells(cells: list, shard: tuple[int, int] | None) -> list:
@@ -180,7 +192,7 @@ def run_bench(profile: Profile, families: list[str], data: str, out: Path, featu
     (out / CELLS_DIR).mkdir(parents=True, exist_ok=True)
     apply_plan(plan, log, warn)
     prov = provenance(profile, data)
-    atomic_write_text(out / "bench.json", json.dumps({"command": command, "profile": dataclasses.asdict(profile),
+    atomic_write_text(out / "bench.json", json.dumps({"command": command, "profile": profile_record(profile),
                                                       "families": families, "tiny": tiny, "provenance": prov},
                                                      indent=2))
     with tables_lock(out):   # one shard computes the rows, the others then find them
@@ -203,7 +215,8 @@ def run_bench(profile: Profile, families: list[str], data: str, out: Path, featu
             continue
         with tables_lock(out):
             write_outputs(out, profile, data, command, prov)
-        log(f"{tag}: FID {rec.get('fid', float('nan')):.2f}, {rec['images_per_s']:.1f} images/s, "
+        inc = f", FID (Inception) {rec['fid_inception']:.2f}" if "fid_inception" in rec else ""
+        log(f"{tag}: FID {rec.get('fid', float('nan')):.2f}{inc}, {rec['images_per_s']:.1f} images/s, "
             f"cell {rec['cell_wall_s']:.0f} s")
     with tables_lock(out):
         write_outputs(out, profile, data, command, prov)

@@ -23,7 +23,7 @@ import click
 
 from ..api import atomic_write_text
 from ..errors import RunFailed, ZooError
-from .profiles import Profile
+from .profiles import Profile, profile_record
 from .settings import cell_settings, difference
 from .store import read_cells, read_reference
 from .tables import fmt, inside_seed_std, mean_std
@@ -280,7 +280,7 @@ def write_scaling(out: Path, profile: Profile, families: list[str], command: str
     fits = {fam: (fit_power_law([p for p in points if p["family"] == fam], fl) if fl is not None else None)
             for fam in families}
     figs = scaling_figure(out, families, points, fits, fl)
-    doc = {"command": command, "profile": dataclasses.asdict(profile), "reuse": str(reuse) if reuse else None,
+    doc = {"command": command, "profile": profile_record(profile), "reuse": str(reuse) if reuse else None,
            "floor": floor, "points": points, "fits": fits, "crossings": crossings(points, sorted(profile.budgets))}
     atomic_write_text(out / "scaling.json", json.dumps(doc, indent=2, default=str))
     atomic_write_text(out / "SCALING.md", scaling_markdown(profile, families, points, floor, fits, command, reuse,

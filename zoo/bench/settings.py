@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 
 from .. import __version__
 from ..provenance import git_commit, machine
-from .profiles import SAMPLE_SEED, Profile
+from .profiles import QUIET_FIELDS, SAMPLE_SEED, Profile
 
 # the settings the trained run folder depends on; the rest (n, features, bits/dim, sweep) only
 # change what is measured on it, so a run folder is reused when these match
@@ -15,6 +15,8 @@ TRAIN_KEYS = ("tflops", "recipe", "data", "tiny", "seed", "device", "amp", "comp
 # settings added after cells were first committed, with the value an older cell (which does not
 # record them) was made with: such a cell matches a run that wants exactly this value
 LATER_KEYS = {"conditional": "", "guidance": 1.0}
+# profile fields a cell records only away from their QUIET_FIELDS value (inception_n of zoo bench
+# --inception): such a key missing on either side, the cell's or the run's, stands for that value
 
 
 def features_name(features) -> str:
@@ -35,13 +37,14 @@ def recipe(family: str, tflops: float, tiny: bool) -> dict:
 
 def cell_settings(profile: Profile, *, family: str, data: str, features, tiny: bool, seed: int) -> dict:
     """Everything that decides a (family, seed) cell's numbers, in the order a difference is reported."""
+    quiet = {k: getattr(profile, k) for k, v in QUIET_FIELDS.items() if getattr(profile, k) != v}
     return _plain({"profile": profile.name, "tflops": profile.tflops,
                    "recipe": recipe(family, profile.tflops, tiny), "n": profile.n, "data": data,
                    "features": features_name(features), "tiny": bool(tiny), "seed": seed,
                    "sample_seed": SAMPLE_SEED, "bpd_images": profile.bpd_images, "bpd_terms": profile.bpd_terms,
                    "sweep_steps": list(profile.sweep_steps), "sweep_n": profile.sweep_n,
                    "device": profile.device, "amp": profile.amp, "compile": profile.compile,
-                   "conditional": profile.conditional, "guidance": profile.guidance})
+                   "conditional": profile.conditional, "guidance": profile.guidance, **quiet})
 
 
 def train_settings(settings: dict) -> dict:
@@ -52,6 +55,11 @@ def train_settings(settings: dict) -> dict:
 def reference_settings(profile: Profile, *, data: str, features) -> dict:
     """What decides the floor and ceiling rows."""
     return {"n": profile.n, "data": data, "features": features_name(features)}
+
+
+def inception_reference_settings(profile: Profile, *, data: str) -> dict:
+    """What decides the Inception floor row (zoo bench --inception)."""
+    return {"n": profile.inception_n, "data": data, "features": "inception"}
 
 
 def _show(v) -> str:
@@ -66,8 +74,10 @@ def difference(recorded, wanted: dict) -> str | None:
     """None when ``recorded`` holds ``wanted``; else the first difference, worded 'tflops=1, not 2'."""
     if not isinstance(recorded, dict):
         return "no recorded settings (an older zoo, or not made by zoo bench)"
-    for key, want in wanted.items():
-        if key not in recorded and key in LATER_KEYS and LATER_KEYS[key] == want:
+    defaults = {**LATER_KEYS, **QUIET_FIELDS}
+    for key in [*wanted, *(k for k in QUIET_FIELDS if k in recorded and k not in wanted)]:
+        want = wanted.get(key, QUIET_FIELDS.get(key))
+        if key not in recorded and key in defaults and defaults[key] == want:
             continue
         if key not in recorded:
             return f"no recorded {key}, not {key}={_show(want)}"

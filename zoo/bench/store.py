@@ -21,7 +21,8 @@ from ..api import atomic_write_text
 
 CELLS_DIR = "cells"
 SCHEMA_VERSION = 1   # written into every record as "schema_version"; a record without it is read as version 1
-REFERENCE_ROWS = ("_floor", "_ceiling")
+INCEPTION_FLOOR = "_floor_inception"   # the Inception floor row (zoo bench --inception)
+REFERENCE_ROWS = ("_floor", "_ceiling", INCEPTION_FLOOR)
 
 
 class CorruptFile(Exception):
@@ -82,6 +83,14 @@ def read_reference(out: Path, name: str) -> dict | None:
         return read_record(p, cell=False)
     except CorruptFile:
         return None
+
+
+def read_floor(out: Path) -> dict | None:
+    """The floor row, carrying the Inception floor's FID as ``fid_inception`` where the folder has one."""
+    floor, inception = read_reference(out, "_floor"), read_reference(out, INCEPTION_FLOOR)
+    if floor is None or inception is None or inception.get("fid") is None:
+        return floor
+    return {**floor, "fid_inception": inception["fid"]}
 
 
 def write_record(path: Path, rec: dict) -> None:

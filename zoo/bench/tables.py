@@ -10,9 +10,16 @@ METRIC_COLS = ["fid", "kid_mean", "precision", "recall", "density", "coverage", 
 COND_COLS = ["fid_uncond", "clip_score", "prompt_acc", "class_acc", "attr_acc", "fid_class_mean", "fid_class_max"]
 ROW_COLS = METRIC_COLS + COND_COLS + ["bpd", "bpd_sem", "params", "train_tflops", "steps", "epochs", "train_wall_s", "images_per_s",
                           "latency_s", "nfe", "peak_mem_mb"]
+# columns of zoo bench --inception: in the tables only when some cell has a value
+INCEPTION_COLS = ["fid_inception"]
+INCEPTION_LABEL = "FID (Inception)"
+INCEPTION_DEFINITION = ("Fréchet distance between Gaussians fitted to the TF-Inception (2015-12-05) pool3 "
+                        "features of the samples and of the test images, the features of published Fashion-MNIST "
+                        "FIDs: 10,000 samples against the 10,000 test images (the cells' inception_n); its floor "
+                        "row is as many train images against the same test images.")
 
 # (column, label, direction): +1 higher is better, -1 lower is better. Memorization has no better side.
-WINNER_COLS = [("fid", "FID", -1), ("kid_mean", "KID", -1), ("precision", "precision", 1), ("recall", "recall", 1),
+WINNER_COLS = [("fid", "FID", -1), ("fid_inception", INCEPTION_LABEL, -1), ("kid_mean", "KID", -1), ("precision", "precision", 1), ("recall", "recall", 1),
                ("density", "density", 1), ("coverage", "coverage", 1), ("classifier_score", "classifier score", 1),
                ("min_class_share", "smallest class share", 1), ("clip_score", "CLIP score", 1),
                ("prompt_acc", "prompt accuracy", 1), ("bpd", "bits/dim", -1),
@@ -67,15 +74,22 @@ def fmt_mean_std(vals: list[float | None]) -> str:
 
 
 # ---- aggregation --------------------------------------------------------------------------
+def optional_cols(records: list[dict]) -> list[str]:
+    """The columns of ``INCEPTION_COLS`` that some cell or row of ``records`` has a value for."""
+    return [k for k in INCEPTION_COLS if any(r.get(k) is not None for r in records)]
+
+
 def aggregate(cells: list[dict]) -> list[dict]:
-    """One row per family: mean and sample std over seeds of every numeric column."""
+    """One row per family: mean and sample std over seeds of every numeric column (the optional
+    columns only where some cell has them)."""
+    cols = ROW_COLS + optional_cols(cells)
     by: dict[str, list[dict]] = {}
     for c in cells:
         by.setdefault(c["family"], []).append(c)
     rows = []
     for fam, cs in sorted(by.items()):
         row = {"family": fam, "seeds": sorted(c["seed"] for c in cs), "likelihood": cs[0]["likelihood"]}
-        for k in ROW_COLS:
+        for k in cols:
             row[k], row[k + "_std"] = mean_std([c.get(k) for c in cs])
         rows.append(row)
     return rows
@@ -146,16 +160,23 @@ def reference_row(label: str, ref: dict) -> list[str]:
 
 def results_table(rows: list[dict], floor: dict | None, ceiling: dict | None, features: str = "fmnist-cnn") -> str:
     """The main markdown table: one row per family (mean ± std over seeds), then floor and ceiling.
-    The feature-space columns name their ``features`` (these are not Inception FIDs by default)."""
+    The feature-space columns name their ``features`` (these are not Inception FIDs by default); the
+    Inception FID of zoo bench --inception follows the FID where some row has it."""
     f = f" ({features})"
     head = ["family", "seeds", f"FID{f} ↓", f"KID×1e3{f} ↓", "precision ↑", "recall ↑", "density ↑", "coverage ↑",
             "class. score ↑", "min class share ↑", "memorization", "bits/dim ↓", "params", "train TFLOP", "steps", "epochs",
             "train wall (s)", "images/s @256 ↑", "latency b=1 (s) ↓", "NFE", "peak mem (MB)"]
-    lines = [_line(head), "|" + "---|" * len(head)]
-    lines += [_line(results_row(r)) for r in rows]
+    inception = bool(optional_cols(rows))
+
+    def line(cells: list[str], r: dict | None) -> str:
+        if inception:
+            cells.insert(3, f"{INCEPTION_LABEL} ↓" if r is None else fmt(r.get("fid_inception"), r.get("fid_inception_std")))
+        return _line(cells)
+    lines = [line(head, None), "|" + "---|" * (len(head) + inception)]
+    lines += [line(results_row(r), r) for r in rows]
     for label, ref in (("floor: real vs real", floor), ("ceiling: uniform noise", ceiling)):
         if ref:
-            lines.append(_line(reference_row(label, ref)))
+            lines.append(line(reference_row(label, ref), ref))
     return "\n".join(lines)
 
 

