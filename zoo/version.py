@@ -1,2 +1,2 @@
 """The package version, in a leaf module that imports nothing, so any module can read it."""
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 
-from .. import __version__
+from ..version import __version__
 from ..provenance import git_commit, machine
 from .profiles import QUIET_FIELDS, SAMPLE_SEED, Profile
 

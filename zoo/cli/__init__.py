@@ -15,7 +15,7 @@ import threading
 
 import click
 
-from .. import __version__
+from ..version import __version__
 from ..errors import RunFailed, ZooError
 from .bench import bench_group
 from .common import CONTEXT, import_option
