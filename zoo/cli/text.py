@@ -6,7 +6,7 @@ import json
 import click
 
 from ..errors import ZooError
-from .common import CONTEXT, check_positive, command_line
+from .common import CONTEXT, SEED, check_positive, command_line
 
 
 @click.group("text", context_settings=CONTEXT)
@@ -27,7 +27,7 @@ def text_group():
 @click.option("--data", "data_spec", default="fashion-mnist", help="Dataset whose training captions it reads.")
 @click.option("--steps", default=1500, type=int, help="Optimizer steps.")
 @click.option("--batch-size", default=256, type=int, help="Captions per step.")
-@click.option("--seed", default=0, type=int, help="Seed for weights, batches and masks.")
+@click.option("--seed", default=0, type=SEED, help="Seed for weights, batches and masks.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Folder for <name>.safetensors and <name>.json (never over the committed ones).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
@@ -46,8 +46,6 @@ def encoder_cmd(size, data_spec, steps, batch_size, seed, out_dir, quiet):
     from ..text.encoder import SIZES, check_out_folder, save_record, train_encoder
     from .common import check_writable
     check_positive(steps=steps, batch_size=batch_size)
-    if seed < 0:
-        raise ZooError(f"--seed must be >= 0, got {seed}")
     folder = check_out_folder(out_dir, [f"mlm-{s}" for s in (list(SIZES) if size == "all" else [size])])
     check_writable(folder)
     train, test = load_dataset(data_spec, "train"), load_dataset(data_spec, "test")
@@ -77,7 +75,7 @@ def encoder_cmd(size, data_spec, steps, batch_size, seed, out_dir, quiet):
 @click.option("--steps", default=1000, type=int, help="Optimizer steps.")
 @click.option("--batch-size", default=256, type=int, help="Image-caption pairs per step.")
 @click.option("--lr", default=2e-3, type=float, help="Peak AdamW learning rate (5% warm-up, then cosine to 0).")
-@click.option("--seed", default=0, type=int, help="Seed for weights, batch order and caption draws.")
+@click.option("--seed", default=0, type=SEED, help="Seed for weights, batch order and caption draws.")
 @click.option("--threads", default=None, type=int,
               help="CPU threads for torch [default: torch's own choice]; 1 is fastest on a busy machine.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
@@ -105,8 +103,6 @@ def clip_cmd(data_spec, steps, batch_size, lr, seed, threads, out_dir, quiet):
     check_positive(steps=steps, threads=threads)
     if batch_size < 2:
         raise ZooError(f"--batch-size must be >= 2 (a contrastive batch needs negatives), got {batch_size}")
-    if seed < 0:
-        raise ZooError(f"--seed must be >= 0, got {seed}")
     if not (math.isfinite(lr) and lr > 0):
         raise ZooError(f"--lr must be a positive number, got {lr}")
     folder = check_out_folder(out_dir, ["clip"])

@@ -256,7 +256,7 @@ def train_encoder(size: str, captioner: Captioner, train: tuple[torch.Tensor, to
             progress(step, loss.item())
     enc.eval()
     with torch.no_grad():
-        inp, tgt = mask_tokens(test_ids, mask_p, torch.Generator().manual_seed(seed + 1))
+        inp, tgt = mask_tokens(test_ids, mask_p, torch.Generator().manual_seed((seed + 1) % 2**64))   # the held-out masks' own stream
         pred = enc.mlm_head(enc(inp)).argmax(-1)
         hit = (pred == tgt)[tgt != -100].float()
     params = sum(p.numel() for n, p in enc.named_parameters() if not n.startswith("mlm_head"))
