@@ -107,6 +107,18 @@ def test_config_with_the_removed_num_classes_field(tmp_path, value, ok):
             zoo.load(tmp_path)
 
 
+def test_an_old_cascade_base_config_with_num_classes_still_builds():
+    """The cascade rebuilds its base from the base's saved config dict (and a resumed run its config
+    from the checkpoint's record): those dicts go through the same reading as config.json."""
+    from zoo.config import to_dict
+    cascade = zoo.get_model_class("cascade")
+    built = zoo.get_model("cascade", cascade.tiny_config())
+    old = to_dict(built.config)
+    old["base_config"] = {**old["base_config"], "num_classes": 10}
+    again = zoo.get_model("cascade", old)
+    assert to_dict(again.config)["base_config"] == to_dict(built.config)["base_config"]
+
+
 def test_zoo_list_counts_the_parameters_the_bench_reports():
     """`zoo list` (installed command) and a bench cell build each family the same way (its recipe for
     the budget) and count it with ``Generator.num_params``: the same number for every family."""

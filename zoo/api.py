@@ -50,6 +50,9 @@ class ModelConfig:
     cond_dim: int = 0          # width of the text embedding the model is conditioned on; 0: unconditional
     text_encoder: str = ""     # the frozen text encoder (zoo.text.encoder) whose embeddings it takes
     cond_drop: float = 0.1     # share of training images whose condition is replaced by the null one
+    # fields that older config.json files carry and ModelConfig no longer has, with the values that
+    # meant "unused": config.from_dict drops them, and refuses any other value in one line
+    removed_fields: ClassVar[dict[str, tuple[Any, ...]]] = {"num_classes": (0, 10)}
 
     def check_probabilities(self) -> None:
         """A one-line ZooError for the first probability-like field (by name: ``*_drop`` in [0, 1],
@@ -70,25 +73,6 @@ def halvings(factor: int) -> int:
     """log2(factor) when ``factor`` is a power of two >= 2 (the resolution levels a ``factor`` times
     smaller image lacks), else 0."""
     return factor.bit_length() - 1 if factor >= 2 and not factor & (factor - 1) else 0
-
-
-# Fields that older config.json files carry and ModelConfig no longer has, with the values that mean
-# what leaving them out means: such a field is dropped on reading; any other value is refused.
-REMOVED_FIELDS: dict[str, tuple[Any, ...]] = {
-    "num_classes": (0, 10),   # class labels: never used by a family (10 was the old default)
-}
-
-
-def without_removed_fields(data: dict) -> dict:
-    """A config dict without the removed fields (``REMOVED_FIELDS``) that hold a value meaning
-    "unused"; a one-line ZooError for one that holds any other value."""
-    if not isinstance(data, dict):
-        return data
-    for key, unused in REMOVED_FIELDS.items():
-        if key in data and data[key] not in unused:
-            raise ZooError(f"config field {key!r} is no longer supported (got {data[key]!r}; "
-                           f"only {' or '.join(map(repr, unused))} still reads)")
-    return {k: v for k, v in data.items() if k not in REMOVED_FIELDS}
 
 
 class Generator(nn.Module):
@@ -358,7 +342,7 @@ def get_model(name: str, config: ModelConfig | dict | None = None, **overrides: 
     if config is None:
         config = cls.Config()
     elif isinstance(config, dict):
-        config = from_dict(cls.Config, without_removed_fields(config))
+        config = from_dict(cls.Config, config)
     if overrides:
         config = dataclasses.replace(config, **overrides)
     return cls(config)
@@ -463,7 +447,7 @@ def read_config(run_dir: str | os.PathLike) -> tuple[type[Generator], ModelConfi
     if _version_tuple(saved) > _version_tuple(__version__):
         raise ZooError(f"{path}: written by zoo {saved}, newer than this zoo {__version__}; upgrade zoo")
     cls = get_model_class(str(rec["family"]))
-    cfg = from_dict(cls.Config, without_removed_fields(rec["config"]))
+    cfg = from_dict(cls.Config, rec["config"])
     return cls, cfg, rec
 
 

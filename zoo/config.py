@@ -131,6 +131,7 @@ def from_dict(cls: type, data: dict) -> Any:
     """Build dataclass ``cls`` from a dict; unknown keys and bad values raise ZooError."""
     if not isinstance(data, dict):
         raise ZooError(f"config for {cls.__name__} must be an object")
+    data = _without_removed_fields(cls, data)
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
@@ -138,6 +139,18 @@ def from_dict(cls: type, data: dict) -> Any:
         raise ZooError(f"unknown config key(s) for {cls.__name__}: {', '.join(unknown)}")
     kwargs = {k: _coerce(k, hints[k], v) for k, v in data.items()}
     return cls(**kwargs)
+
+
+def _without_removed_fields(cls: type, data: dict) -> dict:
+    """``data`` less the fields that ``cls.removed_fields`` names (a class attribute: field -> the
+    values that meant "unused"), which older records still carry; a one-line ZooError for such a
+    field holding any other value."""
+    removed = getattr(cls, "removed_fields", {})
+    for key, unused in removed.items():
+        if key in data and data[key] not in unused:
+            raise ZooError(f"config field {key!r} is no longer supported (got {data[key]!r}; "
+                           f"only {' or '.join(map(repr, unused))} still reads)")
+    return {k: v for k, v in data.items() if k not in removed}
 
 
 def apply_overrides(cfg: Any, overrides: dict[str, str]) -> Any:
