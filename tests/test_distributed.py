@@ -115,6 +115,7 @@ TOY = ["train", "toy_mean", "--import", "zoo_test_family", "--data", "synthetic"
        "--set", "train_noise=0.5", "--set", "train.log_every=5"]
 
 
+@pytest.mark.slow   # about 25 s of torchrun; the default suite keeps the one-step DDP equality and single-process exact resume
 def test_two_process_run_killed_midway_resumes_exactly(tmp_path):
     """SIGTERM to torchrun mid-run: both processes finish the step, rank 0 checkpoints (with each
     rank's RNG state), exit 130; --resume then ends bitwise where an uninterrupted run ends."""
