@@ -100,10 +100,10 @@ def test_inception_told_apart(inception_folder, finished, extractor):
     assert [(p.name, d) for p, d in back.stale] == [("vae-s0.json", "inception_n=108, not 0")]
 
 
-def test_sample_range_is_the_tail_of_sample():
+def test_sample_from_an_offset_is_the_tail_of_sample():
     model = tiny("vae")
     whole = model.sample(10, seed=3, batch_size=4)
-    assert_same_images(inception.sample_range(model, 6, 10, seed=3, batch_size=3), whole[6:])
+    assert_same_images(model.sample(4, seed=3, offset=6, batch_size=3), whole[6:])
 
 
 def test_inception_without_weights_exits_2_before_training(tmp_path):

@@ -217,8 +217,11 @@ class Generator(nn.Module):
 
     @torch.no_grad()
     def sample(self, n: int, *, seed: int = 0, cond: torch.Tensor | None = None, batch_size: int = 256,
-               progress: bool = False, **sampler) -> torch.Tensor:
+               progress: bool = False, offset: int = 0, **sampler) -> torch.Tensor:
         """``n`` images as uint8 (n, C, H, W) on the CPU. Image i depends only on (seed, i) and its condition.
+
+        ``offset``: return images offset .. offset+n-1 of the seed's sequence (the tail of a longer
+        ``sample``), without drawing the ones before.
 
         ``cond``: (n, cond_dim) text embeddings (``zoo.text.embed_prompts`` makes them from prompts);
         None: unconditional samples (the null condition).
@@ -227,6 +230,8 @@ class Generator(nn.Module):
             raise ZooError(f"n must be >= 0, got {n}")
         if batch_size < 1:
             raise ZooError(f"batch_size must be >= 1, got {batch_size}")
+        if offset < 0:
+            raise ZooError(f"offset must be >= 0, got {offset}")
         if "guidance" in sampler and not self.guidance:
             if float(sampler["guidance"]) != 1.0:
                 raise ZooError(f"family {self.name!r} has no classifier-free guidance: --guidance must be 1")
@@ -241,7 +246,7 @@ class Generator(nn.Module):
         bar = None
         try:
             with self.sampling_mode():
-                for s, gens in rng.batches(seed, n, batch_size, only=mine):
+                for s, gens in rng.batches(seed, n, batch_size, only=mine, offset=offset):
                     b = len(gens)
                     cb = cond[s:s + b].to(self.device) if cond is not None else None
                     # (b, C, H, W); a family written before conditioning (no cond argument) still samples

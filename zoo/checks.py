@@ -45,3 +45,10 @@ def check_positive(**values) -> None:
     for name, v in values.items():
         if v is not None and v < 1:
             raise ZooError(f"--{name.replace('_', '-')} must be >= 1, got {v}")
+
+
+def check_guidance(guidance: float | None) -> None:
+    """One-line ZooError unless ``guidance`` (a classifier-free guidance scale) is None or a finite
+    number >= 0 (nan is refused too: it fails every comparison)."""
+    if guidance is not None and not 0 <= guidance < float("inf"):
+        raise ZooError(f"--guidance must be a finite number >= 0, got {guidance}")

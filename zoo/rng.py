@@ -52,15 +52,17 @@ def generators(seed: int, start: int, count: int) -> list[torch.Generator]:
     return [torch.Generator().manual_seed(sample_seed(seed, i)) for i in range(start, start + count)]
 
 
-def batches(seed: int, n: int, batch_size: int, *, only: range | None = None) -> Iterator[tuple[int, list[torch.Generator]]]:
-    """(start, generators) for samples 0..n-1 of ``seed``, ``batch_size`` at a time: the one
+def batches(seed: int, n: int, batch_size: int, *, only: range | None = None,
+            offset: int = 0) -> Iterator[tuple[int, list[torch.Generator]]]:
+    """(start, generators) for samples offset..offset+n-1 of ``seed``, ``batch_size`` at a time: the one
     batched loop behind every sampler, so image i depends only on (seed, i) at any batch size.
-    ``only``: the indices of the batches to yield (a rank's share, see ``zoo.dist.my_batches``)."""
+    ``start`` counts from ``offset``. ``only``: the indices of the batches to yield (a rank's share,
+    see ``zoo.dist.my_batches``)."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     for k in (only if only is not None else range(-(-n // batch_size))):
         s = k * batch_size
-        yield s, generators(seed, s, min(batch_size, n - s))
+        yield s, generators(seed, offset + s, min(batch_size, n - s))
 
 
 def randn(gens: list[torch.Generator], *shape: int, dtype=torch.float32) -> torch.Tensor:

@@ -18,7 +18,7 @@ import torch
 
 from . import dist
 from .api import Generator, load, read_config
-from .checks import check_positive
+from .checks import check_guidance, check_positive
 from .errors import ZooError
 from .files import TRAIN_FILE
 from .images import check_image_target, is_folder_target, write_images
@@ -122,8 +122,7 @@ def sample_images(run: str | os.PathLike, out: str | os.PathLike, *, n: int = 10
     if guidance is not None:
         if prompt is None:
             raise ZooError("--guidance needs --prompt")
-        if not (guidance >= 0 and guidance < float("inf")):
-            raise ZooError(f"--guidance must be a finite number >= 0, got {guidance}")
+        check_guidance(guidance)
         sampler["guidance"] = guidance
     if prompt is not None and (interpolate or trajectory):
         raise ZooError("--prompt draws plain samples: leave out --interpolate/--trajectory")

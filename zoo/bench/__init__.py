@@ -97,11 +97,11 @@ def run(profile: str = "quick", families: str = "all", *, seeds: str | None = No
 
 def _conditional_profile(profile: Profile, data: str, text_encoder: str | None, guidance: float | None) -> Profile:
     """``profile`` for conditional cells, after checking the encoder fits ``data`` and the guidance scale."""
+    from ..checks import check_guidance
     from ..text.encoder import DEFAULT_ENCODER, check_data
     if profile.budgets:
         raise ZooError("--conditional runs one budget: not the scaling profile")
-    if guidance is not None and not (0 <= guidance < float("inf")):
-        raise ZooError(f"--guidance must be a finite number >= 0, got {guidance}")
+    check_guidance(guidance)
     check_data(text_encoder or DEFAULT_ENCODER, data)
     return dataclasses.replace(profile, conditional=text_encoder or DEFAULT_ENCODER,
                                guidance=1.0 if guidance is None else float(guidance))

@@ -43,20 +43,6 @@ def check_inception(profile: Profile, test_size: int, train_size: int) -> None:
                        f"{test_size:,} test and {train_size:,} train images")
 
 
-def sample_range(model, start: int, stop: int, *, seed: int = SAMPLE_SEED, batch_size: int = 256) -> torch.Tensor:
-    """Images ``start .. stop-1`` of ``model.sample(stop, seed=seed)`` as uint8 (stop-start, C, H, W),
-    without drawing the first ``start``: image i depends only on (seed, i)."""
-    from .. import rng
-    from ..images import to_uint8
-    c = model.config
-    out = torch.empty(max(stop - start, 0), c.channels, c.image_size, c.image_size, dtype=torch.uint8)
-    with torch.no_grad(), model.sampling_mode():
-        for s in range(start, stop, batch_size):
-            gens = rng.generators(seed, s, min(batch_size, stop - s))
-            out[s - start:s - start + len(gens)] = to_uint8(model.generate(gens)).cpu()
-    return out
-
-
 def _provenance(ext, n: int) -> dict:
     d = ext.describe()
     return {"weights_sha256": d.get("weights_sha256"), "source": d.get("source", d.get("extractor")),
@@ -72,7 +58,7 @@ def inception_record(model, images: torch.Tensor, profile: Profile, data: str, *
     have = images[:n]
     if len(have) < n:
         log(f"  sample {n - len(have)} more images for the Inception FID")
-        have = torch.cat([have, sample_range(model, len(have), n)])
+        have = torch.cat([have, model.sample(n - len(have), seed=SAMPLE_SEED, offset=len(have))])
     log(f"  Inception FID on {n} images")
     ext = inception_extractor(profile.device)
     fid = evaluate(have, data=data, features=ext, metrics=("fid",), split="test", n=n, progress=True)["fid"]

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
+from ..checks import check_positive
 from ..errors import ZooError
 from .inputs import (DEFAULT_DATA, RUN_SAMPLES, Side, Source, check_size, match_side, open_side, sample_side,
                      source_kind)
@@ -49,8 +50,7 @@ class EvalSettings:
         from .evaluate import parse_metrics
         if self.metrics is not None:
             parse_metrics(self.metrics)
-        if self.batch_size < 1:
-            raise ZooError(f"--batch-size must be >= 1, got {self.batch_size}")
+        check_positive(batch_size=self.batch_size)
         if self.n is not None and self.n < 2:
             raise ZooError(f"--n must be >= 2, got {self.n}")
         if self.inception_weights and self.features != "inception":

@@ -17,6 +17,7 @@ from ..checks import check_device, check_positive, check_writable
 from ..config import apply_overrides, from_dict, split_sets, to_dict
 from ..errors import ZooError
 from ..files import BPD_FILE, atomic_write_text
+from ..rng import check_seed
 from .config import TrainConfig
 from .loop import fit
 from .rundir import read_train_record, refuse_run
@@ -50,8 +51,8 @@ def check_numbers(steps: int | None, tflops: float | None, batch_size: int | Non
         raise ZooError(f"--tflops must be a finite number > 0, got {tflops}")
     if eval_bpd < 0:
         raise ZooError(f"--eval-bpd must be >= 0, got {eval_bpd}")
-    if seed is not None and seed < 0:
-        raise ZooError(f"--seed must be >= 0, got {seed}")
+    if seed is not None:
+        check_seed(seed, "--seed")
 
 
 def caption_condition(encoder: str, images: torch.Tensor, labels: torch.Tensor) -> tuple[dict[str, str], torch.Tensor]:
