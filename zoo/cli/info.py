@@ -12,18 +12,23 @@ from .common import CONTEXT, import_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.option("--tflops", default=10.0, type=float, show_default=True,
               help="Training budget whose recipe (e.g. a VAE's mixture prior) sets the counted model.")
+@click.option("--size", default=1.0, type=float, show_default=True,
+              help="Width multiplier of every network (as `zoo train --size`); families without a size axis are left out.")
 @import_option
-def list_cmd(as_json, tflops):
+def list_cmd(as_json, tflops, size):
     """Families with their likelihood kind, phases and parameter count for 1x28x28 images, as a run
-    trained for --tflops TFLOP builds them (the count the bench tables show)."""
+    trained for --tflops TFLOP at --size builds them (the count the bench tables show)."""
     import math
-    from ..api import list_models, recipe_model
+    from ..api import get_model_class, list_models, recipe_model
     from ..errors import ZooError
     if not (math.isfinite(tflops) and tflops > 0):
         raise ZooError(f"--tflops must be a positive number, got {tflops}")
     rows = []
-    for name in list_models():
-        m = recipe_model(name, tflops)
+    names = [n for n in list_models() if size == 1 or get_model_class(n).size_fields]
+    if not names:
+        raise ZooError("no family has a size axis")
+    for name in names:
+        m = recipe_model(name, tflops, size=size)
         stages = m.stage_plan()
         rows.append({"family": name, "likelihood": m.likelihood,
                      "phases": [p for ps in stages.values() for p in ps], "stages": list(stages),

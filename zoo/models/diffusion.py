@@ -74,6 +74,8 @@ class Diffusion(DiffusionMixin, Generator):
     # loss weighting (Hang et al. 2023); the sweeps behind it are in results/diffusion/README.md
     # ("Recipe for the budget", "Min-SNR")
     budget_rules = ((float("inf"), {"train.batch_size": 32, "loss_weight": "min-snr"}),)
+    # the size axis (Generator.size_fields): the UNet
+    size_fields = {"widths": 4}
 
     @classmethod
     def tiny_config(cls, **fields):

@@ -117,6 +117,8 @@ class Flow(Generator):
     # the recipe at every budget: batch 32 (training is step-limited under a FLOP budget); the sweep
     # behind it is in results/flow/README.md ("Recipe for the budget")
     budget_rules = ((float("inf"), {"train.batch_size": 32}),)
+    # the size axis (Generator.size_fields): every coupling CNN, and the variational dequantizer's
+    size_fields = {"hidden": 4, "dequant_hidden": 4}
 
     @classmethod
     def tiny_config(cls, **fields):

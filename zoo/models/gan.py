@@ -122,6 +122,8 @@ class GAN(Generator):
     # the recipe at every budget: batch 32 (training is step-limited under a FLOP budget) and the hinge
     # loss; the sweeps behind it are in results/gan/README.md ("Recipe for the budget", "Hinge loss and R1")
     budget_rules = ((float("inf"), {"train.batch_size": 32, "loss": "hinge"}),)
+    # the size axis (Generator.size_fields): generator and discriminator
+    size_fields = {"g_widths": 4, "d_widths": 4}
 
     @classmethod
     def tiny_config(cls, **fields):

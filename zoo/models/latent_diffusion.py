@@ -84,6 +84,8 @@ class LatentDiffusion(DiffusionMixin, Generator):
     # budget) and Min-SNR-5 loss weighting of the diffusion stage (Hang et al. 2023); the sweeps behind
     # it are in results/latent_diffusion/README.md and results/diffusion/README.md ("Min-SNR")
     budget_rules = ((float("inf"), {"train.batch_size": 32, "loss_weight": "min-snr"}),)
+    # the size axis (Generator.size_fields): both stages: the autoencoder and the UNet
+    size_fields = {"ae_widths": 4, "widths": 4}
 
     @classmethod
     def tiny_config(cls, **fields):

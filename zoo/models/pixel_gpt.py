@@ -64,6 +64,8 @@ class PixelGPT(Generator):
     # the recipe at every budget: batch 8 (training is step-limited under a FLOP budget); the sweep
     # behind it is in results/pixel_gpt/README.md ("Recipe for the budget")
     budget_rules = ((float("inf"), {"train.batch_size": 8}),)
+    # the size axis (Generator.size_fields): the transformer (2 heads)
+    size_fields = {"d_model": 4}
 
     @classmethod
     def tiny_config(cls, **fields):

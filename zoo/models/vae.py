@@ -53,6 +53,8 @@ class VAE(GaussianVAEMixin, Generator):
     # mixture prior; the sweeps behind it are in results/vae/README.md ("Recipe for the budget",
     # "Mixture prior")
     budget_rules = ((float("inf"), {"train.batch_size": 32, "prior": "mixture"}),)
+    # the size axis (Generator.size_fields): encoder and decoder
+    size_fields = {"widths": 4}
 
     @classmethod
     def tiny_config(cls, **fields):

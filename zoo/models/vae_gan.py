@@ -115,6 +115,8 @@ class VAEGAN(GaussianVAEMixin, Generator):
     # mixture prior, with N(0, I) draws for the adversarial terms (adv_latents=normal); the sweeps
     # behind it are in results/vae_gan/README.md ("Recipe for the budget", "Mixture prior")
     budget_rules = ((float("inf"), {"train.batch_size": 32, "prior": "mixture"}),)
+    # the size axis (Generator.size_fields): encoder, decoder and discriminator
+    size_fields = {"widths": 4, "d_widths": 4}
 
     @classmethod
     def tiny_config(cls, **fields):

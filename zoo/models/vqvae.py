@@ -78,6 +78,8 @@ class VQVAE(Generator):
     # the recipe at every budget: batch 32 (training is step-limited under a FLOP budget); the sweep
     # behind it is in results/vqvae/README.md ("Recipe for the budget")
     budget_rules = ((float("inf"), {"train.batch_size": 32}),)
+    # the size axis (Generator.size_fields): both stages: the autoencoder and the prior (4 heads)
+    size_fields = {"widths": 4, "prior_d_model": 4}
 
     @classmethod
     def tiny_config(cls, **fields):

@@ -12,12 +12,13 @@ from typing import Iterable
 import torch
 
 from .. import dist
-from ..api import build_model, get_model_class, load, read_config, recipe_sets
+from ..api import build_model, get_model_class, load, read_config, recipe_sets, split_recipe
 from ..checks import check_device, check_positive, check_writable
 from ..config import apply_overrides, from_dict, split_sets, to_dict
 from ..errors import ZooError
 from ..files import BPD_FILE, atomic_write_text
 from ..rng import check_seed
+from ..sizing import size_overrides
 from .config import TrainConfig
 from .loop import fit
 from .rundir import read_train_record, refuse_run
@@ -65,10 +66,14 @@ def caption_condition(encoder: str, images: torch.Tensor, labels: torch.Tensor) 
 
 
 def merge_recipe(family: str, tflops: float | None, model_sets: dict[str, str], train_sets: dict[str, str], *,
-                 batch_size: int | None = None, recipe: bool = True) -> tuple[dict[str, str], dict[str, str], list[str]]:
-    """The family's recipe for a ``tflops`` budget under the user's own settings, which win:
-    (model fields, trainer fields, the recipe's items that apply, as 'train.KEY=V' and 'KEY=V')."""
-    recipe_model, recipe_train = recipe_sets(get_model_class(family), tflops) if recipe else ({}, {})
+                 batch_size: int | None = None, recipe: bool = True,
+                 size: float = 1.0) -> tuple[dict[str, str], dict[str, str], list[str]]:
+    """The family's recipe for a ``tflops`` budget and its widths at ``size`` under the user's own
+    settings, which win: (model fields, trainer fields, the recipe's items that apply, as
+    'train.KEY=V' and 'KEY=V')."""
+    cls = get_model_class(family)
+    recipe_model, recipe_train = recipe_sets(cls, tflops) if recipe else ({}, {})
+    recipe_model = {**recipe_model, **split_recipe(size_overrides(cls, size))[0]}
     mine_train = set(train_sets) | ({"batch_size"} if batch_size is not None else set())
     used = ([f"train.{k}={v}" for k, v in recipe_train.items() if k not in mine_train]
             + [f"{k}={v}" for k, v in recipe_model.items() if k not in model_sets])
@@ -120,12 +125,13 @@ def new_settings(out: Path, steps: int | None, tflops: float | None, batch_size:
 def plan_train(family: str, out: str | Path, *, data: str | None = None, steps: int | None = None,
                tflops: float | None = None, seed: int | None = None, batch_size: int | None = None,
                sets: Iterable[str] = (), resume: bool = False, recipe: bool = True, conditional: bool = False,
-               text_encoder: str | None = None, eval_bpd: int = 0, device: str = "cpu") -> TrainPlan:
+               text_encoder: str | None = None, eval_bpd: int = 0, device: str = "cpu",
+               size: float = 1.0) -> TrainPlan:
     """Check the arguments of :func:`zoo.train` and settle what the run trains with; writes nothing.
     Under torchrun it joins the process group. A user's mistake is a one-line ZooError."""
     check_numbers(steps, tflops, batch_size, eval_bpd, seed)
     device = dist.init(check_device(device))   # under torchrun: join the process group (DDP training)
-    get_model_class(family)
+    size_overrides(get_model_class(family), size)   # one-line errors for a bad size, or a family without one
     out = Path(out)
     model_sets, train_sets = split_sets(sets)
     if text_encoder is not None and not conditional:
@@ -139,10 +145,12 @@ def plan_train(family: str, out: str | Path, *, data: str | None = None, steps: 
         check_data(encoder, data or DEFAULT_DATA)
     used: list[str] = []
     if resume:
+        if size != 1:
+            raise ZooError("--resume keeps the run's own size: leave out --size")
         tcfg, data = resume_settings(out, family, data, steps, tflops, batch_size, seed, model_sets, train_sets)
     else:
         model_sets, train_sets, used = merge_recipe(family, tflops, model_sets, train_sets, batch_size=batch_size,
-                                                    recipe=recipe)
+                                                    recipe=recipe, size=size)
         tcfg, data = new_settings(out, steps, tflops, batch_size, seed, train_sets), data or DEFAULT_DATA
     tcfg.validate()
     return TrainPlan(family, out, tcfg, data, model_sets, resume, device, used, encoder)
@@ -188,7 +196,7 @@ def train(family: str, out: str | Path, *, data: str | None = None, steps: int |
           tflops: float | None = None, seed: int | None = None, batch_size: int | None = None,
           sets: Iterable[str] = (), resume: bool = False, recipe: bool = True, conditional: bool = False,
           text_encoder: str | None = None, eval_bpd: int = 0, device: str = "cpu", compile: bool = False,
-          progress: bool = True, download: bool = False) -> dict:
+          progress: bool = True, download: bool = False, size: float = 1.0) -> dict:
     """Train ``family`` into the run folder ``out``, as `zoo train` does; returns the run's summary.
 
     Every argument is checked before anything is written (a one-line ZooError).
@@ -213,10 +221,12 @@ def train(family: str, out: str | Path, *, data: str | None = None, steps: int |
         compile: run the training losses through torch.compile.
         progress: show progress bars.
         download: allow downloading the dataset.
+        size: width multiplier of every network of the family (``Generator.size_fields``; parameters
+            grow about as size**2); 1: the family's own widths. ``sets`` win over it.
     """
     plan = plan_train(family, out, data=data, steps=steps, tflops=tflops, seed=seed, batch_size=batch_size,
                       sets=sets, resume=resume, recipe=recipe, conditional=conditional, text_encoder=text_encoder,
-                      eval_bpd=eval_bpd, device=device)
+                      eval_bpd=eval_bpd, device=device, size=size)
     summary = train_plan(plan, progress=progress, download=download, compile=compile)
     if eval_bpd > 0 and dist.is_main():
         summary = {**summary, "bpd": write_bpd(plan.out, eval_bpd, data=plan.data, download=download,

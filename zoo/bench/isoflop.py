@@ -1,0 +1,243 @@
+"""`zoo bench --profile isoflop`: every family at several sizes under each of several training
+budgets, and the size that each budget deserves (the IsoFLOP method of Hoffmann et al. 2022).
+
+Each (budget, parameter scale) is an ordinary bench folder, ``<out>/<T>tf/p<S>`` (cells, run
+folders, locks, shards and resume exactly as for one profile), run from the cheapest budget and the
+smallest size up. A parameter scale S trains every family at the width multiplier that gives it S
+times its default parameter count (:func:`zoo.sizing.size_for_params`).
+
+From every finished cell ``<out>`` gets isoflop.json, ISOFLOP.md and one figure per family (FID
+against parameters, one curve per budget). At each budget a parabola in log10(parameters) is fitted
+to a family's FIDs (numpy.polyfit); its vertex is the best size when it lies inside the sizes
+tried, and otherwise the budget's minimum is on the edge and the range has to grow. Through the
+interior minima of a family a line log10 N_opt = c + a·log10 C is fitted (scipy.stats.linregress):
+``a`` is the family's size exponent, with its standard error from three budgets on.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+from typing import Callable
+
+import click
+
+from ..api import atomic_write_text, get_model_class
+from ..errors import RunFailed, ZooError
+from .profiles import Profile, profile_record
+from .store import read_cells
+
+POINT_KEYS = ("fid", "bpd", "coverage", "min_class_share", "params", "size", "steps", "epochs", "train_wall_s",
+              "cell_wall_s", "images_per_s", "sample_flops_per_image")
+
+
+def folder(out: Path, tflops: float, scale: float) -> Path:
+    """Where one (budget, parameter scale) folder lives: '<out>/10tf/p0.45'."""
+    return out / f"{tflops:g}tf" / f"p{scale:g}"
+
+
+def sub_profile(profile: Profile, tflops: float, scale: float) -> Profile:
+    """The one-budget, one-size profile that a folder runs."""
+    return dataclasses.replace(profile, tflops=float(tflops), budgets=(), param_scales=(), param_scale=float(scale))
+
+
+def check_families(families: list[str]) -> None:
+    """One-line ZooError for a family without a size axis (``Generator.size_fields``)."""
+    bare = [f for f in families if not get_model_class(f).size_fields]
+    if bare:
+        raise ZooError(f"the isoflop profile needs a size axis; {', '.join(bare)} has none: leave it out of --families")
+
+
+def run_isoflop(profile: Profile, families: list[str], data: str, out: Path, features, command: str, *,
+                tiny: bool = False, force: bool = False, shard: tuple[int, int] | None = None,
+                merge: bool = False, log: Callable[[str], None] = click.echo) -> Path:
+    """Run (or resume) every (budget, size) folder, cheapest budget and smallest size first, then write
+    the IsoFLOP tables and figures (also after each folder, so that an interrupted sweep has them).
+    A folder whose cells fail does not stop the others; RunFailed at the end."""
+    from .runner import run_bench
+    check_families(families)
+    out.mkdir(parents=True, exist_ok=True)
+    failed: list[str] = []
+    for b in sorted(profile.budgets):
+        for s in sorted(profile.param_scales):
+            where = folder(out, b, s)
+            if not merge:
+                log(f"isoflop: {b:g} TFLOP, {s:g}x parameters -> {where}")
+            try:
+                if not merge or (where / "cells").is_dir():
+                    run_bench(sub_profile(profile, b, s), families, data, where, features, command, tiny=tiny,
+                              force=force, shard=shard, merge=merge, log=log)
+            except RunFailed as e:
+                failed.append(f"{b:g} TFLOP at {s:g}x: {e}")
+            if not merge:
+                write_isoflop(out, profile, families, command)
+    write_isoflop(out, profile, families, command)
+    log(f"isoflop: tables -> {out / 'ISOFLOP.md'}")
+    if failed:
+        raise RunFailed("; ".join(failed))
+    return out
+
+
+# ---- the points, the fits and the tables -------------------------------------------------------
+def collect_points(out: Path, profile: Profile, families: list[str]) -> list[dict]:
+    """One point per finished (family, budget, scale) cell: the seed mean of POINT_KEYS."""
+    from .tables import mean_std
+    points = []
+    for b in sorted(profile.budgets):
+        for s in sorted(profile.param_scales):
+            where = folder(out, b, s)
+            if not (where / "cells").is_dir():
+                continue
+            cells = read_cells(where)
+            for fam in families:
+                cs = [c for c in cells if c["family"] == fam]
+                if not cs:
+                    continue
+                p = {"family": fam, "tflops": b, "param_scale": s, "seeds": sorted(c["seed"] for c in cs),
+                     "cpu": cs[0].get("provenance", {}).get("cpu"), "threads": cs[0].get("provenance", {}).get("threads")}
+                for k in POINT_KEYS:
+                    p[k] = mean_std([c.get(k, 1.0 if k == "size" else None) for c in cs])[0]
+                points.append(p)
+    return points
+
+
+def fit_minimum(points: list[dict]) -> dict | None:
+    """The best size at one budget from a family's points there: a parabola FID = p0·x² + p1·x + p2 in
+    x = log10(parameters). ``n_opt`` is its vertex where the parabola opens upward and the vertex lies
+    strictly inside the sizes tried (``interior``); otherwise the best point tried, with ``interior``
+    False (the minimum is at or beyond the edge). None with fewer than three points."""
+    import numpy as np
+    ps = sorted((p for p in points if p.get("fid") is not None and p.get("params")), key=lambda p: p["params"])
+    if len(ps) < 3:
+        return None
+    x = np.log10([p["params"] for p in ps])
+    y = np.array([p["fid"] for p in ps])
+    c2, c1, c0 = np.polyfit(x, y, 2)
+    best = ps[int(np.argmin(y))]
+    interior = bool(c2 > 0 and x[0] < -c1 / (2 * c2) < x[-1])
+    xv = -c1 / (2 * c2) if interior else math.log10(best["params"])
+    return {"n_opt": float(10 ** xv), "fid_opt": float(np.polyval([c2, c1, c0], xv)) if interior else best["fid"],
+            "interior": interior, "curvature": float(c2), "best_tried_params": best["params"],
+            "best_tried_scale": best["param_scale"], "best_tried_fid": best["fid"], "points": len(ps),
+            "edge": None if interior else ("small" if best is ps[0] else "large" if best is ps[-1] else "flat")}
+
+
+def fit_size_rule(minima: dict[float, dict | None]) -> dict | None:
+    """log10 N_opt = c + a·log10 C through the interior minima of a family's budgets; ``a_se`` from
+    three budgets on (a line through two points has no spread). None with fewer than two."""
+    from scipy.stats import linregress
+    xs = [(math.log10(b), math.log10(m["n_opt"])) for b, m in sorted(minima.items()) if m and m["interior"]]
+    if len(xs) < 2:
+        return None
+    r = linregress([x for x, _ in xs], [y for _, y in xs])
+    exact = len(xs) == 2
+    return {"a": float(r.slope), "a_se": None if exact else float(r.stderr), "c": float(r.intercept),
+            "budgets": len(xs)}
+
+
+def _num(v, spec: str) -> str:
+    return "—" if v is None else format(v, spec)
+
+
+def isoflop_markdown(profile: Profile, families: list[str], points: list[dict], minima: dict, rules: dict,
+                     command: str, figures: list[str]) -> str:
+    budgets, scales = sorted(profile.budgets), sorted(profile.param_scales)
+    lines = [f"# zoo bench — profile `{profile.name}`", "",
+             f"Every family trained at {len(scales)} sizes ({', '.join(f'{s:g}' for s in scales)} times its default "
+             f"parameter count, through one width multiplier over all its networks: `zoo.sizing`) for each of "
+             f"{', '.join(f'{b:g}' for b in budgets)} TFLOP, seed {','.join(map(str, profile.seeds))}; "
+             f"{profile.n:,} samples per cell against the first {profile.n:,} test images (`fmnist-cnn` features), "
+             f"bits/dim on the first {profile.bpd_images:,} test images. Each (budget, size) is a bench folder of "
+             f"its own (`<T>tf/p<S>/RESULTS.md` has every column and the provenance of its cells).", "",
+             f"Produced by `{command}`.", "",
+             "## The best size at each budget", "",
+             "A parabola in log10(parameters) through the family's FIDs at that budget; its vertex is the best size "
+             "where it lies inside the sizes tried (interior). Otherwise the best size tried is given and the "
+             "minimum lies at or past the edge named (small, large; flat: the parabola does not open upward), so "
+             "the range of sizes has to grow there.", "",
+             "| family | TFLOP | best size tried (params) | its FID | parabola minimum (params) | its FID | interior | sizes |",
+             "|---|---|---|---|---|---|---|---|"]
+    for fam in families:
+        for b in budgets:
+            m = minima.get(fam, {}).get(b)
+            if m is None:
+                continue
+            where = "yes" if m["interior"] else f"no ({m['edge']})"
+            lines.append(f"| {fam} | {b:g} | {m['best_tried_params']:,.0f} ({m['best_tried_scale']:g}x) | "
+                         f"{m['best_tried_fid']:.2f} | {m['n_opt']:,.0f} | {m['fid_opt']:.2f} | {where} | {m['points']} |")
+    lines += ["", "## Size rule: log10 N_opt = c + a · log10 C (C in TFLOP)", "",
+              "Fitted through the interior minima only; the standard error needs three budgets.", "",
+              "| family | a | SE of a | c | budgets |", "|---|---|---|---|---|"]
+    for fam in families:
+        r = rules.get(fam)
+        n_int = sum(1 for m in minima.get(fam, {}).values() if m and m["interior"])
+        lines.append(f"| {fam} | {_num(r and r['a'], '.3f')} | {_num(r and r['a_se'], '.3f')} | "
+                     f"{_num(r and r['c'], '.3f')} | {n_int} interior |")
+    lines += ["", "## Every cell", "",
+              "Sampling MFLOP/image counted with `torch.utils.flop_counter`; images/s at batch 256 on the machine "
+              "named (a bigger model samples more slowly).", "",
+              "| family | TFLOP | scale | width × | params | FID | bits/dim | coverage | smallest class share | steps | "
+              "epochs | sample MFLOP/image | images/s | train wall (s) | CPU, threads |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for p in sorted(points, key=lambda p: (families.index(p["family"]), p["tflops"], p["param_scale"])):
+        mf = p.get("sample_flops_per_image")
+        lines.append(f"| {p['family']} | {p['tflops']:g} | {p['param_scale']:g} | {_num(p.get('size'), 'g')} | "
+                     f"{p['params']:,.0f} | {_num(p.get('fid'), '.2f')} | {_num(p.get('bpd'), '.3f')} | "
+                     f"{_num(p.get('coverage'), '.3f')} | {_num(p.get('min_class_share'), '.3f')} | "
+                     f"{_num(p.get('steps'), '.0f')} | {_num(p.get('epochs'), '.2f')} | "
+                     f"{_num(mf and mf / 1e6, '.2f')} | {_num(p.get('images_per_s'), '.1f')} | "
+                     f"{_num(p.get('train_wall_s'), '.0f')} | {p.get('cpu') or '?'}, {p.get('threads') or '?'} |")
+    walls = [p["cell_wall_s"] for p in points if p.get("cell_wall_s") is not None]
+    lines += ["", f"Wall-clock of the {len(points)} cells: {sum(walls) / 3600:.2f} h (sum of cell times, as recorded "
+                  f"by each cell).", ""]
+    lines += [f"![{f}]({f})" for f in figures]
+    return "\n".join(lines) + "\n"
+
+
+def isoflop_figures(out: Path, families: list[str], points: list[dict], minima: dict) -> list[str]:
+    """One figure per family: FID against parameters (log x), one curve per budget, its parabola
+    dashed and the minimum marked."""
+    import numpy as np
+    from .figures import FIGURES_DIR, _plt, save_figure
+    plt = _plt()
+    figdir = out / FIGURES_DIR
+    figdir.mkdir(parents=True, exist_ok=True)
+    names = []
+    for fam in families:
+        mine = [p for p in points if p["family"] == fam and p.get("fid") is not None]
+        if not mine:
+            continue
+        fig, ax = plt.subplots(figsize=(5, 4))
+        for i, b in enumerate(sorted({p["tflops"] for p in mine})):
+            ps = sorted((p for p in mine if p["tflops"] == b), key=lambda p: p["params"])
+            line = ax.plot([p["params"] for p in ps], [p["fid"] for p in ps], "o-", color=f"C{i}", label=f"{b:g} TFLOP")
+            m = minima.get(fam, {}).get(b)
+            if m is not None:
+                x = np.log10([p["params"] for p in ps])
+                coef = np.polyfit(x, [p["fid"] for p in ps], 2)
+                xs = np.linspace(x[0], x[-1], 50)
+                ax.plot(10 ** xs, np.polyval(coef, xs), "--", color=line[0].get_color(), alpha=0.5)
+                ax.plot([m["n_opt"]], [m["fid_opt"]], "*" if m["interior"] else "x", color=line[0].get_color(),
+                        markersize=12)
+        ax.set_xscale("log")
+        ax.set_xlabel("parameters")
+        ax.set_ylabel("FID (fmnist-cnn)")
+        ax.set_title(f"{fam}: FID against size at fixed compute")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+        names.append(save_figure(fig, figdir, f"isoflop-{fam}.png"))
+    return names
+
+
+def write_isoflop(out: Path, profile: Profile, families: list[str], command: str) -> None:
+    """isoflop.json, ISOFLOP.md and figures/isoflop-<family>.png from every finished cell."""
+    points = collect_points(out, profile, families)
+    minima = {fam: {b: fit_minimum([p for p in points if p["family"] == fam and p["tflops"] == b])
+                    for b in sorted(profile.budgets)} for fam in families}
+    rules = {fam: fit_size_rule(minima[fam]) for fam in families}
+    figs = isoflop_figures(out, families, points, minima)
+    doc = {"command": command, "profile": profile_record(profile), "points": points,
+           "minima": {f: {f"{b:g}": m for b, m in ms.items()} for f, ms in minima.items()}, "size_rules": rules}
+    atomic_write_text(out / "isoflop.json", json.dumps(doc, indent=2, default=str))
+    atomic_write_text(out / "ISOFLOP.md", isoflop_markdown(profile, families, points, minima, rules, command, figs))
