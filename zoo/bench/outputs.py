@@ -116,7 +116,10 @@ def method_paragraph(profile: Profile, data: str, cells: list[dict]) -> str:
     ext = cells[0]["metrics_provenance"] if cells else {}
     seeds = sorted({c["seed"] for c in cells}) or list(profile.seeds)
     return (f"Every family trained on `{data}` for {profile.tflops:g} TFLOP of training compute (forward + backward,"
-            f" counted with `torch.utils.flop_counter`) with its recipe for that budget (below), seeds"
+            f" counted with `torch.utils.flop_counter`) with its recipe for that budget (below)"
+            + (f", every network widened together to {profile.param_scale:g} times the family's default parameter"
+               f" count (`zoo.sizing`; the widths are in the recipe column)" if profile.param_scale != 1 else "")
+            + ", seeds"
             f" {', '.join(map(str, seeds))}; then {profile.n:,}"
             f" images sampled with the same per-image seeds (0, i) in every cell and compared with the first"
             f" {profile.n:,} images of the test split using `{ext.get('extractor', '?')}` features"
