@@ -153,7 +153,7 @@ def test_isoflop_runs_a_folder_per_budget_and_size_and_resumes(tmp_path, monkeyp
         assert len(doc["points"]) == 3 and doc["minima"]["gan"]["1e-06"]["points"] == 3
         md = (out / "ISOFLOP.md").read_text()
         assert "## The best size at each budget" in md and "figures/isoflop-gan.png" in md
-        assert (out / "figures" / "isoflop-gan.png").stat().st_size > 0
+        assert (out / "figures" / "isoflop-gan.png").stat().st_size > 0 and (out / "figures" / "isoflop.png").exists()
         calls.clear()
         (folder(out, 1e-6, 2.2) / "cells" / "gan-s0.json").unlink()
         run_isoflop(PROF, ["gan"], "synthetic", out, "fmnist-cnn", "cmd", tiny=True, log=lambda s: None)

@@ -195,37 +195,52 @@ def isoflop_markdown(profile: Profile, families: list[str], points: list[dict], 
     return "\n".join(lines) + "\n"
 
 
-def isoflop_figures(out: Path, families: list[str], points: list[dict], minima: dict) -> list[str]:
-    """One figure per family: FID against parameters (log x), one curve per budget, its parabola
-    dashed and the minimum marked."""
+def _plot_family(ax, fam: str, mine: list[dict], minima: dict) -> None:
+    """One family's FID against parameters on ``ax``: a curve per budget, its parabola dashed, the
+    minimum marked (a star where interior, a cross at an edge)."""
     import numpy as np
+    for i, b in enumerate(sorted({p["tflops"] for p in mine})):
+        ps = sorted((p for p in mine if p["tflops"] == b), key=lambda p: p["params"])
+        ax.plot([p["params"] for p in ps], [p["fid"] for p in ps], "o-", color=f"C{i}", label=f"{b:g} TFLOP")
+        m = minima.get(fam, {}).get(b)
+        if m is not None:
+            x = np.log10([p["params"] for p in ps])
+            xs = np.linspace(x[0], x[-1], 50)
+            ax.plot(10 ** xs, np.polyval(np.polyfit(x, [p["fid"] for p in ps], 2), xs), "--", color=f"C{i}", alpha=0.5)
+            ax.plot([m["n_opt"]], [m["fid_opt"]], "*" if m["interior"] else "x", color=f"C{i}", markersize=12)
+    ax.set_xscale("log")
+    ax.set_xlabel("parameters")
+    ax.set_ylabel("FID (fmnist-cnn)")
+    ax.set_title(fam)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+
+
+def isoflop_figures(out: Path, families: list[str], points: list[dict], minima: dict) -> list[str]:
+    """One figure per family (FID against parameters, log x, one curve per budget) and all of them on
+    one page (isoflop.png)."""
     from .figures import FIGURES_DIR, _plt, save_figure
     plt = _plt()
     figdir = out / FIGURES_DIR
     figdir.mkdir(parents=True, exist_ok=True)
-    names = []
-    for fam in families:
-        mine = [p for p in points if p["family"] == fam and p.get("fid") is not None]
-        if not mine:
-            continue
+    have = [f for f in families if any(p["family"] == f and p.get("fid") is not None for p in points)]
+    if not have:
+        return []
+    mine = {f: [p for p in points if p["family"] == f and p.get("fid") is not None] for f in have}
+    cols = min(4, len(have))
+    fig, axes = plt.subplots((len(have) + cols - 1) // cols, cols, figsize=(4 * cols, 3.3 * ((len(have) + cols - 1) // cols)),
+                             squeeze=False)
+    for ax, fam in zip(axes.flat, have):
+        _plot_family(ax, fam, mine[fam], minima)
+    for ax in list(axes.flat)[len(have):]:
+        ax.set_visible(False)
+    fig.suptitle("FID against parameters at fixed training compute (star: parabola minimum inside the sizes tried)")
+    fig.tight_layout()
+    names = [save_figure(fig, figdir, "isoflop.png")]
+    for fam in have:
         fig, ax = plt.subplots(figsize=(5, 4))
-        for i, b in enumerate(sorted({p["tflops"] for p in mine})):
-            ps = sorted((p for p in mine if p["tflops"] == b), key=lambda p: p["params"])
-            line = ax.plot([p["params"] for p in ps], [p["fid"] for p in ps], "o-", color=f"C{i}", label=f"{b:g} TFLOP")
-            m = minima.get(fam, {}).get(b)
-            if m is not None:
-                x = np.log10([p["params"] for p in ps])
-                coef = np.polyfit(x, [p["fid"] for p in ps], 2)
-                xs = np.linspace(x[0], x[-1], 50)
-                ax.plot(10 ** xs, np.polyval(coef, xs), "--", color=line[0].get_color(), alpha=0.5)
-                ax.plot([m["n_opt"]], [m["fid_opt"]], "*" if m["interior"] else "x", color=line[0].get_color(),
-                        markersize=12)
-        ax.set_xscale("log")
-        ax.set_xlabel("parameters")
-        ax.set_ylabel("FID (fmnist-cnn)")
+        _plot_family(ax, fam, mine[fam], minima)
         ax.set_title(f"{fam}: FID against size at fixed compute")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
         names.append(save_figure(fig, figdir, f"isoflop-{fam}.png"))
     return names
 
