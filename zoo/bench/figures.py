@@ -80,19 +80,23 @@ def _kept(figdir: Path, name: str) -> list[str]:
     return [f"{FIGURES_DIR}/{name}"] if (figdir / name).exists() else []
 
 
-def pareto_figure(figdir: Path, rows: list[dict]) -> list[str]:
-    """FID against sampling throughput (log scale), with seed std error bars."""
-    pts = [r for r in rows if r["fid"] is not None and r["images_per_s"]]
+def pareto_figure(figdir: Path, rows: list[dict], speeds: dict | None = None) -> list[str]:
+    """FID against sampling throughput (log scale), with seed std error bars. With ``speeds`` (a
+    speed.json of ``zoo bench speed``) the throughput of each family is the one measured there, one
+    family after another; otherwise each cell's own, measured while the bench ran."""
+    quiet = {r["family"]: r["images_per_s"] for r in (speeds or {}).get("rows", [])}
+    pts = [r for r in rows if r["fid"] is not None and (quiet.get(r["family"]) or r["images_per_s"])]
     if not pts:
         return []
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 4.5))
     for r in pts:
-        ax.errorbar(r["images_per_s"], r["fid"], xerr=r["images_per_s_std"] or 0, yerr=r["fid_std"] or 0,
-                    fmt="o", capsize=3)
-        ax.annotate(r["family"], (r["images_per_s"], r["fid"]), textcoords="offset points", xytext=(5, 4))
+        x, xerr = (quiet[r["family"]], 0) if r["family"] in quiet else (r["images_per_s"], r["images_per_s_std"] or 0)
+        ax.errorbar(x, r["fid"], xerr=xerr, yerr=r["fid_std"] or 0, fmt="o", capsize=3)
+        ax.annotate(r["family"], (x, r["fid"]), textcoords="offset points", xytext=(5, 4))
     ax.set_xscale("log")
-    ax.set_xlabel("sampling throughput (images/s, batch 256, log scale)")
+    ax.set_xlabel("sampling throughput (images/s, batch 256, log scale" + ("; zoo bench speed)" if quiet else
+                                                                           "; measured in each cell)"))
     ax.set_ylabel("FID (lower is better)")
     ax.set_title("Quality against sampling cost")
     ax.grid(alpha=0.3, which="both")
@@ -245,6 +249,7 @@ def make_figures(out: Path, cells: list[dict], rows: list[dict]) -> list[str]:
     """Every figure of the bench folder ``out``; returns their names relative to ``out``."""
     figdir = out / FIGURES_DIR
     figdir.mkdir(parents=True, exist_ok=True)
-    return (sample_grids(out, figdir, rows) + pareto_figure(figdir, rows)
+    from .speed import read_speeds
+    return (sample_grids(out, figdir, rows) + pareto_figure(figdir, rows, read_speeds(out))
             + training_curves_figure(out, figdir, cells) + quality_vs_nfe_figure(figdir, cells)
             + interpolations_figure(out, figdir, rows))

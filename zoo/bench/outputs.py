@@ -13,6 +13,7 @@ from ..errors import ZooError
 from ..files import RESULTS_FILE, atomic_write_text
 from ..provenance import describe_machine
 from .figures import make_figures
+from .speed import read_speeds, speed_note
 from .profiles import Profile, profile_record
 from .store import cell_name, read_cells, read_floor, read_reference
 from .tables import (INCEPTION_DEFINITION, INCEPTION_LABEL, ROW_COLS, aggregate, conditional_table, optional_cols,
@@ -34,8 +35,24 @@ def write_outputs(out: Path, profile: Profile, data: str, command: str, prov: di
     atomic_write_text(out / RESULTS_CSV, results_csv(cells, prov))
     atomic_write_text(out / RESULTS_MEAN_CSV, results_mean_csv(rows))
     figs = make_figures(out, cells, rows)
-    md = results_markdown(profile, data, command, prov, cells, rows, ws, floor, ceiling, figs)
+    md = results_markdown(profile, data, command, prov, cells, rows, ws, floor, ceiling, figs, out)
     atomic_write_text(out / "RESULTS.md", md)
+
+
+def rewrite_outputs(out: Path) -> bool:
+    """Rebuild a bench folder's tables and figures from its cells and its bench.json (the profile,
+    command and provenance of the run that made it), as ``zoo bench --merge`` does; False where the
+    folder has no readable bench.json."""
+    import dataclasses
+    try:
+        doc = json.loads((out / "bench.json").read_text())
+        fields = {f.name for f in dataclasses.fields(Profile)}
+        rec = {k: tuple(v) if isinstance(v, list) else v for k, v in doc["profile"].items() if k in fields}
+        profile, prov = Profile(**rec), doc["provenance"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    write_outputs(out, profile, prov.get("data", "fashion-mnist"), doc.get("command", ""), prov)
+    return True
 
 
 def results_csv(cells: list[dict], prov: dict) -> str:
@@ -160,7 +177,8 @@ def recipe_table(cells: list[dict]) -> str | None:
 
 
 def results_markdown(profile: Profile, data: str, command: str, prov: dict, cells: list[dict], rows: list[dict],
-                     ws: list[dict], floor: dict | None, ceiling: dict | None, figs: list[str]) -> str:
+                     ws: list[dict], floor: dict | None, ceiling: dict | None, figs: list[str],
+                     out_dir: Path | None = None) -> str:
     """RESULTS.md: method, provenance, the main table, best family per column, sweep, figures."""
     md = [f"# zoo bench — profile `{profile.name}`", "",
           method_paragraph(profile, data, cells), "",
@@ -191,5 +209,10 @@ def results_markdown(profile: Profile, data: str, command: str, prov: dict, cell
     sweep = sweep_table(cells)
     if sweep:
         md += ["## Quality against network evaluations", "", sweep, ""]
-    md += ["## Figures", ""] + [f"![{name}]({name})" for name in figs]
+    md += ["## Figures", ""]
+    speeds = read_speeds(out_dir) if out_dir is not None else None
+    if speeds and "figures/pareto.png" in figs:
+        md += [f"The FID-against-images/s figure takes its speeds from `SPEED.md`: {speed_note(speeds)}. The "
+               "table's images/s column is what each cell measured while the bench ran.", ""]
+    md += [f"![{name}]({name})" for name in figs]
     return "\n".join(md) + "\n"

@@ -121,5 +121,25 @@ def collapse_cmd(results, families, seeds, n, data, json_out):
     collapse(results, families, seeds, n=n, data=data, json_out=json_out)
 
 
+@bench_group.command("speed", context_settings=CONTEXT)
+@click.argument("results", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--families", default="all", help="Comma-separated families, or all (those with cells there).")
+@click.option("--batch", default=256, show_default=True, type=click.IntRange(min=1), help="Images per sampling call.")
+@click.option("--min-time", default=3.0, show_default=True, type=click.FloatRange(min=0.1),
+              help="Seconds each family is timed for, at least.")
+def speed_cmd(results, families, batch, min_time):
+    """Measure every family's sampling speed again, one after another on this machine, for the bench
+    folders RESULTS; write speed.json and SPEED.md into each and redraw its FID-against-images/s
+    figure with these speeds. Run it on a quiet machine: nothing else running.
+
+    The architecture comes from each family's recorded cell, with fresh weights (sampling time does
+    not depend on them), so no run folder is needed.
+    Example: zoo bench speed results/standard
+    """
+    from ..bench.speed import measure_speeds
+    for r in results:
+        measure_speeds(r, families, batch=batch, min_time=min_time, command=command_line())
+
+
 from .report import report_cmd  # noqa: E402  (the report command lives in its own module)
 bench_group.add_command(report_cmd)
