@@ -158,7 +158,14 @@ def test_isoflop_runs_a_folder_per_budget_and_size_and_resumes(tmp_path, monkeyp
         (folder(out, 1e-6, 2.2) / "cells" / "gan-s0.json").unlink()
         run_isoflop(PROF, ["gan"], "synthetic", out, "fmnist-cnn", "cmd", tiny=True, log=lambda s: None)
         assert calls == ["gan-s0"]    # resumed: only the removed cell is redone
+        calls.clear()                 # extended below the smallest size: the tables take every scale run
+        run_isoflop(dataclasses.replace(PROF, param_scales=(0.2,)), ["gan"], "synthetic", out, "fmnist-cnn", "cmd",
+                    tiny=True, log=lambda s: None)
+        assert calls == ["gan-s0"]
         write_isoflop(out, PROF, ["gan"], "cmd")
+        doc = json.loads((out / "isoflop.json").read_text())
+        assert sorted(p["param_scale"] for p in doc["points"]) == [0.2, 0.45, 1.0, 2.2]
+        assert doc["minima"]["gan"]["1e-06"]["points"] == 4
 
 
 @pytest.mark.parametrize("args, message", [
@@ -167,6 +174,8 @@ def test_isoflop_runs_a_folder_per_budget_and_size_and_resumes(tmp_path, monkeyp
     (["--profile", "standard", "--budgets", "1,3"], "--budgets is for the profiles with several budgets"),
     (["--profile", "isoflop", "--budgets", "1,x"], "bad --budgets '1,x'"),
     (["--profile", "quick", "--param-scale", "0"], "--param-scale must be a finite number > 0"),
+    (["--profile", "standard", "--param-scales", "0.1"], "--param-scales is for the isoflop profile"),
+    (["--profile", "isoflop", "--param-scales", "0,1"], "bad --param-scales '0,1'"),
 ])
 def test_cli_refuses_bad_size_requests_in_one_line(tmp_path, args, message):
     r = subprocess.run([ZOO, "bench", *args, "--out", str(tmp_path / "x")], capture_output=True, text=True)

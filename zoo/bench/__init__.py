@@ -38,7 +38,8 @@ def run(profile: str = "quick", families: str = "all", *, seeds: str | None = No
         out: str | Path | None = None, tiny: bool = False, force: bool = False, shard: str | None = None,
         merge: bool = False, reuse: str | Path | None = None, conditional: bool = False,
         text_encoder: str | None = None, guidance: float | None = None, inception: bool = False,
-        budgets: str | None = None, param_scale: float | None = None, command: str | None = None) -> Path:
+        budgets: str | None = None, param_scale: float | None = None, param_scales: str | None = None,
+        command: str | None = None) -> Path:
     """Train every family under the same FLOP budget, evaluate, and write tables and figures, as
     `zoo bench` does; returns the output folder. Every argument is checked before any cell runs
     (a one-line ZooError). Re-running with the same arguments reuses finished cells and resumes
@@ -69,6 +70,8 @@ def run(profile: str = "quick", families: str = "all", *, seeds: str | None = No
         budgets: a multi-budget profile's budgets instead of its own, as '1,3'.
         param_scale: one-budget profiles: every family at this many times its default parameter
             count (the width multiplier that gives it, ``zoo.sizing.size_for_params``).
+        param_scales: isoflop: the parameter scales to run instead of the profile's, as '0.05,0.1' (to
+            extend a sweep whose minimum is at an edge; the tables take every scale run in ``out``).
         command: the command recorded in the results; None: an equivalent `zoo bench` line.
     """
     from .. import dist
@@ -83,7 +86,7 @@ def run(profile: str = "quick", families: str = "all", *, seeds: str | None = No
     if profile not in PROFILES:
         raise ZooError(f"unknown profile {profile!r}: use one of {', '.join(sorted(PROFILES))}")
     prof = with_overrides(PROFILES[profile], seeds=seeds, tflops=tflops, n=n, inception=inception, budgets=budgets,
-                          param_scale=param_scale)
+                          param_scale=param_scale, param_scales=param_scales)
     if (text_encoder is not None or guidance is not None) and not conditional:
         raise ZooError("--text-encoder and --guidance need --conditional")
     if conditional:

