@@ -119,6 +119,12 @@ def test_fit_minimum_finds_an_interior_vertex_and_names_an_edge():
     high = fit_minimum(_pts(7.0))
     assert not high["interior"] and high["edge"] == "large"
     assert fit_minimum(_pts(4.8)[:2]) is None
+    # a vertex inside the range, pulled there by far points while the best size tried is the smallest,
+    # is an edge: the range has to grow
+    skew = [{"params": 10 ** x, "fid": f, "param_scale": i, "tflops": 1.0}
+            for i, (x, f) in enumerate(zip((4.0, 4.5, 5.0, 5.5, 6.0), (20.0, 20.5, 23.0, 30.0, 45.0)))]
+    m = fit_minimum(skew)
+    assert not m["interior"] and m["edge"] == "small" and m["n_opt"] == pytest.approx(1e4)
 
 
 def test_fit_size_rule_recovers_the_exponent_and_needs_three_budgets_for_its_se():

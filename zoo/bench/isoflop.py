@@ -116,9 +116,10 @@ def collect_points(out: Path, profile: Profile, families: list[str]) -> list[dic
 
 def fit_minimum(points: list[dict]) -> dict | None:
     """The best size at one budget from a family's points there: a parabola FID = p0·x² + p1·x + p2 in
-    x = log10(parameters). ``n_opt`` is its vertex where the parabola opens upward and the vertex lies
-    strictly inside the sizes tried (``interior``); otherwise the best point tried, with ``interior``
-    False (the minimum is at or beyond the edge). None with fewer than three points."""
+    x = log10(parameters). ``n_opt`` is its vertex where the parabola opens upward, the vertex lies
+    strictly inside the sizes tried and so does the best size tried (``interior``); otherwise the best
+    point tried, with ``interior`` False (the minimum is at or beyond the edge named). None with fewer
+    than three points."""
     import numpy as np
     ps = sorted((p for p in points if p.get("fid") is not None and p.get("params")), key=lambda p: p["params"])
     if len(ps) < 3:
@@ -127,7 +128,9 @@ def fit_minimum(points: list[dict]) -> dict | None:
     y = np.array([p["fid"] for p in ps])
     c2, c1, c0 = np.polyfit(x, y, 2)
     best = ps[int(np.argmin(y))]
-    interior = bool(c2 > 0 and x[0] < -c1 / (2 * c2) < x[-1])
+    # interior: the best size tried has a larger and a smaller one beside it, and the parabola's vertex
+    # lies inside the sizes tried (a vertex pulled inside by far points, beside an edge best, is not)
+    interior = bool(c2 > 0 and x[0] < -c1 / (2 * c2) < x[-1] and best is not ps[0] and best is not ps[-1])
     xv = -c1 / (2 * c2) if interior else math.log10(best["params"])
     return {"n_opt": float(10 ** xv), "fid_opt": float(np.polyval([c2, c1, c0], xv)) if interior else best["fid"],
             "interior": interior, "curvature": float(c2), "best_tried_params": best["params"],
@@ -166,7 +169,7 @@ def isoflop_markdown(profile: Profile, families: list[str], points: list[dict], 
              "## The best size at each budget", "",
              "A parabola in log10(parameters) through the family's FIDs at that budget; its vertex is the best size "
              "where it lies inside the sizes tried (interior). Otherwise the best size tried is given and the "
-             "minimum lies at or past the edge named (small, large; flat: the parabola does not open upward), so "
+             "minimum lies at or past the edge named (small, large: the best size tried is the smallest or the largest; flat: the parabola does not open upward), so "
              "the range of sizes has to grow there.", "",
              "| family | TFLOP | best size tried (params) | its FID | parabola minimum (params) | its FID | interior | sizes |",
              "|---|---|---|---|---|---|---|---|"]
