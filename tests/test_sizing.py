@@ -159,7 +159,7 @@ def test_isoflop_runs_a_folder_per_budget_and_size_and_resumes(tmp_path, monkeyp
         assert len(doc["points"]) == 3 and doc["minima"]["gan"]["1e-06"]["points"] == 3
         md = (out / "ISOFLOP.md").read_text()
         assert "## The best size at each budget" in md and "figures/isoflop-gan.png" in md
-        assert (out / "figures" / "isoflop-gan.png").stat().st_size > 0 and (out / "figures" / "isoflop.png").exists()
+        assert (out / "figures" / "isoflop-gan.png").stat().st_size > 0 and (out / "figures" / "isoflop.png").exists() and (out / "figures" / "isoflop-cost.png").exists()
         calls.clear()
         (folder(out, 1e-6, 2.2) / "cells" / "gan-s0.json").unlink()
         run_isoflop(PROF, ["gan"], "synthetic", out, "fmnist-cnn", "cmd", tiny=True, log=lambda s: None)
@@ -172,6 +172,12 @@ def test_isoflop_runs_a_folder_per_budget_and_size_and_resumes(tmp_path, monkeyp
         doc = json.loads((out / "isoflop.json").read_text())
         assert sorted(p["param_scale"] for p in doc["points"]) == [0.2, 0.45, 1.0, 2.2]
         assert doc["minima"]["gan"]["1e-06"]["points"] == 4
+        # speeds measured by zoo bench speed replace the cell's own in the cost columns, marked †
+        (folder(out, 1e-6, 1.0) / "speed.json").write_text(json.dumps({"rows": [{"family": "gan", "images_per_s": 123.0}]}))
+        write_isoflop(out, PROF, ["gan"], "cmd")
+        pts = {p["param_scale"]: p for p in json.loads((out / "isoflop.json").read_text())["points"]}
+        assert pts[1.0]["images_per_s"] == 123.0 and pts[0.45]["images_per_s"] == 100.0   # the canned cell's
+        assert "| 123.0† |" in (out / "ISOFLOP.md").read_text()
 
 
 @pytest.mark.parametrize("args, message", [

@@ -26,6 +26,7 @@ import click
 from ..api import atomic_write_text, get_model_class
 from ..errors import RunFailed, ZooError
 from .profiles import Profile, profile_record
+from .speed import read_speeds
 from .store import read_cells
 
 POINT_KEYS = ("fid", "bpd", "coverage", "min_class_share", "params", "size", "steps", "epochs", "train_wall_s",
@@ -102,6 +103,7 @@ def collect_points(out: Path, profile: Profile, families: list[str]) -> list[dic
             if not (where / "cells").is_dir():
                 continue
             cells = read_cells(where)
+            quiet = {r["family"]: r["images_per_s"] for r in (read_speeds(where) or {}).get("rows", [])}
             for fam in families:
                 cs = [c for c in cells if c["family"] == fam]
                 if not cs:
@@ -110,6 +112,8 @@ def collect_points(out: Path, profile: Profile, families: list[str]) -> list[dic
                      "cpu": cs[0].get("provenance", {}).get("cpu"), "threads": cs[0].get("provenance", {}).get("threads")}
                 for k in POINT_KEYS:
                     p[k] = mean_std([c.get(k, 1.0 if k == "size" else None) for c in cs])[0]
+                if fam in quiet:   # measured one family after another by zoo bench speed, not under the bench's load
+                    p["images_per_s"], p["speed_source"] = quiet[fam], "zoo bench speed"
                 points.append(p)
     return points
 
@@ -190,8 +194,10 @@ def isoflop_markdown(profile: Profile, families: list[str], points: list[dict], 
         lines.append(f"| {fam} | {_num(r and r['a'], '.3f')} | {_num(r and r['a_se'], '.3f')} | "
                      f"{_num(r and r['c'], '.3f')} | {n_int} interior |")
     lines += ["", "## Every cell", "",
-              "Sampling MFLOP/image counted with `torch.utils.flop_counter`; images/s at batch 256 on the machine "
-              "named (a bigger model samples more slowly).", "",
+              "Sampling MFLOP/image counted with `torch.utils.flop_counter` (a bigger model samples more slowly); "
+              "images/s at batch 256, marked † where `zoo bench speed` measured it one family after another "
+              "(the folder's SPEED.md names the machine and its matmul rate), else as the cell measured it "
+              "while the bench ran. CPU and threads are those that trained the cell.", "",
               "| family | TFLOP | scale | width × | params | FID | bits/dim | coverage | smallest class share | steps | "
               "epochs | sample MFLOP/image | images/s | train wall (s) | CPU, threads |",
               "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -201,7 +207,7 @@ def isoflop_markdown(profile: Profile, families: list[str], points: list[dict], 
                      f"{p['params']:,.0f} | {_num(p.get('fid'), '.2f')} | {_num(p.get('bpd'), '.3f')} | "
                      f"{_num(p.get('coverage'), '.3f')} | {_num(p.get('min_class_share'), '.3f')} | "
                      f"{_num(p.get('steps'), '.0f')} | {_num(p.get('epochs'), '.2f')} | "
-                     f"{_num(mf and mf / 1e6, '.2f')} | {_num(p.get('images_per_s'), '.1f')} | "
+                     f"{_num(mf and mf / 1e6, '.2f')} | {_num(p.get('images_per_s'), '.1f')}{'†' if p.get('speed_source') else ''} | "
                      f"{_num(p.get('train_wall_s'), '.0f')} | {p.get('cpu') or '?'}, {p.get('threads') or '?'} |")
     walls = [p["cell_wall_s"] for p in points if p.get("cell_wall_s") is not None]
     lines += ["", f"Wall-clock of the {len(points)} cells: {sum(walls) / 3600:.2f} h (sum of cell times, as recorded "
@@ -251,13 +257,35 @@ def isoflop_figures(out: Path, families: list[str], points: list[dict], minima: 
         ax.set_visible(False)
     fig.suptitle("FID against parameters at fixed training compute (star: parabola minimum inside the sizes tried)")
     fig.tight_layout()
-    names = [save_figure(fig, figdir, "isoflop.png")]
+    names = [save_figure(fig, figdir, "isoflop.png"), *_cost_figure(plt, figdir, have, mine)]
     for fam in have:
         fig, ax = plt.subplots(figsize=(5, 4))
         _plot_family(ax, fam, mine[fam], minima)
         ax.set_title(f"{fam}: FID against size at fixed compute")
         names.append(save_figure(fig, figdir, f"isoflop-{fam}.png"))
     return names
+
+
+def _cost_figure(plt, figdir: Path, families: list[str], mine: dict[str, list[dict]]) -> list[str]:
+    """FID against sampling images/s: a line per family and budget through its sizes, so that what
+    a bigger model costs to sample sits beside what it gains."""
+    from .figures import save_figure
+    fig, ax = plt.subplots(figsize=(7, 5))
+    marks = "osD^v"
+    budgets = sorted({p["tflops"] for ps in mine.values() for p in ps})
+    for i, fam in enumerate(families):
+        for j, b in enumerate(budgets):
+            ps = sorted((p for p in mine[fam] if p["tflops"] == b and p.get("images_per_s")), key=lambda p: p["params"])
+            if ps:
+                ax.plot([p["images_per_s"] for p in ps], [p["fid"] for p in ps], marker=marks[j % len(marks)],
+                        color=f"C{i % 10}", label=f"{fam}, {b:g} TFLOP", alpha=0.8)
+    ax.set_xscale("log")
+    ax.set_xlabel("sampling images/s at batch 256 (log; † in ISOFLOP.md: measured by zoo bench speed)")
+    ax.set_ylabel("FID (fmnist-cnn)")
+    ax.set_title("Quality against sampling cost, each line through a family's sizes")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=6, ncol=2)
+    return [save_figure(fig, figdir, "isoflop-cost.png")]
 
 
 def write_isoflop(out: Path, profile: Profile, families: list[str], command: str) -> None:
