@@ -119,27 +119,28 @@ def collect_points(out: Path, profile: Profile, families: list[str]) -> list[dic
 
 
 def fit_minimum(points: list[dict]) -> dict | None:
-    """The best size at one budget from a family's points there: a parabola FID = p0·x² + p1·x + p2 in
-    x = log10(parameters). ``n_opt`` is its vertex where the parabola opens upward, the vertex lies
-    strictly inside the sizes tried and so does the best size tried (``interior``); otherwise the best
-    point tried, with ``interior`` False (the minimum is at or beyond the edge named). None with fewer
-    than three points."""
+    """The best size at one budget from a family's points there. Where the best size tried has a
+    smaller and a larger one beside it (``interior``), the parabola FID = p0·x² + p1·x + p2 in
+    x = log10(parameters) through those three points gives ``n_opt`` at its vertex, which then lies
+    between them: a local fit, since over a 25x range of sizes FID is far from a parabola. Otherwise
+    ``n_opt`` is the best point tried and ``edge`` says which end it is at. None with fewer than three
+    points."""
     import numpy as np
     ps = sorted((p for p in points if p.get("fid") is not None and p.get("params")), key=lambda p: p["params"])
     if len(ps) < 3:
         return None
-    x = np.log10([p["params"] for p in ps])
-    y = np.array([p["fid"] for p in ps])
-    c2, c1, c0 = np.polyfit(x, y, 2)
-    best = ps[int(np.argmin(y))]
-    # interior: the best size tried has a larger and a smaller one beside it, and the parabola's vertex
-    # lies inside the sizes tried (a vertex pulled inside by far points, beside an edge best, is not)
-    interior = bool(c2 > 0 and x[0] < -c1 / (2 * c2) < x[-1] and best is not ps[0] and best is not ps[-1])
-    xv = -c1 / (2 * c2) if interior else math.log10(best["params"])
-    return {"n_opt": float(10 ** xv), "fid_opt": float(np.polyval([c2, c1, c0], xv)) if interior else best["fid"],
-            "interior": interior, "curvature": float(c2), "best_tried_params": best["params"],
-            "best_tried_scale": best["param_scale"], "best_tried_fid": best["fid"], "points": len(ps),
-            "edge": None if interior else ("small" if best is ps[0] else "large" if best is ps[-1] else "flat")}
+    i = int(np.argmin([p["fid"] for p in ps]))
+    best = ps[i]
+    rec = {"interior": 0 < i < len(ps) - 1, "best_tried_params": best["params"], "best_tried_scale": best["param_scale"],
+           "best_tried_fid": best["fid"], "points": len(ps), "n_opt": float(best["params"]), "fid_opt": best["fid"],
+           "fit_params": None, "edge": None if 0 < i < len(ps) - 1 else ("small" if i == 0 else "large")}
+    if rec["interior"]:
+        near = ps[i - 1:i + 2]
+        c2, c1, c0 = np.polyfit(np.log10([p["params"] for p in near]), [p["fid"] for p in near], 2)
+        xv = -c1 / (2 * c2)   # c2 > 0: the middle point is the lowest of the three
+        rec.update(n_opt=float(10 ** xv), fid_opt=float(np.polyval([c2, c1, c0], xv)),
+                   fit_params=[p["params"] for p in near])
+    return rec
 
 
 def fit_size_rule(minima: dict[float, dict | None]) -> dict | None:
@@ -171,9 +172,10 @@ def isoflop_markdown(profile: Profile, families: list[str], points: list[dict], 
              f"its own (`<T>tf/p<S>/RESULTS.md` has every column and the provenance of its cells).", "",
              f"Produced by `{command}`.", "",
              "## The best size at each budget", "",
-             "A parabola in log10(parameters) through the family's FIDs at that budget; its vertex is the best size "
-             "where it lies inside the sizes tried (interior). Otherwise the best size tried is given and the "
-             "minimum lies at or past the edge named (small, large: the best size tried is the smallest or the largest; flat: the parabola does not open upward), so "
+             "Where the best size tried has a smaller and a larger size beside it (interior), a parabola in "
+             "log10(parameters) through those three points gives the best size at its vertex. Otherwise the best "
+             "size tried is given and the "
+             "minimum lies at or past the edge named (small or large: the best size tried is the smallest or the largest), so "
              "the range of sizes has to grow there.", "",
              "| family | TFLOP | best size tried (params) | its FID | parabola minimum (params) | its FID | interior | sizes |",
              "|---|---|---|---|---|---|---|---|"]
@@ -217,17 +219,19 @@ def isoflop_markdown(profile: Profile, families: list[str], points: list[dict], 
 
 
 def _plot_family(ax, fam: str, mine: list[dict], minima: dict) -> None:
-    """One family's FID against parameters on ``ax``: a curve per budget, its parabola dashed, the
-    minimum marked (a star where interior, a cross at an edge)."""
+    """One family's FID against parameters on ``ax``: a curve per budget, the local parabola of an
+    interior minimum dashed, the minimum marked (a star where interior, a cross at an edge)."""
     import numpy as np
     for i, b in enumerate(sorted({p["tflops"] for p in mine})):
         ps = sorted((p for p in mine if p["tflops"] == b), key=lambda p: p["params"])
         ax.plot([p["params"] for p in ps], [p["fid"] for p in ps], "o-", color=f"C{i}", label=f"{b:g} TFLOP")
         m = minima.get(fam, {}).get(b)
+        if m is not None and m["fit_params"]:   # the local parabola through the best size and its neighbours
+            x = np.log10(m["fit_params"])
+            near = [p for p in ps if p["params"] in m["fit_params"]]
+            xs = np.linspace(x[0], x[-1], 30)
+            ax.plot(10 ** xs, np.polyval(np.polyfit(x, [p["fid"] for p in near], 2), xs), "--", color=f"C{i}", alpha=0.6)
         if m is not None:
-            x = np.log10([p["params"] for p in ps])
-            xs = np.linspace(x[0], x[-1], 50)
-            ax.plot(10 ** xs, np.polyval(np.polyfit(x, [p["fid"] for p in ps], 2), xs), "--", color=f"C{i}", alpha=0.5)
             ax.plot([m["n_opt"]], [m["fid_opt"]], "*" if m["interior"] else "x", color=f"C{i}", markersize=12)
     ax.set_xscale("log")
     ax.set_xlabel("parameters")
@@ -255,7 +259,7 @@ def isoflop_figures(out: Path, families: list[str], points: list[dict], minima: 
         _plot_family(ax, fam, mine[fam], minima)
     for ax in list(axes.flat)[len(have):]:
         ax.set_visible(False)
-    fig.suptitle("FID against parameters at fixed training compute (star: parabola minimum inside the sizes tried)")
+    fig.suptitle("FID against parameters at fixed training compute (star: interior minimum; cross: at an edge)")
     fig.tight_layout()
     names = [save_figure(fig, figdir, "isoflop.png"), *_cost_figure(plt, figdir, have, mine)]
     for fam in have:
