@@ -17,7 +17,7 @@ from zoo.bench import PROFILES
 from zoo.bench.isoflop import fit_minimum, fit_size_rule, folder, run_isoflop, write_isoflop
 from zoo.bench.settings import recipe
 from zoo.errors import ZooError
-from zoo.sizing import params_at, scale_width, size_for_params, size_overrides
+from zoo.sizing import params_at, scale_width, size_for_params, size_overrides, sized_model
 
 from helpers import faked
 
@@ -54,7 +54,7 @@ def test_size_one_is_the_default_model_and_size_two_is_wider_everywhere(family):
         base = getattr(cls.Config(), f)
         pairs = zip(v, base) if isinstance(v, tuple) else [(v, base)]
         assert all(abs(a - 2 * b) <= cls.size_fields[f] for a, b in pairs), (f, v, base)
-    assert recipe_model(family, 10.0, size=1.0).num_params() == recipe_model(family, 10.0).num_params()
+    assert sized_model(family, 10.0, 1.0).num_params() == recipe_model(family, 10.0).num_params()
     small, big = build_model(family, (1, 28, 28), {}), build_model(family, (1, 28, 28), _sets(wide))
     assert _params(big) > 1.5 * _params(small)
     for net in NETWORKS.get(family, ()):   # each of the family's networks grows, not just one of them
@@ -202,4 +202,4 @@ def test_cli_train_and_list_take_a_size(tmp_path):
     r = subprocess.run([ZOO, "list", "--json", "--size", "2"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     rows = {x["family"]: x["params"] for x in json.loads(r.stdout)}
-    assert set(rows) == set(SIZED) and rows["vae"] == recipe_model("vae", 10.0, size=2.0).num_params()
+    assert set(rows) == set(SIZED) and rows["vae"] == sized_model("vae", 10.0, 2.0).num_params()

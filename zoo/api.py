@@ -392,14 +392,13 @@ def _set_string(v: Any) -> str:
     return str(v)
 
 
-def recipe_model(family: str, tflops: float, shape: tuple[int, int, int] = (1, 28, 28), size: float = 1.0) -> Generator:
-    """Family ``family`` as a run trained for ``tflops`` TFLOP at ``size`` builds it (``zoo train --tflops
-    --size``, a bench cell): its default config for images of ``shape`` with the model fields of its
-    recipe and size applied (a VAE's mixture prior, say), so that ``num_params`` counts what such a run
-    trains."""
-    from .sizing import size_overrides
-    cls = get_model_class(family)
-    return build_model(family, shape, {**recipe_sets(cls, tflops)[0], **split_recipe(size_overrides(cls, size))[0]})
+def recipe_model(family: str, tflops: float, shape: tuple[int, int, int] = (1, 28, 28),
+                 extra: dict[str, str] | None = None) -> Generator:
+    """Family ``family`` as a run trained for ``tflops`` TFLOP builds it (``zoo train --tflops``, a bench
+    cell): its default config for images of ``shape`` with the model fields of its recipe applied (a
+    VAE's mixture prior, say), then ``extra`` (``--set`` strings: the widths of a size,
+    ``zoo.sizing.sized_model``), so that ``num_params`` counts what such a run trains."""
+    return build_model(family, shape, {**recipe_sets(get_model_class(family), tflops)[0], **(extra or {})})
 
 
 def build_model(family: str, shape: tuple[int, int, int], overrides: dict[str, str] | None = None, *,

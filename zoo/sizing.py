@@ -50,13 +50,20 @@ def size_overrides(cls, size: float, config=None) -> dict[str, Any]:
     return {f: scale_width(getattr(base, f), size, m) for f, m in cls.size_fields.items()}
 
 
+def sized_model(family: str, tflops: float, size: float = 1.0):
+    """``family`` as a run trained for ``tflops`` TFLOP at width multiplier ``size`` builds it (its
+    recipe and the widths of ``size`` applied), for 1x28x28 images."""
+    from .api import get_model_class, recipe_model, split_recipe
+    return recipe_model(family, tflops, extra=split_recipe(size_overrides(get_model_class(family), size))[0])
+
+
 @lru_cache(maxsize=None)
 def params_at(family: str, size: float, tflops: float, tiny: bool = False) -> int:
     """Parameters of ``family`` for 1x28x28 images at width multiplier ``size``, as a run trained for
     ``tflops`` TFLOP builds it (its recipe applied; the tiny test config's own fields if ``tiny``)."""
-    from .api import build_model, get_model_class, recipe_model, split_recipe
+    from .api import build_model, get_model_class, split_recipe
     if not tiny:
-        return recipe_model(family, tflops, size=size).num_params()
+        return sized_model(family, tflops, size).num_params()
     cls = get_model_class(family)
     return build_model(family, (1, 28, 28), split_recipe(size_overrides(cls, size, cls.tiny_config()))[0],
                        tiny=True).num_params()

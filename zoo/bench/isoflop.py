@@ -218,6 +218,11 @@ def isoflop_markdown(profile: Profile, families: list[str], points: list[dict], 
     return "\n".join(lines) + "\n"
 
 
+def plt_null_formatter():
+    from matplotlib.ticker import NullFormatter
+    return NullFormatter()
+
+
 def _plot_family(ax, fam: str, mine: list[dict], minima: dict) -> None:
     """One family's FID against parameters on ``ax``: a curve per budget, the local parabola of an
     interior minimum dashed, the minimum marked (a star where interior, a cross at an edge)."""
@@ -234,6 +239,7 @@ def _plot_family(ax, fam: str, mine: list[dict], minima: dict) -> None:
         if m is not None:
             ax.plot([m["n_opt"]], [m["fid_opt"]], "*" if m["interior"] else "x", color=f"C{i}", markersize=12)
     ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(plt_null_formatter())   # a range under one decade would print overlapping minor labels
     ax.set_xlabel("parameters")
     ax.set_ylabel("FID (fmnist-cnn)")
     ax.set_title(fam)

@@ -65,7 +65,8 @@ def _model_of(cell: dict):
 def measure_speeds(out: str | Path, families: str = "all", *, batch: int = 256, min_time: float = 3.0,
                    command: str | None = None, log: Callable[[str], None] = click.echo) -> dict:
     """Time every chosen family of the bench folder ``out`` in turn (see the module docstring); write
-    speed.json and SPEED.md there, redraw its figures, and return the record."""
+    speed.json and SPEED.md there and return the record. ``zoo.bench.outputs.rewrite_outputs(out)``
+    then redraws the folder's figures with these speeds (`zoo bench speed` does both)."""
     import torch
     from ..perf import matmul_gflops, probe_run
     out = Path(out)
@@ -91,7 +92,6 @@ def measure_speeds(out: str | Path, families: str = "all", *, batch: int = 256, 
            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "rows": rows}
     atomic_write_text(out / SPEED_FILE, json.dumps(doc, indent=2))
     atomic_write_text(out / "SPEED.md", speed_markdown(doc))
-    _redraw(out, log)
     return doc
 
 
@@ -120,10 +120,3 @@ def speed_markdown(doc: dict) -> str:
                      f"{r['images_per_s']:.1f} | {r['latency_s']:.4f} | {r['achieved_gflops']:.1f} | "
                      f"{r['achieved_gflops'] / mm:.0%} | {'—' if cell is None else f'{cell:.1f}'} |")
     return "\n".join(lines) + "\n"
-
-
-def _redraw(out: Path, log: Callable[[str], None]) -> None:
-    """Rebuild the folder's tables and figures (the figure now takes these speeds)."""
-    from .outputs import rewrite_outputs
-    if rewrite_outputs(out):
-        log(f"speed: {out / 'SPEED.md'}; figures redrawn")

@@ -140,9 +140,13 @@ def speed_cmd(results, families, batch, min_time):
     not depend on them), so no run folder is needed.
     Example: zoo bench speed results/standard
     """
+    from pathlib import Path
+    from ..bench.outputs import rewrite_outputs
     from ..bench.speed import measure_speeds
     for r in results:
         measure_speeds(r, families, batch=batch, min_time=min_time, command=command_line())
+        if rewrite_outputs(Path(r)):
+            click.echo(f"speed: {Path(r) / 'SPEED.md'}; tables and figures rebuilt")
 
 
 from .report import report_cmd  # noqa: E402  (the report command lives in its own module)

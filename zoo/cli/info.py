@@ -19,7 +19,8 @@ def list_cmd(as_json, tflops, size):
     """Families with their likelihood kind, phases and parameter count for 1x28x28 images, as a run
     trained for --tflops TFLOP at --size builds them (the count the bench tables show)."""
     import math
-    from ..api import get_model_class, list_models, recipe_model
+    from ..api import get_model_class, list_models
+    from ..sizing import sized_model
     from ..errors import ZooError
     if not (math.isfinite(tflops) and tflops > 0):
         raise ZooError(f"--tflops must be a positive number, got {tflops}")
@@ -28,7 +29,7 @@ def list_cmd(as_json, tflops, size):
     if not names:
         raise ZooError("no family has a size axis")
     for name in names:
-        m = recipe_model(name, tflops, size=size)
+        m = sized_model(name, tflops, size)
         stages = m.stage_plan()
         rows.append({"family": name, "likelihood": m.likelihood,
                      "phases": [p for ps in stages.values() for p in ps], "stages": list(stages),
