@@ -22,10 +22,10 @@ def test_speeds_come_from_the_recorded_architecture_without_run_folders(finished
     out = tmp_path / "bench"
     shutil.copytree(finished, out)
     shutil.rmtree(out / "runs")   # a fresh clone has the cells, not the run folders
-    doc = measure_speeds(out, min_time=0.1, command="cmd", log=lambda s: None)
+    doc = measure_speeds(out, "gan", min_time=0.1, command="cmd", log=lambda s: None)   # one family keeps it short
     assert rewrite_outputs(out)   # what `zoo bench speed` does next: the figures take these speeds
     cells = {c["family"]: c for c in json.loads((out / "results.json").read_text())["cells"]}
-    assert [r["family"] for r in doc["rows"]] == sorted(BENCH_FAMILIES)
+    assert [r["family"] for r in doc["rows"]] == ["gan"] and "gan" in BENCH_FAMILIES
     for r in doc["rows"]:
         # the rebuilt model is the cell's: the same parameters, network evaluations and FLOPs per image
         c = cells[r["family"]]
@@ -34,7 +34,7 @@ def test_speeds_come_from_the_recorded_architecture_without_run_folders(finished
         assert r["images_per_s"] > 0 and r["cell_images_per_s"] == c["images_per_s"]
     assert read_speeds(out)["rows"] == doc["rows"] and doc["matmul_gflops_before"] > 0
     md = (out / "SPEED.md").read_text()
-    assert "| vae |" in md and "| gan |" in md and "fp32 matmul" in md
+    assert "| gan |" in md and "| vae |" not in md and "fp32 matmul" in md
     results = (out / "RESULTS.md").read_text()
     assert "takes its speeds from `SPEED.md`" in results and (out / "figures" / "pareto.png").exists()
 
