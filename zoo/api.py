@@ -130,11 +130,10 @@ class Generator(nn.Module):
         ``tflops`` (:func:`by_budget`), or none."""
         return by_budget(tflops, list(cls.budget_rules)) if cls.budget_rules else {}
 
-    # the size axis (``zoo train --size``, ``zoo bench --size``, the isoflop profile): every model field
+    # the size axis (``zoo train --size``, ``zoo bench --param-scale``, the isoflop profile): every model field
     # that sets a width of one of the family's networks, with the multiple its scaled values round to
     # (attention heads, even channel counts). Empty: the family has no size axis. See zoo.sizing.
     size_fields: ClassVar[dict[str, int]] = {}
-
 
     def begin_stage(self, stage: str, images: torch.Tensor) -> None:
         """Hook called once when a stage starts (not again on resume). ``images``: uint8 train set."""

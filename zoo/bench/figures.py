@@ -245,11 +245,11 @@ def interpolations_figure(out: Path, figdir: Path, rows: list[dict]) -> list[str
     return [f"{FIGURES_DIR}/interpolations.png"]
 
 
-def make_figures(out: Path, cells: list[dict], rows: list[dict]) -> list[str]:
-    """Every figure of the bench folder ``out``; returns their names relative to ``out``."""
+def make_figures(out: Path, cells: list[dict], rows: list[dict], speeds: dict | None = None) -> list[str]:
+    """Every figure of the bench folder ``out`` (``speeds``: its speed.json, for the pareto figure);
+    returns their names relative to ``out``."""
     figdir = out / FIGURES_DIR
     figdir.mkdir(parents=True, exist_ok=True)
-    from .speed import read_speeds
-    return (sample_grids(out, figdir, rows) + pareto_figure(figdir, rows, read_speeds(out))
+    return (sample_grids(out, figdir, rows) + pareto_figure(figdir, rows, speeds)
             + training_curves_figure(out, figdir, cells) + quality_vs_nfe_figure(figdir, cells)
             + interpolations_figure(out, figdir, rows))

@@ -7,11 +7,12 @@ smallest size up. A parameter scale S trains every family at the width multiplie
 times its default parameter count (:func:`zoo.sizing.size_for_params`).
 
 From every finished cell ``<out>`` gets isoflop.json, ISOFLOP.md and one figure per family (FID
-against parameters, one curve per budget). At each budget a parabola in log10(parameters) is fitted
-to a family's FIDs (numpy.polyfit); its vertex is the best size when it lies inside the sizes
-tried, and otherwise the budget's minimum is on the edge and the range has to grow. Through the
-interior minima of a family a line log10 N_opt = c + a·log10 C is fitted (scipy.stats.linregress):
-``a`` is the family's size exponent, with its standard error from three budgets on.
+against parameters, one curve per budget). At each budget, where a family's best size tried has a
+smaller and a larger one beside it, the parabola in log10(parameters) through those three points
+(numpy.polyfit) gives the best size at its vertex; otherwise the budget's minimum is at an edge and
+the range has to grow (``--param-scales``). Through the interior minima of a family a line
+log10 N_opt = c + a·log10 C is fitted (scipy.stats.linregress): ``a`` is the family's size
+exponent, with its standard error from three budgets on.
 """
 from __future__ import annotations
 
@@ -130,16 +131,16 @@ def fit_minimum(points: list[dict]) -> dict | None:
     if len(ps) < 3:
         return None
     i = int(np.argmin([p["fid"] for p in ps]))
-    best = ps[i]
-    rec = {"interior": 0 < i < len(ps) - 1, "best_tried_params": best["params"], "best_tried_scale": best["param_scale"],
+    best, interior = ps[i], 0 < i < len(ps) - 1
+    rec = {"interior": interior, "best_tried_params": best["params"], "best_tried_scale": best["param_scale"],
            "best_tried_fid": best["fid"], "points": len(ps), "n_opt": float(best["params"]), "fid_opt": best["fid"],
-           "fit_params": None, "edge": None if 0 < i < len(ps) - 1 else ("small" if i == 0 else "large")}
-    if rec["interior"]:
+           "fit_params": None, "fit_coef": None, "edge": None if interior else ("small" if i == 0 else "large")}
+    if interior:
         near = ps[i - 1:i + 2]
-        c2, c1, c0 = np.polyfit(np.log10([p["params"] for p in near]), [p["fid"] for p in near], 2)
-        xv = -c1 / (2 * c2)   # c2 > 0: the middle point is the lowest of the three
-        rec.update(n_opt=float(10 ** xv), fid_opt=float(np.polyval([c2, c1, c0], xv)),
-                   fit_params=[p["params"] for p in near])
+        coef = np.polyfit(np.log10([p["params"] for p in near]), [p["fid"] for p in near], 2)
+        xv = -coef[1] / (2 * coef[0])   # coef[0] > 0: the middle point is the lowest of the three
+        rec.update(n_opt=float(10 ** xv), fid_opt=float(np.polyval(coef, xv)),
+                   fit_params=[p["params"] for p in near], fit_coef=[float(c) for c in coef])
     return rec
 
 
@@ -218,28 +219,22 @@ def isoflop_markdown(profile: Profile, families: list[str], points: list[dict], 
     return "\n".join(lines) + "\n"
 
 
-def plt_null_formatter():
-    from matplotlib.ticker import NullFormatter
-    return NullFormatter()
-
-
 def _plot_family(ax, fam: str, mine: list[dict], minima: dict) -> None:
     """One family's FID against parameters on ``ax``: a curve per budget, the local parabola of an
     interior minimum dashed, the minimum marked (a star where interior, a cross at an edge)."""
     import numpy as np
+    from matplotlib.ticker import NullFormatter
     for i, b in enumerate(sorted({p["tflops"] for p in mine})):
         ps = sorted((p for p in mine if p["tflops"] == b), key=lambda p: p["params"])
         ax.plot([p["params"] for p in ps], [p["fid"] for p in ps], "o-", color=f"C{i}", label=f"{b:g} TFLOP")
         m = minima.get(fam, {}).get(b)
-        if m is not None and m["fit_params"]:   # the local parabola through the best size and its neighbours
-            x = np.log10(m["fit_params"])
-            near = [p for p in ps if p["params"] in m["fit_params"]]
-            xs = np.linspace(x[0], x[-1], 30)
-            ax.plot(10 ** xs, np.polyval(np.polyfit(x, [p["fid"] for p in near], 2), xs), "--", color=f"C{i}", alpha=0.6)
+        if m is not None and m["fit_coef"]:   # the local parabola through the best size and its neighbours
+            xs = np.linspace(*np.log10([m["fit_params"][0], m["fit_params"][-1]]), 30)
+            ax.plot(10 ** xs, np.polyval(m["fit_coef"], xs), "--", color=f"C{i}", alpha=0.6)
         if m is not None:
             ax.plot([m["n_opt"]], [m["fid_opt"]], "*" if m["interior"] else "x", color=f"C{i}", markersize=12)
     ax.set_xscale("log")
-    ax.xaxis.set_minor_formatter(plt_null_formatter())   # a range under one decade would print overlapping minor labels
+    ax.xaxis.set_minor_formatter(NullFormatter())   # a range under one decade would print overlapping minor labels
     ax.set_xlabel("parameters")
     ax.set_ylabel("FID (fmnist-cnn)")
     ax.set_title(fam)

@@ -34,8 +34,9 @@ def write_outputs(out: Path, profile: Profile, data: str, command: str, prov: di
     atomic_write_text(out / RESULTS_FILE, json.dumps(doc, indent=2, default=str))
     atomic_write_text(out / RESULTS_CSV, results_csv(cells, prov))
     atomic_write_text(out / RESULTS_MEAN_CSV, results_mean_csv(rows))
-    figs = make_figures(out, cells, rows)
-    md = results_markdown(profile, data, command, prov, cells, rows, ws, floor, ceiling, figs, out)
+    speeds = read_speeds(out)   # zoo bench speed's quiet measurements, for the FID-against-images/s figure
+    figs = make_figures(out, cells, rows, speeds)
+    md = results_markdown(profile, data, command, prov, cells, rows, ws, floor, ceiling, figs, speeds)
     atomic_write_text(out / "RESULTS.md", md)
 
 
@@ -178,7 +179,7 @@ def recipe_table(cells: list[dict]) -> str | None:
 
 def results_markdown(profile: Profile, data: str, command: str, prov: dict, cells: list[dict], rows: list[dict],
                      ws: list[dict], floor: dict | None, ceiling: dict | None, figs: list[str],
-                     out_dir: Path | None = None) -> str:
+                     speeds: dict | None = None) -> str:
     """RESULTS.md: method, provenance, the main table, best family per column, sweep, figures."""
     md = [f"# zoo bench — profile `{profile.name}`", "",
           method_paragraph(profile, data, cells), "",
@@ -210,7 +211,6 @@ def results_markdown(profile: Profile, data: str, command: str, prov: dict, cell
     if sweep:
         md += ["## Quality against network evaluations", "", sweep, ""]
     md += ["## Figures", ""]
-    speeds = read_speeds(out_dir) if out_dir is not None else None
     if speeds and "figures/pareto.png" in figs:
         md += [f"The FID-against-images/s figure takes its speeds from `SPEED.md`: {speed_note(speeds)}. The "
                "table's images/s column is what each cell measured while the bench ran.", ""]

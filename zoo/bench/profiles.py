@@ -6,6 +6,7 @@ import math
 
 from ..errors import ZooError
 from ..rng import MAX_SEED
+from ..sizing import check_size
 
 SAMPLE_SEED = 0  # every cell samples images (SAMPLE_SEED, i): the same noise for every family
 INCEPTION_N = 10_000   # zoo bench --inception: samples against the whole test split, floor at the same n
@@ -181,8 +182,6 @@ def check_profile(profile: Profile, test_size: int | None = None) -> None:
         raise ZooError(f"--n must be >= 2, got {profile.n}")
     if test_size is not None and profile.n > test_size:
         raise ZooError(f"--n {profile.n} exceeds the {test_size} images of the test split")
-    if not (isinstance(profile.param_scale, (int, float)) and math.isfinite(profile.param_scale)
-            and profile.param_scale > 0):
-        raise ZooError(f"--param-scale must be a finite number > 0, got {profile.param_scale}")
+    check_size(profile.param_scale, "--param-scale")
     if not profile.seeds or min(profile.seeds) < 0:
         raise ZooError(f"--seeds must be one or more seeds >= 0, got {profile.seeds}")
