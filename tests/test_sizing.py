@@ -17,12 +17,13 @@ from zoo.bench import PROFILES
 from zoo.bench.isoflop import fit_minimum, fit_size_rule, folder, run_isoflop, write_isoflop
 from zoo.bench.settings import recipe
 from zoo.errors import ZooError
-from zoo.sizing import params_at, scale_width, size_for_params, size_overrides, sized_model
+from zoo.sizing import params_at, scale_depth, scale_width, size_for_params, size_overrides, sized_model
 
 from helpers import faked
 
 ZOO = str(Path(sys.executable).parent / "zoo")
 SIZED = [f for f in zoo.list_models() if get_model_class(f).size_fields]
+DEEP = [f for f in zoo.list_models() if get_model_class(f).depth_fields]
 # the networks of each family that the size axis must grow together (attribute names on the model)
 NETWORKS = {"gan": ("gen", "disc"), "vae_gan": ("decoder", "disc"), "latent_diffusion": ("encoder", "unet"),
             "vqvae": ("encoder", "prior")}
@@ -101,6 +102,64 @@ def test_train_at_a_size_builds_the_wider_config(tmp_path):
     cfg = json.loads((tmp_path / "r" / "config.json").read_text())["config"]
     assert tuple(cfg["g_widths"]) == (128, 64, 32) and tuple(cfg["d_widths"]) == (64, 128)
     assert cfg["latent_dim"] == 4   # the user's --set keeps its own value
+
+
+# ---- the depth axis ------------------------------------------------------------------------------
+def test_scale_depth_rounds_half_up_and_keeps_the_least_count():
+    assert [scale_depth(8, d, 1) for d in (0.25, 0.5, 2.0)] == [2, 4, 16]
+    assert scale_depth(3, 0.5, 1) == 2 and scale_depth(1, 0.1, 1) == 1 and scale_depth(1, 0.1, 0) == 0
+
+
+@pytest.mark.parametrize("family", DEEP)
+def test_depth_multiplies_every_block_count_and_the_parameters_follow(family):
+    cls = get_model_class(family)
+    assert size_overrides(cls, 1.0, depth=1.0) == {}
+    deep = size_overrides(cls, 1.0, depth=2.0)
+    assert set(deep) == set(cls.depth_fields)
+    assert all(v == 2 * getattr(cls.Config(), f) for f, v in deep.items()), deep
+    assert params_at(family, 1.0, 1.0, depth=2.0) > params_at(family, 1.0, 1.0)
+    both = size_overrides(cls, 2.0, depth=2.0)   # the two axes together: the widths of size 2, the counts of depth 2
+    assert both == {**size_overrides(cls, 2.0), **deep}
+
+
+def test_families_without_a_depth_axis_refuse_a_depth_and_bad_depths_are_one_line_errors():
+    with pytest.raises(ZooError, match="family 'gan' has no depth axis"):
+        size_overrides(get_model_class("gan"), 1.0, depth=0.5)
+    for bad in (0, -1, float("nan")):
+        with pytest.raises(ZooError, match="depth must be a finite number > 0"):
+            size_overrides(get_model_class("flow"), 1.0, depth=bad)
+
+
+def test_a_shallower_flow_reaches_a_scale_below_its_width_floor():
+    """At depth 1 every coupling width bottoms out (multiples of 4) above 0.05x of the default flow's
+    parameters; at a quarter of its steps the width search lands near 0.05x."""
+    base = params_at("flow", 1.0, 1.0)
+    floor = params_at("flow", size_for_params("flow", 0.05, 1.0), 1.0)
+    shallow = params_at("flow", size_for_params("flow", 0.05, 1.0, depth=0.25), 1.0, depth=0.25)
+    assert floor > 0.065 * base
+    assert abs(math.log(shallow / (0.05 * base))) < math.log(1.3), (shallow, base)
+    assert size_for_params("flow", 1.0, 1.0, depth=0.5) > 1.0   # scale 1 at half depth: wider, to the same count
+
+
+def test_isoflop_at_a_depth_runs_its_own_folder_and_the_tables_take_it(tmp_path, monkeypatch):
+    calls = []
+    out = tmp_path / "iso"
+    with faked(calls, monkeypatch):
+        run_isoflop(PROF, ["pixel_gpt"], "synthetic", out, "fmnist-cnn", "cmd", tiny=True, log=lambda s: None)
+        run_isoflop(dataclasses.replace(PROF, param_scales=(1.0,), depth=2.0), ["pixel_gpt"], "synthetic", out,
+                    "fmnist-cnn", "cmd", tiny=True, log=lambda s: None)
+    assert calls == ["pixel_gpt-s0"] * 4
+    where = folder(out, 1e-6, 1.0, 2.0)
+    assert where.name == "p1-d2"
+    cell = json.loads((where / "cells" / "pixel_gpt-s0.json").read_text())
+    assert cell["settings"]["depth"] == 2.0
+    cfg = json.loads((where / "runs" / "pixel_gpt-s0" / "config.json").read_text())["config"]
+    assert cfg["n_layers"] == 2 * get_model_class("pixel_gpt").tiny_config().n_layers
+    doc = json.loads((out / "isoflop.json").read_text())   # one curve of FID against parameters, at any depth
+    assert sorted((p["param_scale"], p["depth"]) for p in doc["points"]) == [(0.45, 1.0), (1.0, 1.0), (1.0, 2.0),
+                                                                            (2.2, 1.0)]
+    assert doc["minima"]["pixel_gpt"]["1e-06"]["points"] == 4
+    assert "4 sizes (0.45, 1, 1 at depth 2, 2.2 times" in (out / "ISOFLOP.md").read_text()
 
 
 # ---- the IsoFLOP fits ---------------------------------------------------------------------------
@@ -188,6 +247,8 @@ def test_isoflop_runs_a_folder_per_budget_and_size_and_resumes(tmp_path, monkeyp
     (["--profile", "quick", "--param-scale", "0"], "--param-scale must be a finite number > 0"),
     (["--profile", "standard", "--param-scales", "0.1"], "--param-scales is for the isoflop profile"),
     (["--profile", "isoflop", "--param-scales", "0,1"], "bad --param-scales '0,1'"),
+    (["--profile", "isoflop", "--families", "gan", "--depth", "0.5"], "--depth needs a depth axis; gan has none"),
+    (["--profile", "quick", "--families", "flow", "--depth", "0"], "--depth must be a finite number > 0"),
 ])
 def test_cli_refuses_bad_size_requests_in_one_line(tmp_path, args, message):
     r = subprocess.run([ZOO, "bench", *args, "--out", str(tmp_path / "x")], capture_output=True, text=True)
@@ -203,3 +264,11 @@ def test_cli_train_and_list_take_a_size(tmp_path):
     assert r.returncode == 0, r.stderr
     rows = {x["family"]: x["params"] for x in json.loads(r.stdout)}
     assert set(rows) == set(SIZED) and rows["vae"] == sized_model("vae", 10.0, 2.0).num_params()
+    r = subprocess.run([ZOO, "list", "--json", "--depth", "0.5"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    rows = {x["family"]: x["params"] for x in json.loads(r.stdout)}
+    assert set(rows) == set(DEEP) and rows["flow"] == sized_model("flow", 10.0, depth=0.5).num_params()
+    r = subprocess.run([ZOO, "train", "gan", "--depth", "0.5", "--steps", "1", "--out", str(tmp_path / "g")],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "family 'gan' has no depth axis" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "g").exists()

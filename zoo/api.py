@@ -134,6 +134,9 @@ class Generator(nn.Module):
     # that sets a width of one of the family's networks, with the multiple its scaled values round to
     # (attention heads, even channel counts). Empty: the family has no size axis. See zoo.sizing.
     size_fields: ClassVar[dict[str, int]] = {}
+    # the depth axis (``zoo train --depth``, ``zoo bench --depth``): every model field that counts repeated
+    # blocks (layers, flow steps, residual blocks), with the least value it may take. Empty: no depth axis.
+    depth_fields: ClassVar[dict[str, int]] = {}
 
     def begin_stage(self, stage: str, images: torch.Tensor) -> None:
         """Hook called once when a stage starts (not again on resume). ``images``: uint8 train set."""

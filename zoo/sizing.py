@@ -11,6 +11,12 @@ Parameters grow between linearly and quadratically with the width, differently p
 parts such as a VAE's mixture prior or a flow's 1x1 convs do not grow), so comparisons across
 families use a parameter scale instead: :func:`size_for_params` finds the width multiplier whose
 model has ``scale`` times the parameters of the family's default.
+
+``depth`` is the second axis: a multiplier of the fields that count repeated blocks
+(``Generator.depth_fields``: layers, flow steps, residual blocks), each rounded to a whole count no
+smaller than its least. A family whose widths reach their rounding floor (the flow) grows smaller
+only through it; at a given depth :func:`size_for_params` finds the width for a parameter scale
+that is still measured against the default model (size 1, depth 1).
 """
 from __future__ import annotations
 
@@ -31,51 +37,67 @@ def scale_width(value: int | tuple[int, ...], size: float, multiple: int) -> int
     return max(multiple, int(round(value * size / multiple)) * multiple)
 
 
+def scale_depth(value: int, depth: float, least: int) -> int:
+    """A block count times ``depth``, rounded half up to a whole count and at least ``least``."""
+    return max(least, int(math.floor(value * depth + 0.5)))
+
+
 def check_size(size: float, what: str = "size") -> None:
     """One-line ZooError unless ``size`` is a finite number > 0."""
     if isinstance(size, bool) or not (isinstance(size, (int, float)) and math.isfinite(size) and size > 0):
         raise ZooError(f"{what} must be a finite number > 0, got {size}")
 
 
-def size_overrides(cls, size: float, config=None) -> dict[str, Any]:
+def size_overrides(cls, size: float, config=None, depth: float = 1.0) -> dict[str, Any]:
     """The model fields that make family ``cls`` ``size`` times as wide as ``config`` (default: the
-    family's default config) in every network at once, as recipe entries. Empty at size 1; a one-line
-    ZooError for a size that is not > 0, or a size other than 1 of a family without a size axis."""
+    family's default config) in every network at once, and ``depth`` times as deep, as recipe
+    entries. Empty at size 1 and depth 1; a one-line ZooError for a size or depth that is not > 0,
+    or for a size (depth) other than 1 of a family without a size (depth) axis."""
     check_size(size)
-    if size == 1:
-        return {}
-    if not cls.size_fields:
-        raise ZooError(f"family {cls.name!r} has no size axis: use size 1")
+    check_size(depth, "depth")
     base = config if config is not None else cls.Config()
-    return {f: scale_width(getattr(base, f), size, m) for f, m in cls.size_fields.items()}
+    out: dict[str, Any] = {}
+    if size != 1:
+        if not cls.size_fields:
+            raise ZooError(f"family {cls.name!r} has no size axis: use size 1")
+        out.update({f: scale_width(getattr(base, f), size, m) for f, m in cls.size_fields.items()})
+    if depth != 1:
+        if not cls.depth_fields:
+            raise ZooError(f"family {cls.name!r} has no depth axis: use depth 1")
+        out.update({f: scale_depth(getattr(base, f), depth, least) for f, least in cls.depth_fields.items()})
+    return out
 
 
-def sized_model(family: str, tflops: float, size: float = 1.0):
-    """``family`` as a run trained for ``tflops`` TFLOP at width multiplier ``size`` builds it (its
-    recipe and the widths of ``size`` applied), for 1x28x28 images."""
+def sized_model(family: str, tflops: float, size: float = 1.0, depth: float = 1.0):
+    """``family`` as a run trained for ``tflops`` TFLOP at width multiplier ``size`` and depth
+    multiplier ``depth`` builds it (its recipe and those fields applied), for 1x28x28 images."""
     from .api import get_model_class, recipe_model, split_recipe
-    return recipe_model(family, tflops, extra=split_recipe(size_overrides(get_model_class(family), size))[0])
+    return recipe_model(family, tflops, extra=split_recipe(size_overrides(get_model_class(family), size,
+                                                                          depth=depth))[0])
 
 
 @lru_cache(maxsize=None)
-def params_at(family: str, size: float, tflops: float, tiny: bool = False) -> int:
-    """Parameters of ``family`` for 1x28x28 images at width multiplier ``size``, as a run trained for
-    ``tflops`` TFLOP builds it (its recipe applied; the tiny test config's own fields if ``tiny``)."""
+def params_at(family: str, size: float, tflops: float, tiny: bool = False, depth: float = 1.0) -> int:
+    """Parameters of ``family`` for 1x28x28 images at width multiplier ``size`` and depth multiplier
+    ``depth``, as a run trained for ``tflops`` TFLOP builds it (its recipe applied; the tiny test
+    config's own fields if ``tiny``)."""
     from .api import build_model, get_model_class, split_recipe
     if not tiny:
-        return sized_model(family, tflops, size).num_params()
+        return sized_model(family, tflops, size, depth).num_params()
     cls = get_model_class(family)
-    return build_model(family, (1, 28, 28), split_recipe(size_overrides(cls, size, cls.tiny_config()))[0],
+    return build_model(family, (1, 28, 28), split_recipe(size_overrides(cls, size, cls.tiny_config(), depth))[0],
                        tiny=True).num_params()
 
 
-def size_for_params(family: str, scale: float, tflops: float, tiny: bool = False) -> float:
-    """The width multiplier (3 significant digits) whose ``family`` model has closest to ``scale``
-    times the parameters of its size-1 model, in log distance; 1 for scale 1. Widths round to
-    multiples, so the count is near, not equal to, the target (the cell records the true count)."""
+def size_for_params(family: str, scale: float, tflops: float, tiny: bool = False, depth: float = 1.0) -> float:
+    """The width multiplier (3 significant digits) whose ``family`` model at depth multiplier
+    ``depth`` has closest to ``scale`` times the parameters of its default model (size 1, depth 1),
+    in log distance; 1 for scale 1 at depth 1. Widths round to multiples, so the count is near, not
+    equal to, the target (the cell records the true count)."""
     from .api import get_model_class
     check_size(scale, "param scale")
-    if scale == 1:
+    check_size(depth, "depth")
+    if scale == 1 and depth == 1:
         return 1.0
     if not get_model_class(family).size_fields:
         raise ZooError(f"family {family!r} has no size axis: use param scale 1")
@@ -83,12 +105,12 @@ def size_for_params(family: str, scale: float, tflops: float, tiny: bool = False
     lo, hi = (math.log(s) for s in SIZE_RANGE)
     for _ in range(40):   # bisection in log size: the parameter count does not fall as the size grows
         mid = (lo + hi) / 2
-        if math.log(params_at(family, _round(math.exp(mid)), tflops, tiny)) < target:
+        if math.log(params_at(family, _round(math.exp(mid)), tflops, tiny, depth)) < target:
             lo = mid
         else:
             hi = mid
     best = min({_round(math.exp(lo)), _round(math.exp(hi))},
-               key=lambda s: abs(math.log(params_at(family, s, tflops, tiny)) - target))
+               key=lambda s: abs(math.log(params_at(family, s, tflops, tiny, depth)) - target))
     return best
 
 

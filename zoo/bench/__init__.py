@@ -39,7 +39,7 @@ def run(profile: str = "quick", families: str = "all", *, seeds: str | None = No
         merge: bool = False, reuse: str | Path | None = None, conditional: bool = False,
         text_encoder: str | None = None, guidance: float | None = None, inception: bool = False,
         budgets: str | None = None, param_scale: float | None = None, param_scales: str | None = None,
-        command: str | None = None) -> Path:
+        depth: float | None = None, command: str | None = None) -> Path:
     """Train every family under the same FLOP budget, evaluate, and write tables and figures, as
     `zoo bench` does; returns the output folder. Every argument is checked before any cell runs
     (a one-line ZooError). Re-running with the same arguments reuses finished cells and resumes
@@ -72,6 +72,8 @@ def run(profile: str = "quick", families: str = "all", *, seeds: str | None = No
             count (the width multiplier that gives it, ``zoo.sizing.size_for_params``).
         param_scales: isoflop: the parameter scales to run instead of the profile's, as '0.05,0.1' (to
             extend a sweep whose minimum is at an edge; the tables take every scale run in ``out``).
+        depth: every family's block counts times this (``Generator.depth_fields``); with a parameter
+            scale the widths give that scale at this depth (an isoflop folder 'p<S>' becomes 'p<S>-d<D>').
         command: the command recorded in the results; None: an equivalent `zoo bench` line.
     """
     from .. import dist
@@ -86,15 +88,15 @@ def run(profile: str = "quick", families: str = "all", *, seeds: str | None = No
     if profile not in PROFILES:
         raise ZooError(f"unknown profile {profile!r}: use one of {', '.join(sorted(PROFILES))}")
     prof = with_overrides(PROFILES[profile], seeds=seeds, tflops=tflops, n=n, inception=inception, budgets=budgets,
-                          param_scale=param_scale, param_scales=param_scales)
+                          param_scale=param_scale, param_scales=param_scales, depth=depth)
     if (text_encoder is not None or guidance is not None) and not conditional:
         raise ZooError("--text-encoder and --guidance need --conditional")
     if conditional:
         prof = _conditional_profile(prof, data, text_encoder, guidance)
     fams = select_families(families, list_models())
-    if prof.param_scale != 1 or prof.param_scales:
+    if prof.param_scale != 1 or prof.param_scales or prof.depth != 1:
         from .isoflop import check_families
-        check_families(fams)
+        check_families(fams, prof.depth)
     out_dir = Path(out or f"runs/bench-{prof.name}")
     check_writable(out_dir)
     command = command or f"zoo bench --profile {profile} --families {families} --out {out_dir}"

@@ -50,10 +50,12 @@ def run_cell(family: str, seed: int, profile: Profile, data: str, out: Path, fea
     rec: dict = {"family": family, "seed": seed, "likelihood": model.likelihood, "params": model.num_params(),
                  "train_tflops": summary["train_tflops"], "steps": summary["steps"], "epochs": summary["epochs"],
                  "train_wall_s": summary["wall_s"], "sample_wall_s": round(sample_wall, 2)}
-    if profile.param_scale != 1:   # a cell of the size axis (the isoflop profile): its scale and width multiplier
+    if profile.param_scale != 1 or profile.depth != 1:   # a cell of the size axes: its scale and multipliers
         from ..sizing import size_for_params
         rec.update(param_scale=profile.param_scale,
-                   size=size_for_params(family, profile.param_scale, profile.tflops, tiny))
+                   size=size_for_params(family, profile.param_scale, profile.tflops, tiny, profile.depth))
+        if profile.depth != 1:
+            rec["depth"] = profile.depth
     rec.update({k: v for k, v in metrics.items() if k != "provenance"})
     rec["metrics_provenance"] = metrics.get("provenance", {})
     if profile.inception_n:   # zoo bench --inception: the first profile.n samples reused, the rest drawn

@@ -4,7 +4,10 @@ budgets, and the size that each budget deserves (the IsoFLOP method of Hoffmann 
 Each (budget, parameter scale) is an ordinary bench folder, ``<out>/<T>tf/p<S>`` (cells, run
 folders, locks, shards and resume exactly as for one profile), run from the cheapest budget and the
 smallest size up. A parameter scale S trains every family at the width multiplier that gives it S
-times its default parameter count (:func:`zoo.sizing.size_for_params`).
+times its default parameter count (:func:`zoo.sizing.size_for_params`). With ``--depth D`` the block
+counts are D times the default's and the widths give S at that depth, in ``p<S>-d<D>``: the way to a
+size below a family's width floor (the flow's). The fits take every folder of a budget, at any depth,
+as points on one curve of FID against parameters.
 
 From every finished cell ``<out>`` gets isoflop.json, ISOFLOP.md and one figure per family (FID
 against parameters, one curve per budget). At each budget, where a family's best size tried has a
@@ -19,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from pathlib import Path
 from typing import Callable
 
@@ -34,21 +38,26 @@ POINT_KEYS = ("fid", "bpd", "coverage", "min_class_share", "params", "size", "st
               "cell_wall_s", "images_per_s", "sample_flops_per_image")
 
 
-def folder(out: Path, tflops: float, scale: float) -> Path:
-    """Where one (budget, parameter scale) folder lives: '<out>/10tf/p0.45'."""
-    return out / f"{tflops:g}tf" / f"p{scale:g}"
+def folder(out: Path, tflops: float, scale: float, depth: float = 1.0) -> Path:
+    """Where one (budget, parameter scale, depth) folder lives: '<out>/10tf/p0.45', '<out>/1tf/p0.05-d0.25'."""
+    return out / f"{tflops:g}tf" / (f"p{scale:g}" + (f"-d{depth:g}" if depth != 1 else ""))
 
 
-def sub_profile(profile: Profile, tflops: float, scale: float) -> Profile:
+def sub_profile(profile: Profile, tflops: float, scale: float, depth: float = 1.0) -> Profile:
     """The one-budget, one-size profile that a folder runs."""
-    return dataclasses.replace(profile, tflops=float(tflops), budgets=(), param_scales=(), param_scale=float(scale))
+    return dataclasses.replace(profile, tflops=float(tflops), budgets=(), param_scales=(), param_scale=float(scale),
+                               depth=float(depth))
 
 
-def check_families(families: list[str]) -> None:
-    """One-line ZooError for a family without a size axis (``Generator.size_fields``)."""
+def check_families(families: list[str], depth: float = 1.0) -> None:
+    """One-line ZooError for a family without a size axis (``Generator.size_fields``), or at a depth
+    other than 1 without a depth axis (``Generator.depth_fields``)."""
     bare = [f for f in families if not get_model_class(f).size_fields]
     if bare:
-        raise ZooError(f"the isoflop profile needs a size axis; {', '.join(bare)} has none: leave it out of --families")
+        raise ZooError(f"a parameter scale needs a size axis; {', '.join(bare)} has none: leave it out of --families")
+    flat = [f for f in families if depth != 1 and not get_model_class(f).depth_fields]
+    if flat:
+        raise ZooError(f"--depth needs a depth axis; {', '.join(flat)} has none: leave it out of --families")
 
 
 def run_isoflop(profile: Profile, families: list[str], data: str, out: Path, features, command: str, *,
@@ -62,16 +71,16 @@ def run_isoflop(profile: Profile, families: list[str], data: str, out: Path, fea
     out.mkdir(parents=True, exist_ok=True)
     failed: list[str] = []
     for b in sorted(profile.budgets):
-        for s in (scales_run(out, profile, b) if merge else sorted(profile.param_scales)):
-            where = folder(out, b, s)
+        for s, d in (sizes_run(out, profile, b) if merge else [(s, profile.depth) for s in sorted(profile.param_scales)]):
+            where = folder(out, b, s, d)
             if not merge:
-                log(f"isoflop: {b:g} TFLOP, {s:g}x parameters -> {where}")
+                log(f"isoflop: {b:g} TFLOP, {s:g}x parameters{f' at depth {d:g}' if d != 1 else ''} -> {where}")
             try:
                 if not merge or (where / "cells").is_dir():
-                    run_bench(sub_profile(profile, b, s), families, data, where, features, command, tiny=tiny,
+                    run_bench(sub_profile(profile, b, s, d), families, data, where, features, command, tiny=tiny,
                               force=force, shard=shard, merge=merge, log=log)
             except RunFailed as e:
-                failed.append(f"{b:g} TFLOP at {s:g}x: {e}")
+                failed.append(f"{b:g} TFLOP at {s:g}x{f', depth {d:g}' if d != 1 else ''}: {e}")
             if not merge:
                 write_isoflop(out, profile, families, command)
     write_isoflop(out, profile, families, command)
@@ -82,14 +91,15 @@ def run_isoflop(profile: Profile, families: list[str], data: str, out: Path, fea
 
 
 # ---- the points, the fits and the tables -------------------------------------------------------
-def scales_run(out: Path, profile: Profile, tflops: float) -> list[float]:
-    """The parameter scales of a budget: the profile's and every other one a run put in ``out``
-    (``--param-scales``, extending the range), ascending."""
-    found = set(profile.param_scales)
+def sizes_run(out: Path, profile: Profile, tflops: float) -> list[tuple[float, float]]:
+    """The (parameter scale, depth) pairs of a budget: the profile's and every other one a run put in
+    ``out`` (``--param-scales`` extending the range, ``--depth``), ascending."""
+    found = {(s, profile.depth) for s in profile.param_scales}
     for p in (out / f"{tflops:g}tf").glob("p*"):
+        m = re.fullmatch(r"p([0-9.e+-]+?)(?:-d([0-9.e+-]+))?", p.name)
         try:
-            found.add(float(p.name[1:]))
-        except ValueError:
+            found.add((float(m[1]), float(m[2] or 1)))
+        except (TypeError, ValueError):
             continue
     return sorted(found)
 
@@ -99,8 +109,8 @@ def collect_points(out: Path, profile: Profile, families: list[str]) -> list[dic
     from .tables import mean_std
     points = []
     for b in sorted(profile.budgets):
-        for s in scales_run(out, profile, b):
-            where = folder(out, b, s)
+        for s, d in sizes_run(out, profile, b):
+            where = folder(out, b, s, d)
             if not (where / "cells").is_dir():
                 continue
             cells = read_cells(where)
@@ -109,7 +119,7 @@ def collect_points(out: Path, profile: Profile, families: list[str]) -> list[dic
                 cs = [c for c in cells if c["family"] == fam]
                 if not cs:
                     continue
-                p = {"family": fam, "tflops": b, "param_scale": s, "seeds": sorted(c["seed"] for c in cs),
+                p = {"family": fam, "tflops": b, "param_scale": s, "depth": d, "seeds": sorted(c["seed"] for c in cs),
                      "cpu": cs[0].get("provenance", {}).get("cpu"), "threads": cs[0].get("provenance", {}).get("threads")}
                 for k in POINT_KEYS:
                     p[k] = mean_std([c.get(k, 1.0 if k == "size" else None) for c in cs])[0]
@@ -133,6 +143,7 @@ def fit_minimum(points: list[dict]) -> dict | None:
     i = int(np.argmin([p["fid"] for p in ps]))
     best, interior = ps[i], 0 < i < len(ps) - 1
     rec = {"interior": interior, "best_tried_params": best["params"], "best_tried_scale": best["param_scale"],
+           "best_tried_depth": best.get("depth", 1.0),
            "best_tried_fid": best["fid"], "points": len(ps), "n_opt": float(best["params"]), "fid_opt": best["fid"],
            "fit_params": None, "fit_coef": None, "edge": None if interior else ("small" if i == 0 else "large")}
     if interior:
@@ -157,16 +168,23 @@ def fit_size_rule(minima: dict[float, dict | None]) -> dict | None:
             "budgets": len(xs)}
 
 
+def _size_label(scale: float, depth: float, unit: str = "x") -> str:
+    """'0.45x', or '0.05x at depth 0.25'."""
+    return f"{scale:g}{unit}" + (f" at depth {depth:g}" if depth != 1 else "")
+
+
 def _num(v, spec: str) -> str:
     return "—" if v is None else format(v, spec)
 
 
 def isoflop_markdown(profile: Profile, families: list[str], points: list[dict], minima: dict, rules: dict,
                      command: str, figures: list[str]) -> str:
-    budgets, scales = sorted(profile.budgets), sorted({p["param_scale"] for p in points} | set(profile.param_scales))
+    budgets = sorted(profile.budgets)
+    scales = sorted({(p["param_scale"], p.get("depth", 1.0)) for p in points} | {(s, 1.0) for s in profile.param_scales})
     lines = [f"# zoo bench — profile `{profile.name}`", "",
-             f"Every family trained at {len(scales)} sizes ({', '.join(f'{s:g}' for s in scales)} times its default "
-             f"parameter count, through one width multiplier over all its networks: `zoo.sizing`) for each of "
+             f"Every family trained at {len(scales)} sizes ({', '.join(_size_label(*sd, unit='') for sd in scales)} times its "
+             f"default parameter count, through one width multiplier over all its networks, and where a depth is "
+             f"given its block counts times that depth: `zoo.sizing`) for each of "
              f"{', '.join(f'{b:g}' for b in budgets)} TFLOP, seed {','.join(map(str, profile.seeds))}; "
              f"{profile.n:,} samples per cell against the first {profile.n:,} test images (`fmnist-cnn` features), "
              f"bits/dim on the first {profile.bpd_images:,} test images. Each (budget, size) is a bench folder of "
@@ -186,7 +204,7 @@ def isoflop_markdown(profile: Profile, families: list[str], points: list[dict], 
             if m is None:
                 continue
             where = "yes" if m["interior"] else f"no ({m['edge']})"
-            lines.append(f"| {fam} | {b:g} | {m['best_tried_params']:,.0f} ({m['best_tried_scale']:g}x) | "
+            lines.append(f"| {fam} | {b:g} | {m['best_tried_params']:,.0f} ({_size_label(m['best_tried_scale'], m.get('best_tried_depth', 1.0))}) | "
                          f"{m['best_tried_fid']:.2f} | {m['n_opt']:,.0f} | {m['fid_opt']:.2f} | {where} | {m['points']} |")
     lines += ["", "## Size rule: log10 N_opt = c + a · log10 C (C in TFLOP)", "",
               "Fitted through the interior minima only; the standard error needs three budgets.", "",
@@ -201,13 +219,13 @@ def isoflop_markdown(profile: Profile, families: list[str], points: list[dict], 
               "images/s at batch 256, marked † where `zoo bench speed` measured it one family after another "
               "(the folder's SPEED.md names the machine and its matmul rate), else as the cell measured it "
               "while the bench ran. CPU and threads are those that trained the cell.", "",
-              "| family | TFLOP | scale | width × | params | FID | bits/dim | coverage | smallest class share | steps | "
+              "| family | TFLOP | scale | width × | depth × | params | FID | bits/dim | coverage | smallest class share | steps | "
               "epochs | sample MFLOP/image | images/s | train wall (s) | CPU, threads |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for p in sorted(points, key=lambda p: (families.index(p["family"]), p["tflops"], p["param_scale"])):
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for p in sorted(points, key=lambda p: (families.index(p["family"]), p["tflops"], p["params"])):
         mf = p.get("sample_flops_per_image")
         lines.append(f"| {p['family']} | {p['tflops']:g} | {p['param_scale']:g} | {_num(p.get('size'), 'g')} | "
-                     f"{p['params']:,.0f} | {_num(p.get('fid'), '.2f')} | {_num(p.get('bpd'), '.3f')} | "
+                     f"{p.get('depth', 1.0):g} | {p['params']:,.0f} | {_num(p.get('fid'), '.2f')} | {_num(p.get('bpd'), '.3f')} | "
                      f"{_num(p.get('coverage'), '.3f')} | {_num(p.get('min_class_share'), '.3f')} | "
                      f"{_num(p.get('steps'), '.0f')} | {_num(p.get('epochs'), '.2f')} | "
                      f"{_num(mf and mf / 1e6, '.2f')} | {_num(p.get('images_per_s'), '.1f')}{'†' if p.get('speed_source') else ''} | "

@@ -35,10 +35,11 @@ class Profile:
     inception_n: int = 0             # images of the Inception FID and its floor (zoo bench --inception); 0: none
     param_scale: float = 1.0         # every family at this many times its default parameters (zoo.sizing)
     param_scales: tuple[float, ...] = ()  # several parameter scales per budget (the isoflop profile), a folder each
+    depth: float = 1.0               # every family's block counts times this (zoo.sizing; families with a depth axis)
 
 
 # profile fields a record leaves out at these values, so that records made without them stay as they were
-QUIET_FIELDS = {"inception_n": 0, "param_scale": 1.0, "param_scales": ()}
+QUIET_FIELDS = {"inception_n": 0, "param_scale": 1.0, "param_scales": (), "depth": 1.0}
 
 
 def profile_record(profile: Profile) -> dict:
@@ -140,7 +141,8 @@ def parse_numbers(text: str, option: str) -> tuple[float, ...]:
 
 def with_overrides(profile: Profile, *, seeds: str | None = None, tflops: float | None = None,
                    n: int | None = None, inception: bool = False, budgets: str | None = None,
-                   param_scale: float | None = None, param_scales: str | None = None) -> Profile:
+                   param_scale: float | None = None, param_scales: str | None = None,
+                   depth: float | None = None) -> Profile:
     """``profile`` with the command line's --seeds/--tflops/--n/--inception/--budgets/--param-scale
     applied (--inception: the Inception FID of ``INCEPTION_N`` images; --budgets: a multi-budget
     profile's budgets; --param-scale: one-budget profiles only); checked by :func:`check_profile`."""
@@ -169,6 +171,8 @@ def with_overrides(profile: Profile, *, seeds: str | None = None, tflops: float 
         changes["param_scale"] = param_scale
     if param_scales is not None:
         changes["param_scales"] = parse_numbers(param_scales, "--param-scales")
+    if depth is not None:
+        changes["depth"] = depth
     profile = dataclasses.replace(profile, **changes)
     check_profile(profile)
     return profile
@@ -183,5 +187,6 @@ def check_profile(profile: Profile, test_size: int | None = None) -> None:
     if test_size is not None and profile.n > test_size:
         raise ZooError(f"--n {profile.n} exceeds the {test_size} images of the test split")
     check_size(profile.param_scale, "--param-scale")
+    check_size(profile.depth, "--depth")
     if not profile.seeds or min(profile.seeds) < 0:
         raise ZooError(f"--seeds must be one or more seeds >= 0, got {profile.seeds}")

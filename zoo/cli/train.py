@@ -25,6 +25,9 @@ from .common import CONTEXT, SEED, device_option, import_option
 @click.option("--size", default=1.0, show_default=True, type=float, metavar="S",
               help="Width multiplier of every network of the family at once (parameters grow about as S**2; "
                    "`zoo list --size S` shows the count); --set wins over it.")
+@click.option("--depth", default=1.0, show_default=True, type=float, metavar="D",
+              help="Multiplier of the family's block counts (layers, flow steps, residual blocks; rounded, "
+                   "at least 1) where it has them (`zoo list --depth D`); --set wins over it.")
 @click.option("--conditional", is_flag=True,
               help="Condition the model on captions of the training images, embedded by a frozen text encoder "
                    "(see `zoo text --help`); sample it with `zoo sample RUN --prompt TEXT`.")
@@ -38,7 +41,7 @@ from .common import CONTEXT, SEED, device_option, import_option
 @device_option
 @import_option
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def train_cmd(family, data_spec, seed, out, steps, tflops, batch_size, resume, sets, no_recipe, size, conditional,
+def train_cmd(family, data_spec, seed, out, steps, tflops, batch_size, resume, sets, no_recipe, size, depth, conditional,
               text_encoder, download, eval_bpd, compile_, device, quiet):
     """Train FAMILY on a dataset under a step or FLOP budget, writing a run directory.
 
@@ -60,9 +63,9 @@ def train_cmd(family, data_spec, seed, out, steps, tflops, batch_size, resume, s
     from ..train.run import plan_train, train_plan, write_bpd
     plan = plan_train(family, out, data=data_spec, steps=steps, tflops=tflops, seed=seed, batch_size=batch_size,
                       sets=sets, resume=resume, recipe=not no_recipe, conditional=conditional,
-                      text_encoder=text_encoder, eval_bpd=eval_bpd, device=device, size=size)
+                      text_encoder=text_encoder, eval_bpd=eval_bpd, device=device, size=size, depth=depth)
     if plan.recipe_used:
-        where = (f" for {tflops:g} TFLOP" if tflops is not None else "") + (f" at size {size:g}" if size != 1 else "")
+        where = (f" for {tflops:g} TFLOP" if tflops is not None else "") + (f" at size {size:g}" if size != 1 else "") + (f" at depth {depth:g}" if depth != 1 else "")
         click.echo(f"recipe of {family}{where}: {' '.join(plan.recipe_used)}")
     summary = train_plan(plan, progress=not quiet, download=download, compile=compile_)
     click.echo(f"trained {family}: {summary['steps']} steps, {summary['train_tflops']:.3f} TFLOP, "

@@ -76,6 +76,8 @@ class Diffusion(DiffusionMixin, Generator):
     budget_rules = ((float("inf"), {"train.batch_size": 32, "loss_weight": "min-snr"}),)
     # the size axis (Generator.size_fields): the UNet
     size_fields = {"widths": 4}
+    # the depth axis: the UNet's residual blocks per level and around its middle attention
+    depth_fields = {"blocks": 1, "mid_blocks": 0}
 
     @classmethod
     def tiny_config(cls, **fields):

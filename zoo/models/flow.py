@@ -119,6 +119,8 @@ class Flow(Generator):
     budget_rules = ((float("inf"), {"train.batch_size": 32}),)
     # the size axis (Generator.size_fields): every coupling CNN, and the variational dequantizer's
     size_fields = {"hidden": 4, "dequant_hidden": 4}
+    # the depth axis: flow steps per level, and the variational dequantizer's
+    depth_fields = {"steps": 1, "dequant_steps": 1}
 
     @classmethod
     def tiny_config(cls, **fields):

@@ -66,6 +66,8 @@ class PixelGPT(Generator):
     budget_rules = ((float("inf"), {"train.batch_size": 8}),)
     # the size axis (Generator.size_fields): the transformer (2 heads)
     size_fields = {"d_model": 4}
+    # the depth axis: transformer layers
+    depth_fields = {"n_layers": 1}
 
     @classmethod
     def tiny_config(cls, **fields):

@@ -67,13 +67,14 @@ def caption_condition(encoder: str, images: torch.Tensor, labels: torch.Tensor) 
 
 def merge_recipe(family: str, tflops: float | None, model_sets: dict[str, str], train_sets: dict[str, str], *,
                  batch_size: int | None = None, recipe: bool = True,
-                 size: float = 1.0) -> tuple[dict[str, str], dict[str, str], list[str]]:
-    """The family's recipe for a ``tflops`` budget and its widths at ``size`` under the user's own
+                 size: float = 1.0, depth: float = 1.0) -> tuple[dict[str, str], dict[str, str], list[str]]:
+    """The family's recipe for a ``tflops`` budget, its widths at ``size`` and its block counts at
+    ``depth`` under the user's own
     settings, which win: (model fields, trainer fields, the recipe's items that apply, as
     'train.KEY=V' and 'KEY=V')."""
     cls = get_model_class(family)
     recipe_model, recipe_train = recipe_sets(cls, tflops) if recipe else ({}, {})
-    recipe_model = {**recipe_model, **split_recipe(size_overrides(cls, size))[0]}
+    recipe_model = {**recipe_model, **split_recipe(size_overrides(cls, size, depth=depth))[0]}
     mine_train = set(train_sets) | ({"batch_size"} if batch_size is not None else set())
     used = ([f"train.{k}={v}" for k, v in recipe_train.items() if k not in mine_train]
             + [f"{k}={v}" for k, v in recipe_model.items() if k not in model_sets])
@@ -126,12 +127,12 @@ def plan_train(family: str, out: str | Path, *, data: str | None = None, steps: 
                tflops: float | None = None, seed: int | None = None, batch_size: int | None = None,
                sets: Iterable[str] = (), resume: bool = False, recipe: bool = True, conditional: bool = False,
                text_encoder: str | None = None, eval_bpd: int = 0, device: str = "cpu",
-               size: float = 1.0) -> TrainPlan:
+               size: float = 1.0, depth: float = 1.0) -> TrainPlan:
     """Check the arguments of :func:`zoo.train` and settle what the run trains with; writes nothing.
     Under torchrun it joins the process group. A user's mistake is a one-line ZooError."""
     check_numbers(steps, tflops, batch_size, eval_bpd, seed)
     device = dist.init(check_device(device))   # under torchrun: join the process group (DDP training)
-    size_overrides(get_model_class(family), size)   # one-line errors for a bad size, or a family without one
+    size_overrides(get_model_class(family), size, depth=depth)   # one-line errors for a bad size or depth, or a family without that axis
     out = Path(out)
     model_sets, train_sets = split_sets(sets)
     if text_encoder is not None and not conditional:
@@ -145,12 +146,12 @@ def plan_train(family: str, out: str | Path, *, data: str | None = None, steps: 
         check_data(encoder, data or DEFAULT_DATA)
     used: list[str] = []
     if resume:
-        if size != 1:
-            raise ZooError("--resume keeps the run's own size: leave out --size")
+        if size != 1 or depth != 1:
+            raise ZooError("--resume keeps the run's own size: leave out --size and --depth")
         tcfg, data = resume_settings(out, family, data, steps, tflops, batch_size, seed, model_sets, train_sets)
     else:
         model_sets, train_sets, used = merge_recipe(family, tflops, model_sets, train_sets, batch_size=batch_size,
-                                                    recipe=recipe, size=size)
+                                                    recipe=recipe, size=size, depth=depth)
         tcfg, data = new_settings(out, steps, tflops, batch_size, seed, train_sets), data or DEFAULT_DATA
     tcfg.validate()
     return TrainPlan(family, out, tcfg, data, model_sets, resume, device, used, encoder)
@@ -196,7 +197,7 @@ def train(family: str, out: str | Path, *, data: str | None = None, steps: int |
           tflops: float | None = None, seed: int | None = None, batch_size: int | None = None,
           sets: Iterable[str] = (), resume: bool = False, recipe: bool = True, conditional: bool = False,
           text_encoder: str | None = None, eval_bpd: int = 0, device: str = "cpu", compile: bool = False,
-          progress: bool = True, download: bool = False, size: float = 1.0) -> dict:
+          progress: bool = True, download: bool = False, size: float = 1.0, depth: float = 1.0) -> dict:
     """Train ``family`` into the run folder ``out``, as `zoo train` does; returns the run's summary.
 
     Every argument is checked before anything is written (a one-line ZooError).
@@ -223,10 +224,12 @@ def train(family: str, out: str | Path, *, data: str | None = None, steps: int |
         download: allow downloading the dataset.
         size: width multiplier of every network of the family (``Generator.size_fields``; parameters
             grow about as size**2); 1: the family's own widths. ``sets`` win over it.
+        depth: multiplier of the family's block counts (``Generator.depth_fields``: layers, flow
+            steps, residual blocks; rounded, at least 1); 1: its own. ``sets`` win over it.
     """
     plan = plan_train(family, out, data=data, steps=steps, tflops=tflops, seed=seed, batch_size=batch_size,
                       sets=sets, resume=resume, recipe=recipe, conditional=conditional, text_encoder=text_encoder,
-                      eval_bpd=eval_bpd, device=device, size=size)
+                      eval_bpd=eval_bpd, device=device, size=size, depth=depth)
     summary = train_plan(plan, progress=progress, download=download, compile=compile)
     if eval_bpd > 0 and dist.is_main():
         summary = {**summary, "bpd": write_bpd(plan.out, eval_bpd, data=plan.data, download=download,
