@@ -86,7 +86,8 @@ def test_sample_dtype_shape_range(name, trained):
     assert model.sample(0).shape == (0, c, h, w)
 
 
-@pytest.mark.parametrize("name", FAMILIES)
+# the pixel GPT's case samples 784 sequential steps at three batch sizes (about 50 s): opt in with --runslow
+@pytest.mark.parametrize("name", [pytest.param(f, marks=pytest.mark.slow) if f == "pixel_gpt" else f for f in FAMILIES])
 def test_same_seed_same_images_any_batch_size(name, trained):
     model, _ = trained(name)
     ref = model.sample(64, seed=11, batch_size=64)
