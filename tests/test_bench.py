@@ -116,7 +116,7 @@ def test_a_cell_made_here_redraws_a_figure_instead_of_keeping_it(finished, extra
     assert (figs / "interpolations.txt").read_text() == "rows, top to bottom: vae\n"
 
 
-@pytest.mark.slow   # heavy (30-50 s): opt in with --runslow, so the default suite stays under 10 minutes
+@pytest.mark.slow   # heavy (30-50 s): opt in with --runslow
 def test_a_folder_trained_again_reproduces_every_cell(finished, extractor, tmp_path):
     """Training the same cells from scratch in another folder gives the same figures, and
     benchmarks/reproduce_cells.py says so; a figure changed beyond --rtol makes it fail, naming it."""

@@ -18,7 +18,7 @@ from helpers import BENCH_FAMILIES
 ZOO = str(Path(sys.executable).parent / "zoo")
 
 
-@pytest.mark.slow   # heavy (30-50 s): opt in with --runslow, so the default suite stays under 10 minutes
+@pytest.mark.slow   # heavy (30-50 s): opt in with --runslow
 def test_speeds_come_from_the_recorded_architecture_without_run_folders(finished, tmp_path):
     out = tmp_path / "bench"
     shutil.copytree(finished, out)

@@ -90,7 +90,7 @@ def test_batch_must_split_over_the_processes(tmp_path):
     assert not (tmp_path / "r" / "config.json").exists()
 
 
-@pytest.mark.slow   # heavy (30-50 s): opt in with --runslow, so the default suite stays under 10 minutes
+@pytest.mark.slow   # heavy (30-50 s): opt in with --runslow
 def test_sharded_sample_and_eval_equal_one_process(one_and_two, tmp_path):
     """22 images in batches of 4 over 2 processes (3 batches each, the last one short): the same
     bytes as one process; the sharded eval's features give the very same FID, KID and coverage."""
@@ -145,7 +145,7 @@ def load_file_meta(path):
         return f.metadata()["zoo"]
 
 
-@pytest.mark.slow   # heavy (30-50 s): opt in with --runslow, so the default suite stays under 10 minutes
+@pytest.mark.slow   # heavy (30-50 s): opt in with --runslow
 def test_two_bench_shards_in_parallel_fill_one_folder(tmp_path):
     out = tmp_path / "bench"
     args = [ZOO, "bench", "--tiny", "--families", "toy_mean", "--import", "zoo_test_family", "--seeds", "0-1",

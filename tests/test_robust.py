@@ -44,7 +44,7 @@ def run(tmp_path_factory) -> Path:
     return out
 
 
-@pytest.mark.slow   # heavy (30-50 s): opt in with --runslow, so the default suite stays under 10 minutes
+@pytest.mark.slow   # heavy (30-50 s): opt in with --runslow
 def test_second_writer_is_refused_and_the_run_stays_whole(tmp_path):
     out = tmp_path / "R"
     first = subprocess.Popen([ZOO, "train", "vae", *TINY, "--steps", str(10 ** 6), "--out", str(out),
@@ -84,7 +84,7 @@ def test_lock_is_released_by_kill_9(tmp_path):
     assert r.returncode == 0, r.stderr
 
 
-@pytest.mark.slow   # heavy (30-50 s): opt in with --runslow, so the default suite stays under 10 minutes
+@pytest.mark.slow   # heavy (30-50 s): opt in with --runslow
 def test_sample_folder_is_one_whole_set(run, tmp_path):
     d = tmp_path / "D"
     assert zoo("sample", run, "--n", 6, "--out", f"{d}/").returncode == 0

@@ -85,7 +85,7 @@ def test_mask_tokens_masks_at_least_one_word():
     assert (inp[:, 0] == te.CLS).all() and (inp[ids == 0] == 0).all()
 
 
-@pytest.mark.slow   # heavy (30-50 s): opt in with --runslow, so the default suite stays under 10 minutes
+@pytest.mark.slow   # heavy (30-50 s): opt in with --runslow
 def test_conditional_cli_round_trip(tmp_path):
     run = tmp_path / "vae-cond"
     r = zoo("train", "vae", "--conditional", "--text-encoder", "mlm-s", "--steps", "3", "--batch-size", "16",

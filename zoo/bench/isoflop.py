@@ -74,13 +74,13 @@ def run_isoflop(profile: Profile, families: list[str], data: str, out: Path, fea
         for s, d in (sizes_run(out, profile, b) if merge else [(s, profile.depth) for s in sorted(profile.param_scales)]):
             where = folder(out, b, s, d)
             if not merge:
-                log(f"isoflop: {b:g} TFLOP, {s:g}x parameters{f' at depth {d:g}' if d != 1 else ''} -> {where}")
+                log(f"isoflop: {b:g} TFLOP, parameters {_size_label(s, d)} -> {where}")
             try:
                 if not merge or (where / "cells").is_dir():
                     run_bench(sub_profile(profile, b, s, d), families, data, where, features, command, tiny=tiny,
                               force=force, shard=shard, merge=merge, log=log)
             except RunFailed as e:
-                failed.append(f"{b:g} TFLOP at {s:g}x{f', depth {d:g}' if d != 1 else ''}: {e}")
+                failed.append(f"{b:g} TFLOP at {_size_label(s, d)}: {e}")
             if not merge:
                 write_isoflop(out, profile, families, command)
     write_isoflop(out, profile, families, command)
@@ -180,7 +180,7 @@ def _num(v, spec: str) -> str:
 def isoflop_markdown(profile: Profile, families: list[str], points: list[dict], minima: dict, rules: dict,
                      command: str, figures: list[str]) -> str:
     budgets = sorted(profile.budgets)
-    scales = sorted({(p["param_scale"], p.get("depth", 1.0)) for p in points} | {(s, 1.0) for s in profile.param_scales})
+    scales = sorted({(p["param_scale"], p["depth"]) for p in points} | {(s, 1.0) for s in profile.param_scales})
     lines = [f"# zoo bench — profile `{profile.name}`", "",
              f"Every family trained at {len(scales)} sizes ({', '.join(_size_label(*sd, unit='') for sd in scales)} times its "
              f"default parameter count, through one width multiplier over all its networks, and where a depth is "
@@ -204,7 +204,7 @@ def isoflop_markdown(profile: Profile, families: list[str], points: list[dict], 
             if m is None:
                 continue
             where = "yes" if m["interior"] else f"no ({m['edge']})"
-            lines.append(f"| {fam} | {b:g} | {m['best_tried_params']:,.0f} ({_size_label(m['best_tried_scale'], m.get('best_tried_depth', 1.0))}) | "
+            lines.append(f"| {fam} | {b:g} | {m['best_tried_params']:,.0f} ({_size_label(m['best_tried_scale'], m['best_tried_depth'])}) | "
                          f"{m['best_tried_fid']:.2f} | {m['n_opt']:,.0f} | {m['fid_opt']:.2f} | {where} | {m['points']} |")
     lines += ["", "## Size rule: log10 N_opt = c + a · log10 C (C in TFLOP)", "",
               "Fitted through the interior minima only; the standard error needs three budgets.", "",
@@ -225,7 +225,7 @@ def isoflop_markdown(profile: Profile, families: list[str], points: list[dict], 
     for p in sorted(points, key=lambda p: (families.index(p["family"]), p["tflops"], p["params"])):
         mf = p.get("sample_flops_per_image")
         lines.append(f"| {p['family']} | {p['tflops']:g} | {p['param_scale']:g} | {_num(p.get('size'), 'g')} | "
-                     f"{p.get('depth', 1.0):g} | {p['params']:,.0f} | {_num(p.get('fid'), '.2f')} | {_num(p.get('bpd'), '.3f')} | "
+                     f"{p['depth']:g} | {p['params']:,.0f} | {_num(p.get('fid'), '.2f')} | {_num(p.get('bpd'), '.3f')} | "
                      f"{_num(p.get('coverage'), '.3f')} | {_num(p.get('min_class_share'), '.3f')} | "
                      f"{_num(p.get('steps'), '.0f')} | {_num(p.get('epochs'), '.2f')} | "
                      f"{_num(mf and mf / 1e6, '.2f')} | {_num(p.get('images_per_s'), '.1f')}{'†' if p.get('speed_source') else ''} | "

@@ -30,8 +30,8 @@ def list_cmd(as_json, tflops, size, depth):
     names = [n for n in list_models() if (size == 1 or get_model_class(n).size_fields)
              and (depth == 1 or get_model_class(n).depth_fields)]
     if not names:
-        raise ZooError("no family has " + ("a size and a depth axis" if size != 1 and depth != 1
-                                           else "a size axis" if size != 1 else "a depth axis"))
+        axes = [axis for axis, asked in (("a size axis", size != 1), ("a depth axis", depth != 1)) if asked]
+        raise ZooError(f"no family has {' and '.join(axes)}")
     for name in names:
         m = sized_model(name, tflops, size, depth)
         stages = m.stage_plan()

@@ -26,8 +26,8 @@ from .common import CONTEXT, SEED, device_option, import_option
               help="Width multiplier of every network of the family at once (parameters grow about as S**2; "
                    "`zoo list --size S` shows the count); --set wins over it.")
 @click.option("--depth", default=1.0, show_default=True, type=float, metavar="D",
-              help="Multiplier of the family's block counts (layers, flow steps, residual blocks; rounded, "
-                   "at least 1) where it has them (`zoo list --depth D`); --set wins over it.")
+              help="Multiplier of the family's block counts (layers, flow steps, residual blocks; rounded "
+                   "half up, never below the family's least count) where it has them (`zoo list --depth D`); --set wins over it.")
 @click.option("--conditional", is_flag=True,
               help="Condition the model on captions of the training images, embedded by a frozen text encoder "
                    "(see `zoo text --help`); sample it with `zoo sample RUN --prompt TEXT`.")

@@ -225,7 +225,7 @@ def train(family: str, out: str | Path, *, data: str | None = None, steps: int |
         size: width multiplier of every network of the family (``Generator.size_fields``; parameters
             grow about as size**2); 1: the family's own widths. ``sets`` win over it.
         depth: multiplier of the family's block counts (``Generator.depth_fields``: layers, flow
-            steps, residual blocks; rounded, at least 1); 1: its own. ``sets`` win over it.
+            steps, residual blocks; rounded half up, never below the family's least count); 1: its own. ``sets`` win over it.
     """
     plan = plan_train(family, out, data=data, steps=steps, tflops=tflops, seed=seed, batch_size=batch_size,
                       sets=sets, resume=resume, recipe=recipe, conditional=conditional, text_encoder=text_encoder,
