@@ -10,6 +10,14 @@ from zoo.api import unregister_model
 from helpers import BENCH_FAMILIES, random_cnn, tiny_quick
 
 
+def pytest_configure(config):
+    # Under pytest-xdist every worker is a torch process: share the cores between them, or their
+    # OpenMP threads spin against each other (two 2-thread processes on 2 cores run 10x slower).
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+
+
 def pytest_addoption(parser):
     parser.addoption("--runslow", action="store_true", default=False, help="run tests marked slow")
 

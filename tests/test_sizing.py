@@ -12,16 +12,19 @@ from pathlib import Path
 import pytest
 
 import zoo
-from zoo.api import build_model, get_model_class, recipe_model
+from zoo.api import build_model, get_model_class, recipe_model, split_recipe
 from zoo.bench import PROFILES
 from zoo.bench.isoflop import fit_minimum, fit_size_rule, folder, run_isoflop, write_isoflop
-from zoo.bench.settings import recipe
+from zoo.bench.settings import cell_settings, recipe
 from zoo.errors import ZooError
-from zoo.sizing import params_at, scale_depth, scale_width, size_for_params, size_overrides, sized_model
+from zoo.sizing import (fitted_param_scale, fitted_params, params_at, scale_depth, scale_width, size_for_params,
+                        size_overrides, sized_model)
+from zoo.train.run import plan_train
 
 from helpers import faked
 
 ZOO = str(Path(sys.executable).parent / "zoo")
+ISOFLOP = Path(__file__).parents[1] / "results" / "isoflop" / "isoflop.json"   # the committed sweep
 SIZED = [f for f in zoo.list_models() if get_model_class(f).size_fields]
 DEEP = [f for f in zoo.list_models() if get_model_class(f).depth_fields]
 # the networks of each family that the size axis must grow together (attribute names on the model)
@@ -249,6 +252,8 @@ def test_isoflop_runs_a_folder_per_budget_and_size_and_resumes(tmp_path, monkeyp
     (["--profile", "isoflop", "--param-scales", "0,1"], "bad --param-scales '0,1'"),
     (["--profile", "isoflop", "--families", "gan", "--depth", "0.5"], "--depth needs a depth axis; gan has none"),
     (["--profile", "quick", "--families", "flow", "--depth", "0"], "--depth must be a finite number > 0"),
+    (["--profile", "isoflop", "--sizes", "fitted"], "--sizes fitted does not apply"),
+    (["--profile", "scaling", "--sizes", "best"], "Invalid value for '--sizes'"),
 ])
 def test_cli_refuses_bad_size_requests_in_one_line(tmp_path, args, message):
     r = subprocess.run([ZOO, "bench", *args, "--out", str(tmp_path / "x")], capture_output=True, text=True)
@@ -272,3 +277,54 @@ def test_cli_train_and_list_take_a_size(tmp_path):
                        capture_output=True, text=True)
     assert r.returncode == 2 and "family 'gan' has no depth axis" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "g").exists()
+
+
+def test_the_size_rules_are_the_ones_the_committed_isoflop_sweep_fitted():
+    rules = json.loads(ISOFLOP.read_text())["size_rules"]
+    assert set(rules) <= set(SIZED)
+    for fam in SIZED:
+        mine, fit = get_model_class(fam).size_rule, rules.get(fam)
+        assert (mine is None) == (fit is None), fam
+        if fit is not None:
+            assert mine == pytest.approx((fit["a"], fit["c"]), abs=5e-4), fam
+
+
+def test_a_fitted_size_follows_its_rule_and_a_family_without_one_refuses(monkeypatch):
+    fam = next(f for f in SIZED if get_model_class(f).size_rule is not None)
+    a, c = get_model_class(fam).size_rule
+    for t in (1.0, 30.0):
+        n_opt = fitted_params(fam, t)
+        assert n_opt == pytest.approx(10 ** (c + a * math.log10(t)))
+        n = params_at(fam, size_for_params(fam, fitted_param_scale(fam, t), t), t)
+        assert abs(math.log(n / n_opt)) < math.log(1.3), (fam, t, n, n_opt)   # widths round to multiples
+    monkeypatch.setattr(get_model_class("gan"), "size_rule", None)
+    with pytest.raises(ZooError, match="'gan' has no fitted size rule"):
+        fitted_param_scale("gan", 10.0)
+
+
+def test_sizes_fitted_trains_each_cell_and_run_at_its_budgets_fitted_size(tmp_path):
+    fam = next(f for f in SIZED if get_model_class(f).size_rule is not None)
+    prof = dataclasses.replace(PROFILES["scaling"], tflops=30.0, sizes="fitted")
+    s = cell_settings(prof, family=fam, data="synthetic", features="fmnist-cnn", tiny=False, seed=0)
+    size = size_for_params(fam, fitted_param_scale(fam, 30.0), 30.0)
+    assert size != 1 and s["recipe"] == json.loads(json.dumps(recipe(fam, 30.0, False, fitted_param_scale(fam, 30.0))))
+    assert s["sizes"] == "fitted"
+    assert "sizes" not in cell_settings(PROFILES["scaling"], family=fam, data="synthetic", features="fmnist-cnn",
+                                        tiny=False, seed=0)   # default sizes: cells recorded as before
+    plan = plan_train(fam, tmp_path / "r", tflops=30.0, size="fitted")   # zoo train --size fitted: the same widths
+    widths = split_recipe(size_overrides(get_model_class(fam), size))[0]
+    assert {k: plan.model_sets[k] for k in widths} == widths
+    assert not (tmp_path / "r").exists()
+
+
+def test_cli_sizes_fitted_mistakes_are_one_line_errors(tmp_path):
+    for args, message in ((["train", "vae", "--size", "fitted", "--steps", "1"], "--size fitted needs --tflops"),
+                          (["train", "vae", "--size", "wide", "--steps", "1"], "neither a number nor 'fitted'")):
+        r = subprocess.run([ZOO, *args, "--out", str(tmp_path / "r")], capture_output=True, text=True)
+        assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
+    ruleless = [f for f in SIZED if get_model_class(f).size_rule is None]
+    if ruleless:
+        r = subprocess.run([ZOO, "bench", "--profile", "scaling", "--sizes", "fitted", "--families", ruleless[0],
+                            "--out", str(tmp_path / "b")], capture_output=True, text=True)
+        assert r.returncode == 2 and f"{ruleless[0]} has none" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert not (tmp_path / "r").exists() and not (tmp_path / "b").exists()

@@ -137,6 +137,11 @@ class Generator(nn.Module):
     # the depth axis (``zoo train --depth``, ``zoo bench --depth``): every model field that counts repeated
     # blocks (layers, flow steps, residual blocks), with the least value it may take. Empty: no depth axis.
     depth_fields: ClassVar[dict[str, int]] = {}
+    # the size rule the isoflop sweeps fitted (results/isoflop/ISOFLOP.md): (a, c) of
+    # log10 N_opt = c + a * log10(C / 1 TFLOP), N_opt the parameters of the best size at a budget of C
+    # TFLOP. Used only where asked for (``zoo train --fitted-size``, ``zoo bench --sizes fitted``); None:
+    # no sweep has placed this family's minimum inside the sizes tried at two budgets or more.
+    size_rule: ClassVar[tuple[float, float] | None] = None
 
     def begin_stage(self, stage: str, images: torch.Tensor) -> None:
         """Hook called once when a stage starts (not again on resume). ``images``: uint8 train set."""

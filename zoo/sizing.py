@@ -114,5 +114,24 @@ def size_for_params(family: str, scale: float, tflops: float, tiny: bool = False
     return best
 
 
+def fitted_params(family: str, tflops: float) -> float:
+    """The parameter count of ``family``'s best size at ``tflops`` TFLOP by its fitted size rule
+    (``Generator.size_rule``); a one-line ZooError for a family without one."""
+    from .api import get_model_class
+    check_size(tflops, "--tflops")
+    rule = get_model_class(family).size_rule
+    if rule is None:
+        raise ZooError(f"family {family!r} has no fitted size rule (results/isoflop/ISOFLOP.md): its best size "
+                       f"is not yet inside the sizes tried at two budgets")
+    a, c = rule
+    return 10 ** (c + a * math.log10(tflops))
+
+
+def fitted_param_scale(family: str, tflops: float) -> float:
+    """``family``'s fitted best size at ``tflops`` TFLOP (:func:`fitted_params`) as a parameter scale of
+    its default model at that budget (3 significant digits), for :func:`size_for_params`."""
+    return _round(fitted_params(family, tflops) / params_at(family, 1.0, float(tflops)))
+
+
 def _round(size: float) -> float:
     return float(f"{size:.3g}")

@@ -39,7 +39,7 @@ def run(profile: str = "quick", families: str = "all", *, seeds: str | None = No
         merge: bool = False, reuse: str | Path | None = None, conditional: bool = False,
         text_encoder: str | None = None, guidance: float | None = None, inception: bool = False,
         budgets: str | None = None, param_scale: float | None = None, param_scales: str | None = None,
-        depth: float | None = None, command: str | None = None) -> Path:
+        depth: float | None = None, sizes: str | None = None, command: str | None = None) -> Path:
     """Train every family under the same FLOP budget, evaluate, and write tables and figures, as
     `zoo bench` does; returns the output folder. Every argument is checked before any cell runs
     (a one-line ZooError). Re-running with the same arguments reuses finished cells and resumes
@@ -74,6 +74,8 @@ def run(profile: str = "quick", families: str = "all", *, seeds: str | None = No
             extend a sweep whose minimum is at an edge; the tables take every scale run in ``out``).
         depth: every family's block counts times this (``Generator.depth_fields``); with a parameter
             scale the widths give that scale at this depth (an isoflop folder 'p<S>' becomes 'p<S>-d<D>').
+        sizes: 'fitted': each family at the best size its fitted size rule (``Generator.size_rule``)
+            gives for each cell's budget (times ``param_scale``); None or 'default': the default sizes.
         command: the command recorded in the results; None: an equivalent `zoo bench` line.
     """
     from .. import dist
@@ -88,15 +90,15 @@ def run(profile: str = "quick", families: str = "all", *, seeds: str | None = No
     if profile not in PROFILES:
         raise ZooError(f"unknown profile {profile!r}: use one of {', '.join(sorted(PROFILES))}")
     prof = with_overrides(PROFILES[profile], seeds=seeds, tflops=tflops, n=n, inception=inception, budgets=budgets,
-                          param_scale=param_scale, param_scales=param_scales, depth=depth)
+                          param_scale=param_scale, param_scales=param_scales, depth=depth, sizes=sizes)
     if (text_encoder is not None or guidance is not None) and not conditional:
         raise ZooError("--text-encoder and --guidance need --conditional")
     if conditional:
         prof = _conditional_profile(prof, data, text_encoder, guidance)
     fams = select_families(families, list_models())
-    if prof.param_scale != 1 or prof.param_scales or prof.depth != 1:
+    if prof.param_scale != 1 or prof.param_scales or prof.depth != 1 or prof.sizes == "fitted":
         from .isoflop import check_families
-        check_families(fams, prof.depth)
+        check_families(fams, prof.depth, fitted=prof.sizes == "fitted")
     out_dir = Path(out or f"runs/bench-{prof.name}")
     check_writable(out_dir)
     command = command or f"zoo bench --profile {profile} --families {families} --out {out_dir}"

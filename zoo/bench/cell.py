@@ -17,7 +17,7 @@ from ..errors import ZooError
 from .inception import inception_record
 from .profiles import SAMPLE_SEED, Profile
 from .rundir import run_dir as run_folder, start_run
-from .settings import cell_settings, train_settings
+from .settings import cell_param_scale, cell_settings, train_settings
 from .store import cell_name
 
 METRICS = ("fid", "kid", "pr", "dc", "cs", "mem")
@@ -50,10 +50,10 @@ def run_cell(family: str, seed: int, profile: Profile, data: str, out: Path, fea
     rec: dict = {"family": family, "seed": seed, "likelihood": model.likelihood, "params": model.num_params(),
                  "train_tflops": summary["train_tflops"], "steps": summary["steps"], "epochs": summary["epochs"],
                  "train_wall_s": summary["wall_s"], "sample_wall_s": round(sample_wall, 2)}
-    if profile.param_scale != 1 or profile.depth != 1:   # a cell of the size axes: its scale and multipliers
+    scale = cell_param_scale(profile, family)
+    if scale != 1 or profile.depth != 1:   # a cell of the size axes: its scale and multipliers
         from ..sizing import size_for_params
-        rec.update(param_scale=profile.param_scale,
-                   size=size_for_params(family, profile.param_scale, profile.tflops, tiny, profile.depth))
+        rec.update(param_scale=scale, size=size_for_params(family, scale, profile.tflops, tiny, profile.depth))
         if profile.depth != 1:
             rec["depth"] = profile.depth
     rec.update({k: v for k, v in metrics.items() if k != "provenance"})

@@ -49,15 +49,20 @@ def sub_profile(profile: Profile, tflops: float, scale: float, depth: float = 1.
                                depth=float(depth))
 
 
-def check_families(families: list[str], depth: float = 1.0) -> None:
-    """One-line ZooError for a family without a size axis (``Generator.size_fields``), or at a depth
-    other than 1 without a depth axis (``Generator.depth_fields``)."""
+def check_families(families: list[str], depth: float = 1.0, fitted: bool = False) -> None:
+    """One-line ZooError for a family without a size axis (``Generator.size_fields``), at a depth
+    other than 1 without a depth axis (``Generator.depth_fields``), or with ``fitted`` (``--sizes
+    fitted``) without a fitted size rule (``Generator.size_rule``)."""
     bare = [f for f in families if not get_model_class(f).size_fields]
     if bare:
         raise ZooError(f"a parameter scale needs a size axis; {', '.join(bare)} has none: leave it out of --families")
     flat = [f for f in families if depth != 1 and not get_model_class(f).depth_fields]
     if flat:
         raise ZooError(f"--depth needs a depth axis; {', '.join(flat)} has none: leave it out of --families")
+    ruleless = [f for f in families if fitted and get_model_class(f).size_rule is None]
+    if ruleless:
+        raise ZooError(f"--sizes fitted needs a fitted size rule (results/isoflop/ISOFLOP.md); "
+                       f"{', '.join(ruleless)} has none: leave it out of --families")
 
 
 def run_isoflop(profile: Profile, families: list[str], data: str, out: Path, features, command: str, *,

@@ -137,6 +137,8 @@ def method_paragraph(profile: Profile, data: str, cells: list[dict]) -> str:
             f" counted with `torch.utils.flop_counter`) with its recipe for that budget (below)"
             + (f", every network widened together to {profile.param_scale:g} times the family's default parameter"
                f" count (`zoo.sizing`; the widths are in the recipe column)" if profile.param_scale != 1 else "")
+            + (", each family at the best size its fitted size rule gives for the budget (`Generator.size_rule`,"
+               " from results/isoflop; the widths are in the recipe column)" if profile.sizes == "fitted" else "")
             + (f", at {profile.depth:g} times the family's block counts (layers, flow steps, residual blocks; in the"
                f" recipe column)" if profile.depth != 1 else "")
             + ", seeds"

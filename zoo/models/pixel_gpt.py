@@ -66,6 +66,9 @@ class PixelGPT(Generator):
     budget_rules = ((float("inf"), {"train.batch_size": 8}),)
     # the size axis (Generator.size_fields): the transformer (2 heads)
     size_fields = {"d_model": 4}
+    # the fitted size rule (Generator.size_rule): (a, c) of log10 N_opt = c + a*log10(C / 1 TFLOP), from
+    # results/isoflop/ISOFLOP.md
+    size_rule = (0.331, 4.136)
     # the depth axis: transformer layers
     depth_fields = {"n_layers": 1}
 

@@ -55,6 +55,9 @@ class VAE(GaussianVAEMixin, Generator):
     budget_rules = ((float("inf"), {"train.batch_size": 32, "prior": "mixture"}),)
     # the size axis (Generator.size_fields): encoder and decoder
     size_fields = {"widths": 4}
+    # the fitted size rule (Generator.size_rule): (a, c) of log10 N_opt = c + a*log10(C / 1 TFLOP), from
+    # results/isoflop/ISOFLOP.md
+    size_rule = (0.419, 5.149)
 
     @classmethod
     def tiny_config(cls, **fields):

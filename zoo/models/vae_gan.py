@@ -117,6 +117,9 @@ class VAEGAN(GaussianVAEMixin, Generator):
     budget_rules = ((float("inf"), {"train.batch_size": 32, "prior": "mixture"}),)
     # the size axis (Generator.size_fields): encoder, decoder and discriminator
     size_fields = {"widths": 4, "d_widths": 4}
+    # the fitted size rule (Generator.size_rule): (a, c) of log10 N_opt = c + a*log10(C / 1 TFLOP), from
+    # results/isoflop/ISOFLOP.md
+    size_rule = (0.647, 5.131)
 
     @classmethod
     def tiny_config(cls, **fields):

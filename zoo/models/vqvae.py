@@ -80,6 +80,9 @@ class VQVAE(Generator):
     budget_rules = ((float("inf"), {"train.batch_size": 32}),)
     # the size axis (Generator.size_fields): both stages: the autoencoder and the prior (4 heads)
     size_fields = {"widths": 4, "prior_d_model": 4}
+    # the fitted size rule (Generator.size_rule): (a, c) of log10 N_opt = c + a*log10(C / 1 TFLOP), from
+    # results/isoflop/ISOFLOP.md
+    size_rule = (0.455, 4.908)
     # the depth axis: the prior's transformer layers (the autoencoder has no residual blocks to count)
     depth_fields = {"prior_layers": 1}
 

@@ -18,7 +18,7 @@ from ..config import apply_overrides, from_dict, split_sets, to_dict
 from ..errors import ZooError
 from ..files import BPD_FILE, atomic_write_text
 from ..rng import check_seed
-from ..sizing import size_overrides
+from ..sizing import fitted_param_scale, size_for_params, size_overrides
 from .config import TrainConfig
 from .loop import fit
 from .rundir import read_train_record, refuse_run
@@ -127,10 +127,14 @@ def plan_train(family: str, out: str | Path, *, data: str | None = None, steps: 
                tflops: float | None = None, seed: int | None = None, batch_size: int | None = None,
                sets: Iterable[str] = (), resume: bool = False, recipe: bool = True, conditional: bool = False,
                text_encoder: str | None = None, eval_bpd: int = 0, device: str = "cpu",
-               size: float = 1.0, depth: float = 1.0) -> TrainPlan:
+               size: float | str = 1.0, depth: float = 1.0) -> TrainPlan:
     """Check the arguments of :func:`zoo.train` and settle what the run trains with; writes nothing.
     Under torchrun it joins the process group. A user's mistake is a one-line ZooError."""
     check_numbers(steps, tflops, batch_size, eval_bpd, seed)
+    if size == "fitted":   # the width of the family's fitted best size at this budget
+        if tflops is None or resume:
+            raise ZooError("--size fitted needs --tflops (the size rule gives the best size for a budget) and no --resume")
+        size = size_for_params(family, fitted_param_scale(family, tflops), tflops, depth=depth)
     device = dist.init(check_device(device))   # under torchrun: join the process group (DDP training)
     size_overrides(get_model_class(family), size, depth=depth)   # one-line errors for a bad size or depth, or a family without that axis
     out = Path(out)
@@ -197,7 +201,7 @@ def train(family: str, out: str | Path, *, data: str | None = None, steps: int |
           tflops: float | None = None, seed: int | None = None, batch_size: int | None = None,
           sets: Iterable[str] = (), resume: bool = False, recipe: bool = True, conditional: bool = False,
           text_encoder: str | None = None, eval_bpd: int = 0, device: str = "cpu", compile: bool = False,
-          progress: bool = True, download: bool = False, size: float = 1.0, depth: float = 1.0) -> dict:
+          progress: bool = True, download: bool = False, size: float | str = 1.0, depth: float = 1.0) -> dict:
     """Train ``family`` into the run folder ``out``, as `zoo train` does; returns the run's summary.
 
     Every argument is checked before anything is written (a one-line ZooError).
@@ -223,7 +227,9 @@ def train(family: str, out: str | Path, *, data: str | None = None, steps: int |
         progress: show progress bars.
         download: allow downloading the dataset.
         size: width multiplier of every network of the family (``Generator.size_fields``; parameters
-            grow about as size**2); 1: the family's own widths. ``sets`` win over it.
+            grow about as size**2); 1: the family's own widths; 'fitted' (with ``tflops``): the widths
+            of the best size that the family's fitted size rule (``Generator.size_rule``) gives for
+            that budget. ``sets`` win over it.
         depth: multiplier of the family's block counts (``Generator.depth_fields``: layers, flow
             steps, residual blocks; rounded half up, never below the family's least count); 1: its own. ``sets`` win over it.
     """
