@@ -282,8 +282,9 @@ def test_cli_train_and_list_take_a_size(tmp_path):
 def test_the_size_rules_are_the_ones_the_committed_isoflop_sweep_fitted():
     rules = json.loads(ISOFLOP.read_text())["size_rules"]
     assert set(rules) <= set(SIZED)
-    for fam in SIZED:
+    for fam in SIZED:   # a rule is taken once three budgets give its exponent a standard error
         mine, fit = get_model_class(fam).size_rule, rules.get(fam)
+        fit = fit if fit and fit["budgets"] >= 3 and fit["a_se"] is not None else None
         assert (mine is None) == (fit is None), fam
         if fit is not None:
             assert mine == pytest.approx((fit["a"], fit["c"]), abs=5e-4), fam

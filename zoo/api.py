@@ -139,8 +139,8 @@ class Generator(nn.Module):
     depth_fields: ClassVar[dict[str, int]] = {}
     # the size rule the isoflop sweeps fitted (results/isoflop/ISOFLOP.md): (a, c) of
     # log10 N_opt = c + a * log10(C / 1 TFLOP), N_opt the parameters of the best size at a budget of C
-    # TFLOP. Used only where asked for (``zoo train --fitted-size``, ``zoo bench --sizes fitted``); None:
-    # no sweep has placed this family's minimum inside the sizes tried at two budgets or more.
+    # TFLOP. Used only where asked for (``zoo train --size fitted``, ``zoo bench --sizes fitted``). A rule is
+    # taken once the minima of three budgets or more give its exponent a standard error; None until then.
     size_rule: ClassVar[tuple[float, float] | None] = None
 
     def begin_stage(self, stage: str, images: torch.Tensor) -> None:

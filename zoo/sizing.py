@@ -122,7 +122,7 @@ def fitted_params(family: str, tflops: float) -> float:
     rule = get_model_class(family).size_rule
     if rule is None:
         raise ZooError(f"family {family!r} has no fitted size rule (results/isoflop/ISOFLOP.md): its best size "
-                       f"is not yet inside the sizes tried at two budgets")
+                       f"is not yet inside the sizes tried at three budgets")
     a, c = rule
     return 10 ** (c + a * math.log10(tflops))
 

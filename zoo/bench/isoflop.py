@@ -187,10 +187,11 @@ def isoflop_markdown(profile: Profile, families: list[str], points: list[dict], 
     budgets = sorted(profile.budgets)
     scales = sorted({(p["param_scale"], p["depth"]) for p in points} | {(s, 1.0) for s in profile.param_scales})
     lines = [f"# zoo bench — profile `{profile.name}`", "",
-             f"Every family trained at {len(scales)} sizes ({', '.join(_size_label(*sd, unit='') for sd in scales)} times its "
-             f"default parameter count, through one width multiplier over all its networks, and where a depth is "
-             f"given its block counts times that depth: `zoo.sizing`) for each of "
-             f"{', '.join(f'{b:g}' for b in budgets)} TFLOP, seed {','.join(map(str, profile.seeds))}; "
+             f"Families trained at up to {len(scales)} sizes ({', '.join(_size_label(*sd, unit='') for sd in scales)} "
+             f"times the family's default parameter count, through one width multiplier over all its networks, and "
+             f"where a depth is given its block counts times that depth: `zoo.sizing`) at each of "
+             f"{', '.join(f'{b:g}' for b in budgets)} TFLOP (the sizes each family ran at each budget are the rows of "
+             f"the last table), seed {','.join(map(str, profile.seeds))}; "
              f"{profile.n:,} samples per cell against the first {profile.n:,} test images (`fmnist-cnn` features), "
              f"bits/dim on the first {profile.bpd_images:,} test images. Each (budget, size) is a bench folder of "
              f"its own (`<T>tf/p<S>/RESULTS.md` has every column and the provenance of its cells).", "",
