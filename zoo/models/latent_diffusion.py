@@ -88,7 +88,7 @@ class LatentDiffusion(DiffusionMixin, Generator):
     size_fields = {"ae_widths": 4, "widths": 4}
     # the fitted size rule (Generator.size_rule): (a, c) of log10 N_opt = c + a*log10(C / 1 TFLOP), from
     # results/isoflop/ISOFLOP.md
-    size_rule = (0.081, 5.336)
+    size_rule = (0.092, 5.335)
     # the depth axis: the UNet's residual blocks per level (the autoencoder has none to count)
     depth_fields = {"blocks": 1}
 

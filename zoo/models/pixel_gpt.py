@@ -68,7 +68,7 @@ class PixelGPT(Generator):
     size_fields = {"d_model": 4}
     # the fitted size rule (Generator.size_rule): (a, c) of log10 N_opt = c + a*log10(C / 1 TFLOP), from
     # results/isoflop/ISOFLOP.md
-    size_rule = (0.331, 4.136)
+    size_rule = (0.402, 4.125)
     # the depth axis: transformer layers
     depth_fields = {"n_layers": 1}
 

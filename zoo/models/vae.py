@@ -57,7 +57,7 @@ class VAE(GaussianVAEMixin, Generator):
     size_fields = {"widths": 4}
     # the fitted size rule (Generator.size_rule): (a, c) of log10 N_opt = c + a*log10(C / 1 TFLOP), from
     # results/isoflop/ISOFLOP.md
-    size_rule = (0.419, 5.149)
+    size_rule = (0.414, 5.150)
 
     @classmethod
     def tiny_config(cls, **fields):

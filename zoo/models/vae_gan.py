@@ -119,7 +119,7 @@ class VAEGAN(GaussianVAEMixin, Generator):
     size_fields = {"widths": 4, "d_widths": 4}
     # the fitted size rule (Generator.size_rule): (a, c) of log10 N_opt = c + a*log10(C / 1 TFLOP), from
     # results/isoflop/ISOFLOP.md
-    size_rule = (0.647, 5.131)
+    size_rule = (0.527, 5.151)
 
     @classmethod
     def tiny_config(cls, **fields):

@@ -82,7 +82,7 @@ class VQVAE(Generator):
     size_fields = {"widths": 4, "prior_d_model": 4}
     # the fitted size rule (Generator.size_rule): (a, c) of log10 N_opt = c + a*log10(C / 1 TFLOP), from
     # results/isoflop/ISOFLOP.md
-    size_rule = (0.455, 4.908)
+    size_rule = (0.333, 4.928)
     # the depth axis: the prior's transformer layers (the autoencoder has no residual blocks to count)
     depth_fields = {"prior_layers": 1}
 
