@@ -13,9 +13,13 @@ from helpers import BENCH_FAMILIES, random_cnn, tiny_quick
 def pytest_configure(config):
     # Under pytest-xdist every worker is a torch process: share the cores between them, or their
     # OpenMP threads spin against each other (two 2-thread processes on 2 cores run 10x slower).
+    # The `zoo` subprocesses a test starts get the same share (through OMP_NUM_THREADS), so that a run
+    # made in-process and one made by the command match bit for bit, as they do at one thread count.
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if workers > 1:
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        torch.set_num_threads(threads)
+        os.environ["OMP_NUM_THREADS"] = str(threads)
 
 
 def pytest_addoption(parser):
