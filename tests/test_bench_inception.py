@@ -45,30 +45,31 @@ def with_inception():
 
 @pytest.fixture(scope="module")
 def inception_folder(tmp_path_factory, finished, extractor):
-    """A copy of the tiny bench folder (cells made without --inception) whose vae cell is redone with
-    it under force; returns (folder, log lines)."""
+    """A copy of the tiny bench folder (cells made without --inception) run again with --inception:
+    the vae cell gets the Inception FID added (a top-up), the gan cell, whose file is removed but whose
+    run folder stays, is made again with it; returns (folder, log lines, the vae cell before)."""
     out = tmp_path_factory.mktemp("inception") / "quick"
     shutil.copytree(finished, out)
+    before = json.loads((out / "cells" / "vae-s0.json").read_text())
+    (out / "cells" / "gan-s0.json").unlink()
     logs: list[str] = []
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("ZOO_CACHE", str(out.parent / "cache"))
         mp.setattr(inception, "inception_extractor", lambda device="cpu": StandIn())
-        with pytest.raises(ZooError, match="made with no recorded inception_n, not inception_n=108"):
-            run_bench(with_inception(), ["vae"], "synthetic", out, extractor, "cmd", log=logs.append, tiny=True)
-        run_bench(with_inception(), ["vae"], "synthetic", out, extractor, "cmd --inception", log=logs.append,
-                  tiny=True, force=True)
-    return out, logs
+        run_bench(with_inception(), ["vae", "gan"], "synthetic", out, extractor, "cmd --inception",
+                  log=logs.append, tiny=True)
+    return out, logs, before
 
 
 def test_inception_cell_floor_and_tables(inception_folder, tmp_path):
-    out, logs = inception_folder
-    cell = json.loads((out / "cells" / "vae-s0.json").read_text())
+    out, logs, _ = inception_folder
+    cell = json.loads((out / "cells" / "gan-s0.json").read_text())
     assert math.isfinite(cell["fid_inception"]) and cell["fid_inception"] > 0 and cell["inception_n"] == INCEPTION_N
     assert cell["settings"]["inception_n"] == INCEPTION_N
     prov = cell["inception_provenance"]
     assert prov["weights_sha256"] == "stand-in" and "TF-Inception" in prov["protocol"] and "108" in prov["protocol"]
-    assert not any("train vae" in line for line in logs)          # the run folder is reused, not retrained
-    assert any("8 more images" in line for line in logs)          # only the remainder is drawn
+    assert not any(line.startswith("  train ") for line in logs)   # both run folders are reused, not retrained
+    assert any("8 more images" in line for line in logs)           # a new cell draws only the remainder
     floor = json.loads((out / "cells" / "_floor_inception.json").read_text())
     assert math.isfinite(floor["fid"]) and floor["settings"] == {"n": INCEPTION_N, "data": "synthetic",
                                                                  "features": "inception"}
@@ -85,19 +86,53 @@ def test_inception_cell_floor_and_tables(inception_folder, tmp_path):
     assert "FID (Inception)" in html and "pool3" in html
 
 
-def test_inception_told_apart(inception_folder, finished, extractor):
-    """Cells without the key count as made without --inception (reused by a run without it, refused
-    by one with it); a cell made with it is refused by a run without it."""
+def test_inception_added_to_a_finished_cell(inception_folder, finished, extractor, tmp_path, monkeypatch):
+    """--inception on a finished cell adds the Inception FID of samples drawn again from its run
+    folder, with the same per-image seeds, and leaves every other number of the cell as it was."""
+    out, logs, before = inception_folder
+    after = json.loads((out / "cells" / "vae-s0.json").read_text())
+    assert any(f"sample {INCEPTION_N} images for the Inception FID" in line for line in logs)
+    assert math.isfinite(after["fid_inception"]) and after["inception_n"] == INCEPTION_N
+    added = {"fid_inception", "inception_n", "inception_provenance"}
+    assert {k: v for k, v in after.items() if k not in added | {"settings"}} == \
+        {k: v for k, v in before.items() if k != "settings"}
+    assert after["settings"] == {**before["settings"], "inception_n": INCEPTION_N}
+    where = after["inception_provenance"]["added_to_finished_cell"]
+    assert where["threads"] == torch.get_num_threads() and where["git_commit"] and where["date"]
+    # the cell made again with --inception from the start scores the same images: the same Inception FID
+    again = tmp_path / "quick"
+    shutil.copytree(finished, again)
+    (again / "cells" / "vae-s0.json").unlink()
+    monkeypatch.setenv("ZOO_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(inception, "inception_extractor", lambda device="cpu": StandIn())
+    run_bench(with_inception(), ["vae"], "synthetic", again, extractor, "cmd --inception", log=lambda *_: None,
+              tiny=True)
+    made = json.loads((again / "cells" / "vae-s0.json").read_text())
+    assert made["fid"] == before["fid"]
+    assert made["fid_inception"] == pytest.approx(after["fid_inception"], rel=1e-9, abs=1e-9)
+
+
+def test_inception_never_makes_a_cell_stale(inception_folder, finished, extractor, tmp_path):
+    """A run without --inception reuses cells that have it; a run with it tops up the finished cells
+    of its grid, reuses the others as they are, and refuses (as stale) only a cell whose run folder
+    is gone, since the Inception samples cannot be drawn again."""
     todo = [(f, 0) for f in BENCH_FAMILIES]
     plain = plan_run(finished, tiny_quick(), todo, "synthetic", extractor, tiny=True)
-    assert plain.done == {"vae-s0", "gan-s0"} and not plain.stale and not plain.stale_runs
+    assert plain.done == {"vae-s0", "gan-s0"} and not plain.stale and not plain.topup
     bench = json.loads((finished / "bench.json").read_text())
     assert "inception_n" not in bench["profile"] and "Inception" not in (finished / "RESULTS.md").read_text()
     wanting = plan_run(finished, with_inception(), todo, "synthetic", extractor, tiny=True)
-    assert not wanting.done and len(wanting.stale) == 2 and not wanting.stale_runs
-    out, _ = inception_folder
-    back = plan_run(out, tiny_quick(), [("vae", 0)], "synthetic", extractor, tiny=True)
-    assert [(p.name, d) for p, d in back.stale] == [("vae-s0.json", "inception_n=108, not 0")]
+    assert wanting.topup == {"vae-s0", "gan-s0"} and not wanting.done and not wanting.stale and not wanting.stale_runs
+    one = plan_run(finished, with_inception(), [("vae", 0)], "synthetic", extractor, tiny=True)
+    assert one.topup == {"vae-s0"} and one.done == {"gan-s0"}
+    out, _, _ = inception_folder
+    back = plan_run(out, tiny_quick(), todo, "synthetic", extractor, tiny=True)
+    assert back.done == {"vae-s0", "gan-s0"} and not back.stale
+    gone = tmp_path / "quick"
+    shutil.copytree(finished, gone)
+    shutil.rmtree(gone / "runs" / "vae-s0")
+    lost = plan_run(gone, with_inception(), todo, "synthetic", extractor, tiny=True)
+    assert [(p.name, d) for p, d in lost.stale] == [("vae-s0.json", "no recorded inception_n, not inception_n=108")]
 
 
 def test_sample_from_an_offset_is_the_tail_of_sample():

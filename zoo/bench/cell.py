@@ -73,6 +73,21 @@ def run_cell(family: str, seed: int, profile: Profile, data: str, out: Path, fea
     return rec
 
 
+def add_inception(rec: dict, run_dir: Path, profile: Profile, data: str, *,
+                  log: Callable[[str], None] = click.echo) -> dict:
+    """A finished cell's record ``rec`` with the Inception FID of ``profile.inception_n`` samples of its
+    trained ``run_dir`` added (zoo bench --inception on a cell made without it). The samples are drawn
+    again with the cell's per-image seeds; the provenance of this addition (commit, machine, threads,
+    date) goes into ``inception_provenance``, beside the cell's own."""
+    from .settings import provenance
+    model = load(run_dir).to(profile.device)
+    added = inception_record(model, None, profile, data, log=log)
+    where = {k: v for k, v in provenance(profile, data).items()
+             if k in ("zoo_version", "git_commit", "cpu", "gpu", "threads", "torch", "date")}
+    added["inception_provenance"] = {**added["inception_provenance"], "added_to_finished_cell": where}
+    return {**rec, **added, "settings": {**rec["settings"], "inception_n": profile.inception_n}}
+
+
 def train_cell(family: str, seed: int, profile: Profile, data: str, out: Path, features, train_set, *,
                log: Callable[[str], None] = click.echo, tiny: bool = False) -> Path:
     """Train the cell's run folder under the profile's budget, resume it from its checkpoint, or

@@ -49,13 +49,18 @@ def _provenance(ext, n: int) -> dict:
             "protocol": protocol(n)}
 
 
-def inception_record(model, images: torch.Tensor, profile: Profile, data: str, *,
+def inception_record(model, images: torch.Tensor | None, profile: Profile, data: str, *,
                      log: Callable[[str], None] = click.echo) -> dict:
     """``fid_inception``, ``inception_n`` and ``inception_provenance`` of a cell whose first samples are
-    ``images``; the samples still missing up to ``profile.inception_n`` are drawn here."""
+    ``images`` (None: a finished cell's top-up, all drawn here); the samples still missing up to
+    ``profile.inception_n`` are drawn here."""
     from ..metrics.evaluate import evaluate
     n = profile.inception_n
-    have = images[:n]
+    if images is None:
+        log(f"  sample {n} images for the Inception FID")
+        have = model.sample(n, seed=SAMPLE_SEED, progress=True)
+    else:
+        have = images[:n]
     if len(have) < n:
         log(f"  sample {n - len(have)} more images for the Inception FID")
         have = torch.cat([have, model.sample(n - len(have), seed=SAMPLE_SEED, offset=len(have))])

@@ -5,7 +5,10 @@ records (profile, budget, n, data, features, tiny, seed, bits/dim and sweep sett
 are those of this run; a run folder is resumed or reused only when its recorded training settings
 match. Any difference stops the run with one line, unless ``force``: then the old cell files and
 run folders are renamed aside (never deleted) and redone. Unreadable cell or reference files are
-renamed aside with a warning and redone. A cell that fails is recorded, the others still run,
+renamed aside with a warning and redone. The Inception FID (``--inception``) is the one measurement
+that never makes a cell stale: a run with it adds it to a finished cell of its grid whose run folder
+is still there (a top-up: the run folder is reloaded and only the Inception samples are drawn),
+and a run without it reuses cells that have it. A cell that fails is recorded, the others still run,
 and the run ends with RunFailed naming the failed cells.
 
 A grid can be spread over processes or machines that share the folder: ``shard=(k, n)`` runs only
@@ -49,6 +52,7 @@ class Plan:
     stale: list[tuple[Path, str]] = dataclasses.field(default_factory=list)     # (file, difference)
     stale_runs: list[tuple[Path, str]] = dataclasses.field(default_factory=list)  # (run folder, difference)
     done: set[str] = dataclasses.field(default_factory=set)                     # cells reused as they are
+    topup: set[str] = dataclasses.field(default_factory=set)    # cells reused, the Inception FID added (--inception)
 
 
 def _wanted_for(path: Path, profile: Profile, data: str, features, tiny: bool, rec: dict) -> dict | None:
@@ -69,6 +73,7 @@ def plan_run(out: Path, profile: Profile, todo: list[tuple[str, int]], data: str
     if not (out / CELLS_DIR).is_dir():
         return plan
     files = cell_files(out) + [p for p in (reference_path(out, r) for r in REFERENCE_ROWS) if p.exists()]
+    names = {cell_name(fam, seed) for fam, seed in todo}
     for p in files:
         try:
             rec = read_record(p, cell=not p.name.startswith("_"))
@@ -77,6 +82,14 @@ def plan_run(out: Path, profile: Profile, todo: list[tuple[str, int]], data: str
             continue
         wanted = _wanted_for(p, profile, data, features, tiny, rec)
         diff = wanted is not None and difference(rec.get("settings"), wanted)
+        if diff and not p.name.startswith("_") and _inception_only(rec.get("settings"), wanted):
+            if (wanted.get("inception_n") and p.stem in names
+                    and has_training(run_dir(out, p.stem))):   # the same cell: add its Inception FID
+                plan.topup.add(p.stem)
+                continue
+            if not wanted.get("inception_n") or p.stem not in names:   # the same cell, one metric more or less
+                plan.done.add(p.stem)
+                continue
         if diff:
             plan.stale.append((p, diff))
         elif not p.name.startswith("_"):
@@ -84,7 +97,7 @@ def plan_run(out: Path, profile: Profile, todo: list[tuple[str, int]], data: str
     for fam, seed in todo:
         name = cell_name(fam, seed)
         rd = run_dir(out, name)
-        if name in plan.done or not has_training(rd):
+        if name in plan.done or name in plan.topup or not has_training(rd):
             continue
         want = train_settings(cell_settings(profile, family=fam, data=data, features=features, tiny=tiny,
                                             seed=seed))
@@ -92,6 +105,14 @@ def plan_run(out: Path, profile: Profile, todo: list[tuple[str, int]], data: str
         if diff:
             plan.stale_runs.append((rd, diff))
     return plan
+
+
+def _inception_only(recorded, wanted: dict) -> bool:
+    """Whether a cell's recorded settings differ from ``wanted`` in inception_n alone."""
+    if not isinstance(recorded, dict):
+        return False
+    return difference({k: v for k, v in recorded.items() if k != "inception_n"},
+                      {k: v for k, v in wanted.items() if k != "inception_n"}) is None
 
 
 def _names(items: list[tuple[Path, str]]) -> str:
@@ -205,11 +226,15 @@ def run_bench(profile: Profile, families: list[str], data: str, out: Path, featu
             if not mine:
                 log(f"{tag}: running in another process, skipped")
                 continue
-            if cell_path(out, fam, seed).exists():
+            if cell_path(out, fam, seed).exists() and cell_name(fam, seed) not in plan.topup:
                 log(f"{tag}: done already, skipped")
                 continue
             log(tag)
-            rec = _run_one(fam, seed, profile, data, out, features, train_set, test_set, prov, log=log, tiny=tiny)
+            if cell_path(out, fam, seed).exists():
+                rec = _top_up(fam, seed, profile, data, out, log=log)
+            else:
+                rec = _run_one(fam, seed, profile, data, out, features, train_set, test_set, prov, log=log,
+                               tiny=tiny)
         if isinstance(rec, str):
             failures.append(f"{fam} seed {seed}: {rec}")
             continue
@@ -228,14 +253,11 @@ def run_bench(profile: Profile, families: list[str], data: str, out: Path, featu
     return out
 
 
-def _run_one(fam: str, seed: int, profile: Profile, data: str, out: Path, features, train_set, test_set,
-             prov: dict, *, log: Callable[[str], None], tiny: bool) -> dict | str:
-    """Run one cell and write its record with its settings and provenance; on failure write its
-    traceback beside it and return the error's first line."""
-    t0 = time.time()
+def _guarded(fam: str, seed: int, out: Path, log: Callable[[str], None], work: Callable[[], dict]) -> dict | str:
+    """``work()``'s record; on failure its traceback written beside the cell and the error's first line."""
     failed = out / CELLS_DIR / f"{cell_name(fam, seed)}.failed.txt"
     try:
-        rec = cell_module.run_cell(fam, seed, profile, data, out, features, train_set, test_set, log=log, tiny=tiny)
+        rec = work()
     except StopRequested:
         raise
     except Exception as e:  # one broken cell must not cost the others: record it, go on, fail at the end
@@ -243,6 +265,30 @@ def _run_one(fam: str, seed: int, profile: Profile, data: str, out: Path, featur
         log(f"  {fam} seed {seed}: FAILED ({_first_line(e)}); traceback in {failed}")
         return _first_line(e)
     failed.unlink(missing_ok=True)
+    return rec
+
+
+def _top_up(fam: str, seed: int, profile: Profile, data: str, out: Path, *,
+            log: Callable[[str], None]) -> dict | str:
+    """Add the Inception FID to a finished cell from its run folder and rewrite the cell; its other
+    numbers, settings and provenance stay as they were (cell.add_inception)."""
+    path = cell_path(out, fam, seed)
+    rec = _guarded(fam, seed, out, log, lambda: cell_module.add_inception(
+        read_record(path), run_dir(out, cell_name(fam, seed)), profile, data, log=log))
+    if not isinstance(rec, str):
+        write_record(path, rec)
+    return rec
+
+
+def _run_one(fam: str, seed: int, profile: Profile, data: str, out: Path, features, train_set, test_set,
+             prov: dict, *, log: Callable[[str], None], tiny: bool) -> dict | str:
+    """Run one cell and write its record with its settings and provenance; on failure write its
+    traceback beside it and return the error's first line."""
+    t0 = time.time()
+    rec = _guarded(fam, seed, out, log, lambda: cell_module.run_cell(
+        fam, seed, profile, data, out, features, train_set, test_set, log=log, tiny=tiny))
+    if isinstance(rec, str):
+        return rec
     rec["tiny"] = tiny
     rec["settings"] = cell_settings(profile, family=fam, data=data, features=features, tiny=tiny, seed=seed)
     rec["cell_wall_s"] = round(time.time() - t0, 1)

