@@ -149,3 +149,22 @@ def test_inception_without_weights_exits_2_before_training(tmp_path):
                        capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 2 and not out.exists()
     assert r.stderr.strip().splitlines() == [f"error: Inception weights not found: {tmp_path / 'missing.pth'}"]
+
+
+def test_inception_table_script(inception_folder, finished, tmp_path):
+    """benchmarks/inception_table.py puts every cell's Inception FID, the floor and the published
+    numbers in one table, read from the cell files; a folder without the Inception FID is refused."""
+    out, _, _ = inception_folder
+    script = [sys.executable, str(Path(__file__).parents[1] / "benchmarks" / "inception_table.py")]
+    r = subprocess.run(script + [str(out), "--out", str(tmp_path / "table")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    doc = json.loads((tmp_path / "table" / "inception.json").read_text())
+    cells = {f: json.loads((out / "cells" / f"{f}-s0.json").read_text()) for f in ("vae", "gan")}
+    assert {x["family"]: x["fid_inception"] for x in doc["rows"]} == {f: c["fid_inception"] for f, c in cells.items()}
+    floor = json.loads((out / "cells" / "_floor_inception.json").read_text())
+    md = (tmp_path / "table" / "INCEPTION.md").read_text()
+    for f, c in cells.items():
+        assert f"| {f} | {c['params']:,} | " in md and f"| {c['fid_inception']:.2f} | {c['fid']:.2f} |" in md
+    assert f"| {floor['fid']:.2f} |" in md and "| Lucic et al. 2018 | WGAN | 21.5 ± 1.6 |" in md
+    r = subprocess.run(script + [str(finished), "--out", str(tmp_path / "none")], capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.strip() == f"error: no cell with the Inception FID in {finished}"
