@@ -16,7 +16,7 @@ from pathlib import Path
 
 # (source, model, FID, spread as the paper gives it or None, what the number is)
 PUBLISHED = [
-    ("Lucic et al. 2018", "WGAN", 21.5, 1.6, "best of a large hyperparameter search; ± over random restarts"),
+    ("Lucic et al. 2018", "WGAN", 21.5, 1.6, "best of a large hyperparameter search; the ± as the paper gives it"),
     ("Lucic et al. 2018", "BEGAN", 22.9, None, "best of a large hyperparameter search"),
     ("Lucic et al. 2018", "WGAN-GP", 24.5, None, "best of a large hyperparameter search"),
     ("Lucic et al. 2018", "NS GAN", 26.5, None, "best of a large hyperparameter search"),
@@ -28,8 +28,8 @@ PUBLISHED_PROTOCOL = (
     "Lucic et al. score 10,000 samples against the 10,000 test images with the TF-Inception (2015-12-05) "
     "graph of TF-GAN: gray images tiled to three channels and resized to 299x299 by TensorFlow's bilinear "
     "resize (their code, google/compare_gan, `eval_gan_lib.py`: `num_test_examples` 10,000, the test split). "
-    "Dai & Wipf and Dai & Seljak report their Fashion-MNIST FIDs in tables beside Lucic et al.'s numbers, "
-    "as the same measurement.")
+    "Dai & Wipf report theirs in a table beside Lucic et al.'s numbers, as the same measurement; Dai & "
+    "Seljak's is quoted as their paper gives it.")
 DIFFERENCES = [
     "Resize: zoo resizes 28x28 to 299x299 with PyTorch's bilinear interpolation (align_corners=False, "
     "pytorch-fid's convention); TF-GAN used TensorFlow 1's `resize_bilinear`, which samples the source "
@@ -52,16 +52,20 @@ def read_cells(folder: Path) -> tuple[list[dict], dict | None]:
     return cells, floor
 
 
+def _on(m: dict) -> str:
+    n = m.get("threads")
+    return f"{m.get('cpu')}, {n} thread{'' if n == 1 else 's'}"
+
+
 def row(rec: dict, folder: Path) -> dict:
     prov = rec.get("provenance", {})
     added = rec.get("inception_provenance", {}).get("added_to_finished_cell", {})
     return {"family": rec["family"], "seed": rec["seed"], "folder": str(folder), "params": rec["params"],
             "train_tflops": rec["train_tflops"], "fid_fmnist_cnn": rec["fid"], "fid_n": rec["settings"]["n"],
             "fid_inception": rec["fid_inception"], "inception_n": rec["inception_n"],
-            "trained_commit": prov.get("git_commit"), "trained_on": f"{prov.get('cpu')}, {prov.get('threads')} threads",
+            "trained_commit": prov.get("git_commit"), "trained_on": _on(prov),
             "inception_commit": added.get("git_commit", prov.get("git_commit")),
-            "inception_on": (f"{added['cpu']}, {added['threads']} threads" if added
-                             else f"{prov.get('cpu')}, {prov.get('threads')} threads"),
+            "inception_on": _on(added or prov),
             "weights_sha256": rec["inception_provenance"].get("weights_sha256"),
             "protocol": rec["inception_provenance"].get("protocol")}
 
