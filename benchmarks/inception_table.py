@@ -14,6 +14,8 @@ import json
 import sys
 from pathlib import Path
 
+from zoo.bench.store import cell_files, read_record
+
 # (source, model, FID, spread as the paper gives it or None, what the number is)
 PUBLISHED = [
     ("Lucic et al. 2018", "WGAN", 21.5, 1.6, "best of a large hyperparameter search; the ± as the paper gives it"),
@@ -41,12 +43,7 @@ DIFFERENCES = [
 
 
 def read_cells(folder: Path) -> tuple[list[dict], dict | None]:
-    cells = []
-    for p in sorted((folder / "cells").glob("*.json")):
-        rec = json.loads(p.read_text())
-        if p.name.startswith("_") or "fid_inception" not in rec:
-            continue
-        cells.append(rec)
+    cells = [rec for rec in (read_record(p) for p in cell_files(folder)) if "fid_inception" in rec]
     floor_path = folder / "cells" / "_floor_inception.json"
     floor = json.loads(floor_path.read_text()) if floor_path.exists() else None
     return cells, floor

@@ -168,3 +168,20 @@ def test_inception_table_script(inception_folder, finished, tmp_path):
     assert f"| {floor['fid']:.2f} |" in md and "| Lucic et al. 2018 | WGAN | 21.5 ± 1.6 |" in md
     r = subprocess.run(script + [str(finished), "--out", str(tmp_path / "none")], capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.strip() == f"error: no cell with the Inception FID in {finished}"
+
+
+def test_a_cell_topped_up_since_the_plan_is_not_topped_up_again(inception_folder, extractor, monkeypatch):
+    """A shard whose plan listed a cell for a top-up skips it when another process has added the
+    Inception FID since (the cell file is read again under the cell's lock)."""
+    import zoo.bench.runner as runner
+    out, _, _ = inception_folder
+    before = (out / "cells" / "vae-s0.json").read_text()
+    planned = runner.plan_run(out, with_inception(), [("vae", 0)], "synthetic", extractor, tiny=True)
+    planned.topup.add("vae-s0")   # as planned before the other process finished it
+    monkeypatch.setattr(runner, "plan_run", lambda *a, **k: planned)
+    monkeypatch.setattr(inception, "inception_extractor", lambda device="cpu": StandIn())
+    logs: list[str] = []
+    runner.run_bench(with_inception(), ["vae"], "synthetic", out, extractor, "cmd --inception", log=logs.append,
+                     tiny=True)
+    assert any("vae seed 0: done already, skipped" in line for line in logs)
+    assert (out / "cells" / "vae-s0.json").read_text() == before

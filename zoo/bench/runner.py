@@ -83,12 +83,11 @@ def plan_run(out: Path, profile: Profile, todo: list[tuple[str, int]], data: str
         wanted = _wanted_for(p, profile, data, features, tiny, rec)
         diff = wanted is not None and difference(rec.get("settings"), wanted)
         if diff and not p.name.startswith("_") and _inception_only(rec.get("settings"), wanted):
-            if (wanted.get("inception_n") and p.stem in names
-                    and has_training(run_dir(out, p.stem))):   # the same cell: add its Inception FID
-                plan.topup.add(p.stem)
-                continue
-            if not wanted.get("inception_n") or p.stem not in names:   # the same cell, one metric more or less
+            if not (wanted.get("inception_n") and p.stem in names):   # the same cell, one metric more or less
                 plan.done.add(p.stem)
+                continue
+            if has_training(run_dir(out, p.stem)):   # the same cell: add its Inception FID
+                plan.topup.add(p.stem)
                 continue
         if diff:
             plan.stale.append((p, diff))
@@ -113,6 +112,12 @@ def _inception_only(recorded, wanted: dict) -> bool:
         return False
     return difference({k: v for k, v in recorded.items() if k != "inception_n"},
                       {k: v for k, v in wanted.items() if k != "inception_n"}) is None
+
+
+def _lacks_inception(path: Path, profile: Profile) -> bool:
+    """Whether a cell planned for a top-up still lacks this run's Inception FID (another shard may
+    have added it since the plan was made)."""
+    return read_record(path).get("settings", {}).get("inception_n") != profile.inception_n
 
 
 def _names(items: list[tuple[Path, str]]) -> str:
@@ -226,11 +231,13 @@ def run_bench(profile: Profile, families: list[str], data: str, out: Path, featu
             if not mine:
                 log(f"{tag}: running in another process, skipped")
                 continue
-            if cell_path(out, fam, seed).exists() and cell_name(fam, seed) not in plan.topup:
+            path = cell_path(out, fam, seed)
+            finished = path.exists()
+            if finished and not (cell_name(fam, seed) in plan.topup and _lacks_inception(path, profile)):
                 log(f"{tag}: done already, skipped")
                 continue
             log(tag)
-            if cell_path(out, fam, seed).exists():
+            if finished:
                 rec = _top_up(fam, seed, profile, data, out, log=log)
             else:
                 rec = _run_one(fam, seed, profile, data, out, features, train_set, test_set, prov, log=log,
