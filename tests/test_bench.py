@@ -223,3 +223,50 @@ def test_the_nfe_plot_draws_every_sampler_config(tmp_path):
     labels = mod.plot(rows, tmp_path / "nfe.png", "fmnist-cnn")
     assert sorted(labels) == ["diffusion ddim", "diffusion ddpm", "diffusion dpm++2m", "diffusion dpm++2m-sde@trailing"]
     assert (tmp_path / "nfe.png").stat().st_size > 0
+
+
+def test_a_cell_samples_with_its_familys_sampler_settings(tmp_path, extractor, monkeypatch):
+    """A flow cell records the temperature it sampled at (``sampler`` in its settings) and its FID is
+    that of samples drawn at it. A cell recorded at another temperature, or before cells recorded a
+    sampler, is stale; --force measures it again on its trained run folder, without training again.
+    A family without sampler settings matches the cells that recorded none."""
+    from zoo import load
+    from zoo.bench.profiles import SAMPLE_SEED
+    from zoo.bench.runner import plan_run
+    from zoo.bench.settings import cell_settings
+    from zoo.metrics.evaluate import evaluate
+    from zoo.models.flow import Flow
+    prof, out = tiny_quick(), tmp_path / "quick"
+    run_bench(prof, ["flow"], "synthetic", out, extractor, "cmd", log=lambda *_: None, tiny=True)
+    cell_file, run = out / "cells" / "flow-s0.json", out / "runs" / "flow-s0"
+    cell = json.loads(cell_file.read_text())
+    assert cell["settings"]["sampler"] == Flow.sampler_settings == {"temperature": 1.0}
+    assert "`temperature=1.0`" in (out / "RESULTS.md").read_text()
+    model = load(run)
+    hot = evaluate(model.sample(prof.n, seed=SAMPLE_SEED, temperature=1.0), data="synthetic", features=extractor,
+                   metrics=("fid",), split="test", n=prof.n)["fid"]
+    assert cell["fid"] == pytest.approx(hot, rel=1e-9)
+
+    checkpoint = (run / "model.safetensors").read_bytes()
+    monkeypatch.setattr(Flow, "sampler_settings", {"temperature": 0.0})
+    plan = plan_run(out, prof, [("flow", 0)], "synthetic", extractor, tiny=True)
+    assert [(p.name, d) for p, d in plan.stale] == [("flow-s0.json", 'sampler={"temperature": 1.0}, not {"temperature": 0.0}')]
+    assert not plan.stale_runs   # the run folder is reused: the sampler changes no training
+    run_bench(prof, ["flow"], "synthetic", out, extractor, "cmd", log=lambda *_: None, tiny=True, force=True)
+    cold = json.loads(cell_file.read_text())
+    assert cold["settings"]["sampler"] == {"temperature": 0.0} and cold["steps"] == cell["steps"]
+    assert (run / "model.safetensors").read_bytes() == checkpoint
+    assert cold["fid"] == pytest.approx(evaluate(model.sample(prof.n, seed=SAMPLE_SEED, temperature=0.0),
+                                                 data="synthetic", features=extractor, metrics=("fid",),
+                                                 split="test", n=prof.n)["fid"], rel=1e-9)
+    assert cold["fid"] != cell["fid"]
+
+    older = {k: v for k, v in cold["settings"].items() if k != "sampler"}   # a cell from before the key
+    cold["settings"] = older
+    cell_file.write_text(json.dumps(cold))
+    plan = plan_run(out, prof, [("flow", 0)], "synthetic", extractor, tiny=True)
+    assert [d for _, d in plan.stale] == ['no recorded sampler, not sampler={"temperature": 0.0}']
+    vae = cell_settings(prof, family="vae", data="synthetic", features=extractor, tiny=True, seed=0)
+    assert vae["sampler"] == {}
+    from zoo.bench.settings import difference
+    assert difference({k: v for k, v in vae.items() if k != "sampler"}, vae) is None

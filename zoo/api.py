@@ -142,6 +142,10 @@ class Generator(nn.Module):
     # TFLOP. Used only where asked for (``zoo train --size fitted``, ``zoo bench --sizes fitted``). A rule is
     # taken once the minima of three budgets or more give its exponent a standard error; None until then.
     size_rule: ClassVar[tuple[float, float] | None] = None
+    # sampler options every ``zoo bench`` cell of this family draws its samples with (the flow's
+    # temperature), recorded in the cell's settings as ``sampler``. They change no training, so a cell
+    # recorded with other ones is measured again on its trained run folder. Empty: the sampler's defaults.
+    sampler_settings: ClassVar[dict[str, Any]] = {}
 
     def begin_stage(self, stage: str, images: torch.Tensor) -> None:
         """Hook called once when a stage starts (not again on resume). ``images``: uint8 train set."""

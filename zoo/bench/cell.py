@@ -17,7 +17,7 @@ from ..errors import ZooError
 from .inception import inception_record
 from .profiles import SAMPLE_SEED, Profile
 from .rundir import run_dir as run_folder, start_run
-from .settings import cell_param_scale, cell_settings, train_settings
+from .settings import cell_param_scale, cell_sampler, cell_settings, train_settings
 from .store import cell_name
 
 METRICS = ("fid", "kid", "pr", "dc", "cs", "mem")
@@ -33,11 +33,11 @@ def run_cell(family: str, seed: int, profile: Profile, data: str, out: Path, fea
     summary = _read_summary(run_dir)
     model = load(run_dir).to(profile.device)
 
-    prompts, cond, sampler = None, None, {}
+    prompts, cond, sampler = None, None, cell_sampler(family)
     if profile.conditional:   # prompted by the test split's own captions, so the FID reference stays the test split
         from ..text.encoder import caption_embeddings
         prompts, cond = caption_embeddings(profile.conditional, test_set.images[:profile.n], test_set.labels[:profile.n])
-        sampler = {"guidance": profile.guidance} if model.guidance else {}
+        sampler.update({"guidance": profile.guidance} if model.guidance else {})
     log(f"  sample {profile.n} images" + (f", prompted by test captions (guidance {sampler.get('guidance', 1):g})"
                                           if prompts else ""))
     t0 = time.time()
@@ -59,14 +59,14 @@ def run_cell(family: str, seed: int, profile: Profile, data: str, out: Path, fea
     rec.update({k: v for k, v in metrics.items() if k != "provenance"})
     rec["metrics_provenance"] = metrics.get("provenance", {})
     if profile.inception_n:   # zoo bench --inception: the first profile.n samples reused, the rest drawn
-        rec.update(inception_record(model, images, profile, data, log=log))
+        rec.update(inception_record(model, images, profile, data, sampler=sampler, log=log))
     if profile.conditional:   # bits/dim stay the unconditional table's: a conditional cell has no bpd column
         rec.update(conditional_record(model, images, prompts, profile, data, features, test_set, log=log))
         rec.update({"bpd": None, "bpd_sem": None, "bpd_images": 0})
     else:
         rec.update(bits_per_dim_record(model, profile, test_set, log=log))
     rec.update(speed_record(run_dir, profile, log=log))
-    rec["sweep"] = nfe_sweep(model, profile, data, features, metrics["fid"], sample_wall, log=log)
+    rec["sweep"] = nfe_sweep(model, profile, data, features, metrics["fid"], sample_wall, sampler=sampler, log=log)
     if model.has_latent:
         a, b = test_set.images[0], test_set.images[1]
         write_images(model.interpolate(a, b, steps=10), run_dir / "interpolation.png", nrow=10)
@@ -81,7 +81,7 @@ def add_inception(rec: dict, run_dir: Path, profile: Profile, data: str, *,
     date) goes into ``inception_provenance``, beside the cell's own."""
     from .settings import provenance
     model = load(run_dir).to(profile.device)
-    added = inception_record(model, None, profile, data, log=log)
+    added = inception_record(model, None, profile, data, sampler=rec["settings"].get("sampler", {}), log=log)
     where = {k: v for k, v in provenance(profile, data).items()
              if k in ("zoo_version", "git_commit", "cpu", "gpu", "threads", "torch", "date")}
     added["inception_provenance"] = {**added["inception_provenance"], "added_to_finished_cell": where}
@@ -145,7 +145,7 @@ def speed_record(run_dir: Path, profile: Profile, *, log: Callable[[str], None] 
 
 
 def nfe_sweep(model, profile: Profile, data: str, features, main_fid: float, sample_wall: float, *,
-              log: Callable[[str], None] = click.echo) -> list[dict]:
+              sampler: dict | None = None, log: Callable[[str], None] = click.echo) -> list[dict]:
     """FID and images/s at each of the profile's sampler step counts, for families whose sampler has
     one; a step count equal to the default reuses the main sample's FID."""
     from ..metrics.evaluate import evaluate
@@ -160,7 +160,7 @@ def nfe_sweep(model, profile: Profile, data: str, features, main_fid: float, sam
             continue
         log(f"  sweep: {steps} steps, {profile.sweep_n} images")
         t0 = time.time()
-        imgs = model.sample(profile.sweep_n, seed=SAMPLE_SEED, steps=steps, progress=True)
+        imgs = model.sample(profile.sweep_n, seed=SAMPLE_SEED, progress=True, **{**(sampler or {}), "steps": steps})
         wall = time.time() - t0
         m = evaluate(imgs, data=data, features=features, metrics=("fid",), split="test", n=profile.sweep_n)
         sweep.append({"steps": steps, "nfe": model.nfe(steps=steps), "fid": m["fid"], "n": profile.sweep_n,

@@ -50,20 +50,20 @@ def _provenance(ext, n: int) -> dict:
 
 
 def inception_record(model, images: torch.Tensor | None, profile: Profile, data: str, *,
-                     log: Callable[[str], None] = click.echo) -> dict:
+                     sampler: dict | None = None, log: Callable[[str], None] = click.echo) -> dict:
     """``fid_inception``, ``inception_n`` and ``inception_provenance`` of a cell whose first samples are
     ``images`` (None: a finished cell's top-up, all drawn here); the samples still missing up to
-    ``profile.inception_n`` are drawn here."""
+    ``profile.inception_n`` are drawn here, with the cell's ``sampler`` options."""
     from ..metrics.evaluate import evaluate
     n = profile.inception_n
     if images is None:
         log(f"  sample {n} images for the Inception FID")
-        have = model.sample(n, seed=SAMPLE_SEED, progress=True)
+        have = model.sample(n, seed=SAMPLE_SEED, progress=True, **(sampler or {}))
     else:
         have = images[:n]
     if len(have) < n:
         log(f"  sample {n - len(have)} more images for the Inception FID")
-        have = torch.cat([have, model.sample(n - len(have), seed=SAMPLE_SEED, offset=len(have))])
+        have = torch.cat([have, model.sample(n - len(have), seed=SAMPLE_SEED, offset=len(have), **(sampler or {}))])
     log(f"  Inception FID on {n} images")
     ext = inception_extractor(profile.device)
     fid = evaluate(have, data=data, features=ext, metrics=("fid",), split="test", n=n, progress=True)["fid"]

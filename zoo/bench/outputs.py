@@ -167,17 +167,22 @@ def inception_sentence(cells: list[dict]) -> str:
 
 
 def recipe_table(cells: list[dict]) -> str | None:
-    """Each family's recipe for the budget as its cells recorded it (``Generator.recipe``)."""
-    recipes: dict[str, dict] = {}
+    """Each family's recipe for the budget as its cells recorded it (``Generator.recipe``), and the sampler
+    options its cells drew with (``Generator.sampler_settings``)."""
+    recipes: dict[str, tuple[dict, dict]] = {}
     for c in cells:
-        rec = (c.get("settings") or {}).get("recipe")
-        if rec is not None:
-            recipes.setdefault(c["family"], rec)
+        settings = c.get("settings") or {}
+        if settings.get("recipe") is not None:
+            recipes.setdefault(c["family"], (settings["recipe"], settings.get("sampler") or {}))
     if not recipes:
         return None
-    lines = ["| family | recipe (config and trainer settings for this budget) |", "|---|---|"]
-    lines += [f"| {fam} | {' '.join(f'`{k}={v}`' for k, v in rec.items()) or 'its defaults'} |"
-              for fam, rec in sorted(recipes.items())]
+
+    def words(d: dict, none: str) -> str:
+        return " ".join(f"`{k}={v}`" for k, v in d.items()) or none
+
+    lines = ["| family | recipe (config and trainer settings for this budget) | sampler |", "|---|---|---|"]
+    lines += [f"| {fam} | {words(rec, 'its defaults')} | {words(sampler, 'its defaults')} |"
+              for fam, (rec, sampler) in sorted(recipes.items())]
     return "\n".join(lines)
 
 

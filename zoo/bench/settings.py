@@ -14,7 +14,7 @@ from .profiles import QUIET_FIELDS, SAMPLE_SEED, Profile
 TRAIN_KEYS = ("tflops", "recipe", "data", "tiny", "seed", "device", "amp", "compile", "conditional")
 # settings added after cells were first committed, with the value an older cell (which does not
 # record them) was made with: such a cell matches a run that wants exactly this value
-LATER_KEYS = {"conditional": "", "guidance": 1.0}
+LATER_KEYS = {"conditional": "", "guidance": 1.0, "sampler": {}}
 # profile fields a cell records only away from their QUIET_FIELDS value (inception_n of zoo bench
 # --inception): such a key missing on either side, the cell's or the run's, stands for that value
 
@@ -52,6 +52,12 @@ def cell_param_scale(profile: Profile, family: str) -> float:
     return profile.param_scale * fitted_param_scale(family, profile.tflops)
 
 
+def cell_sampler(family: str) -> dict:
+    """The sampler options a ``family`` cell draws every sample with (``Generator.sampler_settings``)."""
+    from ..api import get_model_class
+    return dict(get_model_class(family).sampler_settings)
+
+
 def cell_settings(profile: Profile, *, family: str, data: str, features, tiny: bool, seed: int) -> dict:
     """Everything that decides a (family, seed) cell's numbers, in the order a difference is reported."""
     quiet = {k: getattr(profile, k) for k, v in QUIET_FIELDS.items() if getattr(profile, k) != v}
@@ -61,7 +67,8 @@ def cell_settings(profile: Profile, *, family: str, data: str, features, tiny: b
                    "sample_seed": SAMPLE_SEED, "bpd_images": profile.bpd_images, "bpd_terms": profile.bpd_terms,
                    "sweep_steps": list(profile.sweep_steps), "sweep_n": profile.sweep_n,
                    "device": profile.device, "amp": profile.amp, "compile": profile.compile,
-                   "conditional": profile.conditional, "guidance": profile.guidance, **quiet})
+                   "conditional": profile.conditional, "guidance": profile.guidance,
+                   "sampler": cell_sampler(family), **quiet})
 
 
 def train_settings(settings: dict) -> dict:
