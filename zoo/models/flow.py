@@ -122,8 +122,8 @@ class Flow(Generator):
     size_fields = {"hidden": 4, "dequant_hidden": 4}
     # the depth axis: flow steps per level, and the variational dequantizer's
     depth_fields = {"steps": 1, "dequant_steps": 1}
-    # every bench cell samples at temperature 1, the model as trained, as the other families do; below 1
-    # the samples crowd into fewer classes as training sharpens the density (results/flow/README.md)
+    # every bench cell samples at temperature 1, the model as trained, as the other families do; at 0.7
+    # its FID jumped between neighbouring sizes and rose with compute (results/flow/README.md)
     sampler_settings = {"temperature": 1.0}
 
     @classmethod
