@@ -14,6 +14,7 @@ import json
 import sys
 from pathlib import Path
 
+from zoo.bench.settings import trained_by
 from zoo.bench.store import cell_files, read_record
 
 # (source, model, FID, spread as the paper gives it or None, what the number is)
@@ -55,12 +56,12 @@ def _on(m: dict) -> str:
 
 
 def row(rec: dict, folder: Path) -> dict:
-    prov = rec.get("provenance", {})
+    prov, trained = rec.get("provenance", {}), trained_by(rec)
     added = rec.get("inception_provenance", {}).get("added_to_finished_cell", {})
     return {"family": rec["family"], "seed": rec["seed"], "folder": str(folder), "params": rec["params"],
             "train_tflops": rec["train_tflops"], "fid_fmnist_cnn": rec["fid"], "fid_n": rec["settings"]["n"],
             "fid_inception": rec["fid_inception"], "inception_n": rec["inception_n"],
-            "trained_commit": prov.get("git_commit"), "trained_on": _on(prov),
+            "trained_commit": trained.get("git_commit"), "trained_on": _on(trained),
             "inception_commit": added.get("git_commit", prov.get("git_commit")),
             "inception_on": _on(added or prov),
             "weights_sha256": rec["inception_provenance"].get("weights_sha256"),

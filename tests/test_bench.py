@@ -256,6 +256,9 @@ def test_a_cell_samples_with_its_familys_sampler_settings(tmp_path, extractor, m
     cold = json.loads(cell_file.read_text())
     assert cold["settings"]["sampler"] == {"temperature": 0.0} and cold["steps"] == cell["steps"]
     assert (run / "model.safetensors").read_bytes() == checkpoint
+    summary = json.loads((run / "summary.json").read_text())   # what trained the run folder, measured again
+    assert cold["train_provenance"] == cell["train_provenance"] == {"git_commit": summary["git_commit"],
+                                                                    **summary["machine"]}
     assert cold["fid"] == pytest.approx(evaluate(model.sample(prof.n, seed=SAMPLE_SEED, temperature=0.0),
                                                  data="synthetic", features=extractor, metrics=("fid",),
                                                  split="test", n=prof.n)["fid"], rel=1e-9)

@@ -49,7 +49,8 @@ def run_cell(family: str, seed: int, profile: Profile, data: str, out: Path, fea
     metrics = evaluate(images, data=data, features=features, metrics=METRICS, split="test", n=profile.n)
     rec: dict = {"family": family, "seed": seed, "likelihood": model.likelihood, "params": model.num_params(),
                  "train_tflops": summary["train_tflops"], "steps": summary["steps"], "epochs": summary["epochs"],
-                 "train_wall_s": summary["wall_s"], "sample_wall_s": round(sample_wall, 2)}
+                 "train_wall_s": summary["wall_s"], "sample_wall_s": round(sample_wall, 2),
+                 "train_provenance": {"git_commit": summary.get("git_commit"), **summary.get("machine", {})}}
     scale = cell_param_scale(profile, family)
     if scale != 1 or profile.depth != 1:   # a cell of the size axes: its scale and multipliers
         from ..sizing import size_for_params

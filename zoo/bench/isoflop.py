@@ -32,6 +32,7 @@ from ..api import atomic_write_text, get_model_class
 from ..errors import RunFailed, ZooError
 from .profiles import Profile, profile_record
 from .speed import read_speeds
+from .settings import trained_by
 from .store import read_cells
 
 POINT_KEYS = ("fid", "bpd", "coverage", "min_class_share", "params", "size", "steps", "epochs", "train_wall_s",
@@ -125,7 +126,7 @@ def collect_points(out: Path, profile: Profile, families: list[str]) -> list[dic
                 if not cs:
                     continue
                 p = {"family": fam, "tflops": b, "param_scale": s, "depth": d, "seeds": sorted(c["seed"] for c in cs),
-                     "cpu": cs[0].get("provenance", {}).get("cpu"), "threads": cs[0].get("provenance", {}).get("threads")}
+                     "cpu": trained_by(cs[0]).get("cpu"), "threads": trained_by(cs[0]).get("threads")}
                 for k in POINT_KEYS:
                     p[k] = mean_std([c.get(k, 1.0 if k == "size" else None) for c in cs])[0]
                 if fam in quiet:   # measured one family after another by zoo bench speed, not under the bench's load

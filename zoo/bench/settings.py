@@ -110,6 +110,14 @@ def difference(recorded, wanted: dict) -> str | None:
     return None
 
 
+def trained_by(rec: dict) -> dict:
+    """The commit and machine (cpu, threads, ...) that trained a cell's run folder: the cell's
+    ``train_provenance`` (from the run's summary.json), which differs from its ``provenance`` when the
+    cell was measured again on a run folder trained earlier; a cell made before it was recorded
+    gives its own ``provenance``."""
+    return rec.get("train_provenance") or rec.get("provenance", {})
+
+
 def provenance(profile: Profile, data: str) -> dict:
     """Where this invocation's cells came from: zoo version, git commit, machine (CPU, GPU, threads,
     torch, python), profile, budget, n, data, and the date."""
