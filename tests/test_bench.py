@@ -226,10 +226,10 @@ def test_the_nfe_plot_draws_every_sampler_config(tmp_path):
 
 
 def test_a_cell_samples_with_its_familys_sampler_settings(tmp_path, extractor, monkeypatch):
-    """A flow cell records the temperature it sampled at (``sampler`` in its settings) and its FID is
-    that of samples drawn at it. A cell recorded at another temperature, or before cells recorded a
-    sampler, is stale; --force measures it again on its trained run folder, without training again.
-    A family without sampler settings matches the cells that recorded none."""
+    """A family's sampler settings (here a flow temperature) are recorded in each cell (``sampler``)
+    and its FID is that of samples drawn with them. A cell recorded with other ones, or before cells
+    recorded a sampler, is stale; --force measures it again on its trained run folder, without
+    training again. A family without sampler settings matches the cells that recorded none."""
     from zoo import load
     from zoo.bench.profiles import SAMPLE_SEED
     from zoo.bench.runner import plan_run
@@ -237,10 +237,12 @@ def test_a_cell_samples_with_its_familys_sampler_settings(tmp_path, extractor, m
     from zoo.metrics.evaluate import evaluate
     from zoo.models.flow import Flow
     prof, out = tiny_quick(), tmp_path / "quick"
+    assert Flow.sampler_settings == {}   # the flow samples at its config's temperature
+    monkeypatch.setattr(Flow, "sampler_settings", {"temperature": 1.0})
     run_bench(prof, ["flow"], "synthetic", out, extractor, "cmd", log=lambda *_: None, tiny=True)
     cell_file, run = out / "cells" / "flow-s0.json", out / "runs" / "flow-s0"
     cell = json.loads(cell_file.read_text())
-    assert cell["settings"]["sampler"] == Flow.sampler_settings == {"temperature": 1.0}
+    assert cell["settings"]["sampler"] == {"temperature": 1.0} != {"temperature": Flow.Config().temperature}
     assert "`temperature=1.0`" in (out / "RESULTS.md").read_text()
     model = load(run)
     hot = evaluate(model.sample(prof.n, seed=SAMPLE_SEED, temperature=1.0), data="synthetic", features=extractor,

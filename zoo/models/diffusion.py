@@ -76,6 +76,10 @@ class Diffusion(DiffusionMixin, Generator):
     budget_rules = ((float("inf"), {"train.batch_size": 32, "loss_weight": "min-snr"}),)
     # the size axis (Generator.size_fields): the UNet
     size_fields = {"widths": 4}
+    # the fitted size rule (Generator.size_rule): (a, c) of log10 N_opt = c + a*log10(C / 1 TFLOP), from
+    # results/isoflop/ISOFLOP.md; its exponent's standard error is large (0.55: the 3 and 10 TFLOP
+    # minima lie close together)
+    size_rule = (0.865, 4.551)
     # the depth axis: the UNet's residual blocks per level and around its middle attention
     depth_fields = {"blocks": 1, "mid_blocks": 0}
 

@@ -99,8 +99,8 @@ class FlowConfig(ModelConfig):
     dequant: str = "uniform"      # "uniform" or "variational" (Flow++: a conditional flow q(u|x))
     dequant_steps: int = 4        # coupling steps of the variational dequantizer
     dequant_hidden: int = 32      # width of the variational dequantizer's CNNs
-    temperature: float = 1.0      # default sampling temperature (std of the base noise); 1 samples the
-                                  # trained density itself (results/flow/README.md, "Sampling temperature")
+    temperature: float = 0.7      # default sampling temperature (std of the base noise); results/flow/README.md
+                                  # ("Sampling temperature") has why it is not 1
     iw_samples: int = 1           # dequantization draws per image in log_prob (importance-weighted if > 1)
     init_batch: int = 512         # training images for ActNorm's data-dependent initialization
     lr: float = 2e-3              # Adam learning rate
@@ -122,9 +122,6 @@ class Flow(Generator):
     size_fields = {"hidden": 4, "dequant_hidden": 4}
     # the depth axis: flow steps per level, and the variational dequantizer's
     depth_fields = {"steps": 1, "dequant_steps": 1}
-    # every bench cell samples at temperature 1, the model as trained, as the other families do; at 0.7
-    # its FID jumped between neighbouring sizes and rose with compute (results/flow/README.md)
-    sampler_settings = {"temperature": 1.0}
 
     @classmethod
     def tiny_config(cls, **fields):
