@@ -82,7 +82,8 @@ def add_inception(rec: dict, run_dir: Path, profile: Profile, data: str, *,
     date) goes into ``inception_provenance``, beside the cell's own."""
     from .settings import provenance
     model = load(run_dir).to(profile.device)
-    added = inception_record(model, None, profile, data, sampler=rec["settings"].get("sampler", {}), log=log)
+    added = inception_record(model, None, profile, data, sampler=rec["settings"].get("sampler", cell_sampler(rec["family"])),
+                             log=log)
     where = {k: v for k, v in provenance(profile, data).items()
              if k in ("zoo_version", "git_commit", "cpu", "gpu", "threads", "torch", "date")}
     added["inception_provenance"] = {**added["inception_provenance"], "added_to_finished_cell": where}

@@ -58,6 +58,14 @@ def cell_sampler(family: str) -> dict:
     return dict(get_model_class(family).sampler_settings)
 
 
+def _recorded_sampler(family: str) -> dict:
+    """The ``sampler`` entry of a cell's settings: none (``{}``) while the family's sampler settings are
+    its config's defaults, so that cells made before the entry existed match; else the settings."""
+    from ..api import get_model_class
+    sampler, config = cell_sampler(family), get_model_class(family).Config()
+    return {} if all(getattr(config, k, None) == v for k, v in sampler.items()) else sampler
+
+
 def cell_settings(profile: Profile, *, family: str, data: str, features, tiny: bool, seed: int) -> dict:
     """Everything that decides a (family, seed) cell's numbers, in the order a difference is reported."""
     quiet = {k: getattr(profile, k) for k, v in QUIET_FIELDS.items() if getattr(profile, k) != v}
@@ -68,7 +76,7 @@ def cell_settings(profile: Profile, *, family: str, data: str, features, tiny: b
                    "sweep_steps": list(profile.sweep_steps), "sweep_n": profile.sweep_n,
                    "device": profile.device, "amp": profile.amp, "compile": profile.compile,
                    "conditional": profile.conditional, "guidance": profile.guidance,
-                   "sampler": cell_sampler(family), **quiet})
+                   **({"sampler": _recorded_sampler(family)} if _recorded_sampler(family) else {}), **quiet})
 
 
 def train_settings(settings: dict) -> dict:
