@@ -122,6 +122,9 @@ class Flow(Generator):
     size_fields = {"hidden": 4, "dequant_hidden": 4}
     # the depth axis: flow steps per level, and the variational dequantizer's
     depth_fields = {"steps": 1, "dequant_steps": 1}
+    # the fitted size rule (Generator.size_rule): (a, c) of log10 N_opt = c + a*log10(C / 1 TFLOP), from
+    # results/isoflop/ISOFLOP.md (FID at temperature 0.7; flat within a few FID around each minimum)
+    size_rule = (0.778, 4.164)
     # every bench cell samples at temperature 0.7, whatever temperature its run's config holds; 1 does
     # better on fmnist-cnn features but worse on Inception's (results/flow/README.md)
     sampler_settings = {"temperature": 0.7}
