@@ -125,8 +125,9 @@ def collect_points(out: Path, profile: Profile, families: list[str]) -> list[dic
                 cs = [c for c in cells if c["family"] == fam]
                 if not cs:
                     continue
+                trained = trained_by(cs[0])
                 p = {"family": fam, "tflops": b, "param_scale": s, "depth": d, "seeds": sorted(c["seed"] for c in cs),
-                     "cpu": trained_by(cs[0]).get("cpu"), "threads": trained_by(cs[0]).get("threads")}
+                     "cpu": trained.get("cpu"), "threads": trained.get("threads")}
                 for k in POINT_KEYS:
                     p[k] = mean_std([c.get(k, 1.0 if k == "size" else None) for c in cs])[0]
                 if fam in quiet:   # measured one family after another by zoo bench speed, not under the bench's load

@@ -14,7 +14,7 @@ from .profiles import QUIET_FIELDS, SAMPLE_SEED, Profile
 TRAIN_KEYS = ("tflops", "recipe", "data", "tiny", "seed", "device", "amp", "compile", "conditional")
 # settings added after cells were first committed, with the value an older cell (which does not
 # record them) was made with: such a cell matches a run that wants exactly this value
-LATER_KEYS = {"conditional": "", "guidance": 1.0, "sampler": {}}
+LATER_KEYS = {"conditional": "", "guidance": 1.0}
 # profile fields a cell records only away from their QUIET_FIELDS value (inception_n of zoo bench
 # --inception): such a key missing on either side, the cell's or the run's, stands for that value
 
@@ -69,6 +69,7 @@ def _recorded_sampler(family: str) -> dict:
 def cell_settings(profile: Profile, *, family: str, data: str, features, tiny: bool, seed: int) -> dict:
     """Everything that decides a (family, seed) cell's numbers, in the order a difference is reported."""
     quiet = {k: getattr(profile, k) for k, v in QUIET_FIELDS.items() if getattr(profile, k) != v}
+    sampler = _recorded_sampler(family)
     return _plain({"profile": profile.name, "tflops": profile.tflops,
                    "recipe": recipe(family, profile.tflops, tiny, cell_param_scale(profile, family), profile.depth), "n": profile.n, "data": data,
                    "features": features_name(features), "tiny": bool(tiny), "seed": seed,
@@ -76,7 +77,7 @@ def cell_settings(profile: Profile, *, family: str, data: str, features, tiny: b
                    "sweep_steps": list(profile.sweep_steps), "sweep_n": profile.sweep_n,
                    "device": profile.device, "amp": profile.amp, "compile": profile.compile,
                    "conditional": profile.conditional, "guidance": profile.guidance,
-                   **({"sampler": _recorded_sampler(family)} if _recorded_sampler(family) else {}), **quiet})
+                   **({"sampler": sampler} if sampler else {}), **quiet})
 
 
 def train_settings(settings: dict) -> dict:
