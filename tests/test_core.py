@@ -213,3 +213,20 @@ def test_vae_interpolation_endpoints():
     mu, _ = m.encode(to_float(torch.stack([a, b])))
     ends = to_uint8(m.decode(mu)[0].clamp(-1, 1))
     assert torch.equal(strip[0], ends[0]) and torch.equal(strip[-1], ends[1])
+
+
+def test_git_commit_is_read_once_per_process(monkeypatch):
+    """A long run names the commit it started with, not one made in the checkout while it ran."""
+    import subprocess
+
+    from zoo import provenance
+    provenance.git_commit.cache_clear()
+    first = provenance.git_commit()
+
+    def moved_head(args, **kw):   # what git would answer after a commit made mid-run
+        return subprocess.CompletedProcess(args, 0, stdout="f" * 40 + "\n" if "rev-parse" in args else "", stderr="")
+    monkeypatch.setattr(provenance.subprocess, "run", moved_head)
+    assert provenance.git_commit() == first
+    provenance.git_commit.cache_clear()        # a new process would read the new HEAD
+    assert provenance.git_commit() == "f" * 40
+    provenance.git_commit.cache_clear()

@@ -5,6 +5,7 @@ commit, the CPU (and GPU), the torch version and the thread count behind it.
 """
 from __future__ import annotations
 
+import functools
 import platform
 import subprocess
 from pathlib import Path
@@ -15,9 +16,13 @@ CODE_PATHS = ("zoo", "benchmarks", "setup.cfg", "setup.sh")
 _ROOT = Path(__file__).resolve().parent.parent   # zoo/provenance.py -> the checkout
 
 
+@functools.cache
 def git_commit() -> str | None:
     """The git commit of the zoo checkout, '+dirty' when zoo/, benchmarks/ or the setup files have
-    uncommitted changes; None outside a git checkout (an installed wheel)."""
+    uncommitted changes; None outside a git checkout (an installed wheel).
+
+    Read once per process: a long run names the code it started with (the code it imported), not a
+    commit made in the checkout while it ran. The CLI and the trainer read it when they start."""
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=_ROOT, capture_output=True, text=True, timeout=10)
         if head.returncode != 0:

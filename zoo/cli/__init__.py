@@ -68,6 +68,8 @@ def cli():
     Exit status: 0 done, 1 the run failed, 2 a mistake in the command, 130 interrupted.
     """
     from ..plugins import load_plugins
+    from ..provenance import git_commit
+    git_commit()   # pin the commit this command runs (provenance.git_commit reads it once per process)
     load_plugins()
 
 

@@ -173,6 +173,7 @@ class _Trainer:
                  out: Path, *, device: str, amp: bool, compile: bool, progress: bool):
         self.model, self.images, self.cond, self.tcfg, self.out, self.device = model, images, cond, tcfg, out, device
         self.progress = progress
+        git_commit()   # pin the commit this run starts from; the summary written at the end names it
         self.plan = model.stage_plan()
         model.to(device)
         self.autocast = torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16, enabled=amp)
