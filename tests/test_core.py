@@ -224,9 +224,39 @@ def test_git_commit_is_read_once_per_process(monkeypatch):
     first = provenance.git_commit()
 
     def moved_head(args, **kw):   # what git would answer after a commit made mid-run
-        return subprocess.CompletedProcess(args, 0, stdout="f" * 40 + "\n" if "rev-parse" in args else "", stderr="")
+        return subprocess.CompletedProcess(args, 0, stdout="f" * 40 + "\n" if "log" in args else "", stderr="")
     monkeypatch.setattr(provenance.subprocess, "run", moved_head)
     assert provenance.git_commit() == first
-    provenance.git_commit.cache_clear()        # a new process would read the new HEAD
+    provenance.git_commit.cache_clear()        # a new process would read the new commit
     assert provenance.git_commit() == "f" * 40
     provenance.git_commit.cache_clear()
+
+
+def test_git_commit_names_the_last_commit_that_changed_the_code(tmp_path, monkeypatch):
+    """Results committed after the code leave the recorded commit alone, so cells made on either side
+    of them name one commit; an uncommitted code change marks it dirty."""
+    import subprocess
+
+    from zoo import provenance
+
+    def git(*args):
+        return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path,
+                              capture_output=True, text=True, check=True).stdout.strip()
+    git("init", "-q")
+    (tmp_path / "zoo").mkdir()
+    (tmp_path / "zoo" / "a.py").write_text("x = 1\n")
+    git("add", "."), git("commit", "-qm", "code")
+    code = git("rev-parse", "HEAD")
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "r.json").write_text("{}\n")
+    git("add", "."), git("commit", "-qm", "results")
+    assert git("rev-parse", "HEAD") != code
+    monkeypatch.setattr(provenance, "_ROOT", tmp_path)
+    provenance.git_commit.cache_clear()
+    try:
+        assert provenance.git_commit() == code
+        (tmp_path / "zoo" / "a.py").write_text("x = 2\n")
+        provenance.git_commit.cache_clear()
+        assert provenance.git_commit() == code + "+dirty"
+    finally:
+        provenance.git_commit.cache_clear()

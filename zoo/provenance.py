@@ -18,18 +18,20 @@ _ROOT = Path(__file__).resolve().parent.parent   # zoo/provenance.py -> the chec
 
 @functools.cache
 def git_commit() -> str | None:
-    """The git commit of the zoo checkout, '+dirty' when zoo/, benchmarks/ or the setup files have
-    uncommitted changes; None outside a git checkout (an installed wheel).
+    """The git commit of the zoo checkout's code: the last commit that changed zoo/, benchmarks/ or the
+    setup files (so committing results alone does not change it), '+dirty' when those have uncommitted
+    changes; None outside a git checkout (an installed wheel).
 
     Read once per process: a long run names the code it started with (the code it imported), not a
     commit made in the checkout while it ran. The CLI and the trainer read it when they start."""
     try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=_ROOT, capture_output=True, text=True, timeout=10)
-        if head.returncode != 0:
+        code = subprocess.run(["git", "log", "-1", "--format=%H", "HEAD", "--", *CODE_PATHS], cwd=_ROOT,
+                              capture_output=True, text=True, timeout=10)
+        if code.returncode != 0 or not code.stdout.strip():
             return None
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", *CODE_PATHS],
                                cwd=_ROOT, capture_output=True, text=True, timeout=10)
-        return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+        return code.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return None
 
