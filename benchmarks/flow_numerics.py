@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import sys
 
 import torch
 
@@ -85,8 +86,10 @@ def main() -> None:
               f"{r['max_diff_levels']:.2e} | {r['overflow_f32']} / {r['overflow_f64']} | {r['fid_f32']:.2f} | "
               f"{r['fid_f64']:.2f} |", flush=True)
     if a.json:
+        from zoo.provenance import git_commit, machine
         with open(a.json, "w") as f:
-            json.dump(rows, f, indent=2)
+            json.dump({"command": "python benchmarks/flow_numerics.py " + " ".join(sys.argv[1:]),
+                       "git_commit": git_commit(), **machine(), "rows": rows}, f, indent=2)
 
 
 if __name__ == "__main__":
