@@ -124,6 +124,9 @@ class GAN(Generator):
     budget_rules = ((float("inf"), {"train.batch_size": 32, "loss": "hinge"}),)
     # the size axis (Generator.size_fields): generator and discriminator
     size_fields = {"g_widths": 4, "d_widths": 4}
+    # the fitted size rule (Generator.size_rule): (a, c) of log10 N_opt = c + a*log10(C / 1 TFLOP), from
+    # results/isoflop/ISOFLOP.md (every minimum well below the default size: 0.1x to 0.3x)
+    size_rule = (0.414, 4.546)
 
     @classmethod
     def tiny_config(cls, **fields):
