@@ -1,7 +1,7 @@
 """The Inception FID table: every cell of the given bench folders that has the TF-Inception FID
 (`zoo bench --inception`), its floor row, and the published Fashion-MNIST FIDs beside them.
 
-  .venv/bin/python benchmarks/inception_table.py results/isoflop/10tf/p1 --out results/inception
+  .venv/bin/python benchmarks/inception_table.py results/isoflop/10tf/p1 results/scaling-fitted/100tf --out results/inception
 
 Reads only the folders' cell files (cells/*.json, cells/_floor_inception.json); writes
 INCEPTION.md and inception.json into --out. The published numbers are the papers' own figures,
@@ -112,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         cells, floor = read_cells(folder)
         rows += [row(c, folder) for c in cells]
-        if floor is not None:
+        if floor is not None and all((f["fid"], f["inception_n"]) != (floor["fid"], floor["inception_n"])
+                                     for f in floors):   # one row per distinct floor, not per folder
             floors.append(floor)
     if not rows:
         print("error: no cell with the Inception FID in " + ", ".join(map(str, a.folders)), file=sys.stderr)
