@@ -260,3 +260,9 @@ def test_git_commit_names_the_last_commit_that_changed_the_code(tmp_path, monkey
         assert provenance.git_commit() == code + "+dirty"
     finally:
         provenance.git_commit.cache_clear()
+
+
+def test_describe_machine_names_the_cpu_gpu_and_threads():
+    from zoo.provenance import describe_machine
+    assert describe_machine({"cpu": "AMD EPYC", "gpu": None, "threads": 1}) == "AMD EPYC, 1 thread"
+    assert describe_machine({"cpu": "Xeon", "gpu": "H100", "threads": 2}) == "Xeon + H100, 2 threads"

@@ -57,4 +57,5 @@ def machine() -> dict:
 def describe_machine(m: dict) -> str:
     """One phrase for a machine record: 'CPU + GPU, N threads'."""
     gpu = f" + {m['gpu']}" if m.get("gpu") else ""
-    return f"{m.get('cpu', '?')}{gpu}, {m.get('threads', '?')} threads"
+    n = m.get("threads", "?")
+    return f"{m.get('cpu', '?')}{gpu}, {n} thread{'' if n == 1 else 's'}"
