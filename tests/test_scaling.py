@@ -138,6 +138,22 @@ def test_beside_sets_another_scaling_folder_beside_this_one(reused):
     assert not (tmp_path / "s").exists()
 
 
+def test_reuse_takes_cells_that_also_carry_an_inception_fid(reused):
+    """A standard cell topped up with `--inception` still gives its budget's point: one metric more."""
+    tmp_path, calls = reused
+    cell = tmp_path / "standard" / "cells" / "vae-s0.json"
+    rec = json.loads(cell.read_text())
+    rec["settings"]["inception_n"] = 100
+    rec["fid_inception"] = 42.0
+    cell.write_text(json.dumps(rec))
+    out = tmp_path / "scaling"
+    run_scaling(PROF, FAMILIES, "synthetic", out, "fmnist-cnn", "cmd", reuse=tmp_path / "standard", tiny=True,
+                log=lambda s: None)
+    mid = [p for p in json.loads((out / "scaling.json").read_text())["points"] if p["tflops"] == 2e-6]
+    assert sorted(p["family"] for p in mid) == sorted(FAMILIES)
+    assert next(p for p in mid if p["family"] == "vae")["fid"] != 42.0   # the fmnist-cnn FID, not Inception's
+
+
 def test_reuse_refuses_cells_made_with_other_settings(reused):
     tmp_path, calls = reused
     other = dataclasses.replace(PROF, n=90)

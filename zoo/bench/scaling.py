@@ -30,8 +30,9 @@ from .settings import cell_settings, difference
 from .store import read_cells, read_reference
 from .tables import fmt, inside_seed_std, mean_std
 
-# settings that only decide what else is measured on a cell: a reused cell may differ in these
-REUSE_FREE = ("profile", "seed", "sweep_steps", "sweep_n")
+# settings that only decide what else is measured on a cell: a reused cell may differ in these (a
+# cell that also carries an Inception FID, inception_n, has the same points as one without)
+REUSE_FREE = ("profile", "seed", "sweep_steps", "sweep_n", "inception_n")
 POINT_COLS = ("fid", "coverage", "bpd", "min_class_share", "precision", "recall", "train_wall_s", "cell_wall_s",
               "images_per_s", "train_tflops", "params")
 
@@ -57,6 +58,11 @@ def reused_budget(reuse: Path | None) -> float | None:
         raise ZooError(f"--reuse {reuse}: not a `zoo bench` folder (no readable bench.json)") from None
 
 
+def _reuse_bound(settings):
+    """A cell's settings less those a reused cell may differ in (``REUSE_FREE``); anything else as it is."""
+    return {k: v for k, v in settings.items() if k not in REUSE_FREE} if isinstance(settings, dict) else settings
+
+
 def check_reuse(reuse: Path, sub: Profile, families: list[str], data: str, features, tiny: bool) -> None:
     """One-line ZooError unless ``reuse`` holds a seed-0 cell of every family, each made with the
     settings this budget would use (other than the seeds and the NFE sweep)."""
@@ -67,7 +73,7 @@ def check_reuse(reuse: Path, sub: Profile, families: list[str], data: str, featu
             raise ZooError(f"--reuse {reuse} has no {fam} cell at seed 0: finish that bench first, or drop --reuse")
         for c in mine:
             want = cell_settings(sub, family=fam, data=data, features=features, tiny=tiny, seed=c["seed"])
-            diff = difference(c.get("settings"), {k: v for k, v in want.items() if k not in REUSE_FREE})
+            diff = difference(_reuse_bound(c.get("settings")), _reuse_bound(want))
             if diff:
                 raise ZooError(f"--reuse {reuse}: cell {fam} seed {c['seed']} was made with {diff}: rerun that "
                                f"bench first, or drop --reuse")
