@@ -65,7 +65,7 @@ def _reuse_bound(settings):
 
 def check_reuse(reuse: Path, sub: Profile, families: list[str], data: str, features, tiny: bool) -> None:
     """One-line ZooError unless ``reuse`` holds a seed-0 cell of every family, each made with the
-    settings this budget would use (other than the seeds and the NFE sweep)."""
+    settings this budget would use (other than the seeds, the NFE sweep and the Inception FID)."""
     cells = read_cells(reuse)
     for fam in families:
         mine = [c for c in cells if c["family"] == fam]
