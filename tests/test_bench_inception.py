@@ -185,3 +185,81 @@ def test_a_cell_topped_up_since_the_plan_is_not_topped_up_again(inception_folder
                      tiny=True)
     assert any("vae seed 0: done already, skipped" in line for line in logs)
     assert (out / "cells" / "vae-s0.json").read_text() == before
+
+
+def _gone(finished: Path, where: Path, edit=None) -> Path:
+    """A copy of the tiny bench folder whose vae run folder is gone (its cell file edited by ``edit``)."""
+    shutil.copytree(finished, where)
+    shutil.rmtree(where / "runs" / "vae-s0")
+    if edit:
+        path = where / "cells" / "vae-s0.json"
+        path.write_text(json.dumps(edit(json.loads(path.read_text()))))
+    return where
+
+
+def test_rebuild_trains_a_lost_run_again_and_adds_the_same_inception_fid(inception_folder, finished, extractor,
+                                                                           tmp_path, monkeypatch):
+    """--rebuild: a finished cell whose run folder is gone has it trained again; the rebuilt run samples
+    the cell's FID exactly, so its Inception FID is the one the original run folder gives, and the
+    cell's other numbers and provenance stay as they were."""
+    topped_up = json.loads((inception_folder[0] / "cells" / "vae-s0.json").read_text())   # from the original run
+    out = _gone(finished, tmp_path / "quick")
+    before = json.loads((out / "cells" / "vae-s0.json").read_text())
+    monkeypatch.setenv("ZOO_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(inception, "inception_extractor", lambda device="cpu": StandIn())
+    logs: list[str] = []
+    run_bench(with_inception(), ["vae"], "synthetic", out, extractor, "cmd --inception --rebuild", log=logs.append,
+              tiny=True, rebuild=True)
+    after = json.loads((out / "cells" / "vae-s0.json").read_text())
+    assert any(line.startswith("  train vae seed 0") for line in logs)
+    assert any("the rebuilt run reproduces the cell" in line for line in logs)
+    assert after["fid_inception"] == pytest.approx(topped_up["fid_inception"], rel=1e-9, abs=1e-9)
+    added = {"fid_inception", "inception_n", "inception_provenance"}
+    assert {k: v for k, v in after.items() if k not in added | {"settings"}} == \
+        {k: v for k, v in before.items() if k != "settings"}
+    rebuilt = after["inception_provenance"]["added_to_finished_cell"]["rebuilt_run"]
+    assert rebuilt["fid"] == pytest.approx(before["fid"], rel=1e-9)
+    assert rebuilt["train_provenance"]["threads"] == before["train_provenance"]["threads"]
+    assert (out / "runs" / "vae-s0" / "model.safetensors").exists()
+
+
+def test_a_rebuilt_run_that_misses_the_cell_is_set_aside(finished, extractor, tmp_path, monkeypatch):
+    """A rebuilt run whose samples do not give the FID the cell records is not the cell's run: the cell
+    file stays byte for byte, the run folder is renamed aside, and the run ends with RunFailed."""
+    from zoo.errors import RunFailed
+    out = _gone(finished, tmp_path / "quick", lambda c: {**c, "fid": c["fid"] + 1.0})
+    before = (out / "cells" / "vae-s0.json").read_text()
+    monkeypatch.setenv("ZOO_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(inception, "inception_extractor", lambda device="cpu": StandIn())
+    with pytest.raises(RunFailed, match="vae seed 0: ZooError: the rebuilt run gives FID"):
+        run_bench(with_inception(), ["vae"], "synthetic", out, extractor, "cmd", log=lambda *_: None, tiny=True,
+                  rebuild=True)
+    assert (out / "cells" / "vae-s0.json").read_text() == before
+    assert not (out / "runs" / "vae-s0").exists()
+    assert [p.name.split("-2")[0] for p in (out / "runs").glob("vae-s0.unverified-*")] == ["vae-s0.unverified"]
+
+
+def test_rebuild_refuses_another_thread_count_before_training(finished, extractor, tmp_path):
+    """Training repeats bit for bit only on the CPU kind and thread count a cell records: elsewhere
+    --rebuild stops with one line before anything is trained, and without --rebuild a lost run
+    folder is reported with both ways out."""
+    def other_threads(c):
+        return {**c, "train_provenance": {**c["train_provenance"], "threads": c["train_provenance"]["threads"] + 7}}
+    out = _gone(finished, tmp_path / "quick", other_threads)
+    with pytest.raises(ZooError, match=r"^--rebuild: cell vae-s0 was trained with threads \d+, this process has "
+                                       r"\d+; its run repeats bit for bit only there \(set OMP_NUM_THREADS\)$"):
+        run_bench(with_inception(), ["vae"], "synthetic", out, extractor, "cmd", log=lambda *_: None, tiny=True,
+                  rebuild=True)
+    assert not (out / "runs" / "vae-s0").exists()
+    with pytest.raises(ZooError, match="lacks the Inception FID and has no finished run folder: --rebuild trains "
+                                       "it again"):
+        run_bench(with_inception(), ["vae"], "synthetic", out, extractor, "cmd", log=lambda *_: None, tiny=True)
+
+
+def test_rebuild_without_inception_exits_2(tmp_path):
+    r = subprocess.run([str(Path(sys.executable).parent / "zoo"), "bench", "--tiny", "--data", "synthetic",
+                        "--families", "vae", "--rebuild", "--out", str(tmp_path / "b")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and not (tmp_path / "b").exists()
+    assert r.stderr.strip().splitlines() == ["error: --rebuild trains a finished cell's run folder again to add its "
+                                             "Inception FID: add --inception"]

@@ -40,7 +40,8 @@ def run(profile: str = "quick", families: str = "all", *, seeds: str | None = No
         conditional: bool = False,
         text_encoder: str | None = None, guidance: float | None = None, inception: bool = False,
         budgets: str | None = None, param_scale: float | None = None, param_scales: str | None = None,
-        depth: float | None = None, sizes: str | None = None, command: str | None = None) -> Path:
+        depth: float | None = None, sizes: str | None = None, rebuild: bool = False,
+        command: str | None = None) -> Path:
     """Train every family under the same FLOP budget, evaluate, and write tables and figures, as
     `zoo bench` does; returns the output folder. Every argument is checked before any cell runs
     (a one-line ZooError). Re-running with the same arguments reuses finished cells and resumes
@@ -79,6 +80,10 @@ def run(profile: str = "quick", families: str = "all", *, seeds: str | None = No
             scale the widths give that scale at this depth (an isoflop folder 'p<S>' becomes 'p<S>-d<D>').
         sizes: 'fitted': each family at the best size its fitted size rule (``Generator.size_rule``)
             gives for each cell's budget (times ``param_scale``); None or 'default': the default sizes.
+        rebuild: with ``inception``: a finished cell that lacks the Inception FID and whose run folder
+            is gone has its run trained again, on the CPU kind, thread count and torch it records, and
+            checked (its first n samples must give the cell's FID) before the Inception FID is added;
+            the cell's other numbers and provenance stay.
         command: the command recorded in the results; None: an equivalent `zoo bench` line.
     """
     from .. import dist
@@ -90,6 +95,8 @@ def run(profile: str = "quick", families: str = "all", *, seeds: str | None = No
     if merge and shard:
         raise ZooError("--merge runs no cells: drop --shard")
     shard_spec = parse_shard(shard)
+    if rebuild and not inception:
+        raise ZooError("--rebuild trains a finished cell's run folder again to add its Inception FID: add --inception")
     if profile not in PROFILES:
         raise ZooError(f"unknown profile {profile!r}: use one of {', '.join(sorted(PROFILES))}")
     prof = with_overrides(PROFILES[profile], seeds=seeds, tflops=tflops, n=n, inception=inception, budgets=budgets,
@@ -112,15 +119,17 @@ def run(profile: str = "quick", families: str = "all", *, seeds: str | None = No
             raise ZooError("--reuse is for the scaling profile, not isoflop")
         from .isoflop import run_isoflop
         run_isoflop(prof, fams, data, out_dir, features, command, tiny=tiny, force=force, shard=shard_spec,
-                    merge=merge)
+                    merge=merge, rebuild=rebuild)
         return out_dir
     if prof.budgets:
         run_scaling(prof, fams, data, out_dir, features, command, reuse=Path(reuse) if reuse else None, tiny=tiny,
-                    force=force, shard=shard_spec, merge=merge, beside=Path(beside) if beside else None)
+                    force=force, shard=shard_spec, merge=merge, beside=Path(beside) if beside else None,
+                    rebuild=rebuild)
         return out_dir
     if reuse:
         raise ZooError(f"--reuse is for the scaling profile (several budgets), not {prof.name!r}")
-    run_bench(prof, fams, data, out_dir, features, command, tiny=tiny, force=force, shard=shard_spec, merge=merge)
+    run_bench(prof, fams, data, out_dir, features, command, tiny=tiny, force=force, shard=shard_spec, merge=merge,
+              rebuild=rebuild)
     return out_dir
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import math
 import time
 from pathlib import Path
 from typing import Callable
@@ -18,7 +19,7 @@ from .inception import inception_record
 from .profiles import SAMPLE_SEED, Profile
 from .rundir import run_dir as run_folder, start_run
 from .settings import cell_param_scale, cell_sampler, cell_settings, train_settings
-from .store import cell_name
+from .store import cell_name, set_aside
 
 METRICS = ("fid", "kid", "pr", "dc", "cs", "mem")
 
@@ -74,20 +75,57 @@ def run_cell(family: str, seed: int, profile: Profile, data: str, out: Path, fea
     return rec
 
 
-def add_inception(rec: dict, run_dir: Path, profile: Profile, data: str, *,
-                  log: Callable[[str], None] = click.echo) -> dict:
+def add_inception(rec: dict, run_dir: Path, profile: Profile, data: str, *, images: torch.Tensor | None = None,
+                  rebuilt: dict | None = None, log: Callable[[str], None] = click.echo) -> dict:
     """A finished cell's record ``rec`` with the Inception FID of ``profile.inception_n`` samples of its
     trained ``run_dir`` added (zoo bench --inception on a cell made without it). The samples are drawn
-    again with the cell's per-image seeds; the provenance of this addition (commit, machine, threads,
-    date) goes into ``inception_provenance``, beside the cell's own."""
+    again with the cell's per-image seeds (``images``: the first of them, already drawn); the provenance
+    of this addition (commit, machine, threads, date, and ``rebuilt``: the check of a rebuilt run folder)
+    goes into ``inception_provenance``, beside the cell's own."""
     from .settings import provenance
     model = load(run_dir).to(profile.device)
-    added = inception_record(model, None, profile, data, sampler=rec["settings"].get("sampler", cell_sampler(rec["family"])),
-                             log=log)
+    added = inception_record(model, images, profile, data, sampler=_sampler_of(rec), log=log)
     where = {k: v for k, v in provenance(profile, data).items()
              if k in ("zoo_version", "git_commit", "cpu", "gpu", "threads", "torch", "date")}
+    if rebuilt:
+        where["rebuilt_run"] = rebuilt
     added["inception_provenance"] = {**added["inception_provenance"], "added_to_finished_cell": where}
     return {**rec, **added, "settings": {**rec["settings"], "inception_n": profile.inception_n}}
+
+
+# how close a rebuilt run's FID must be to its cell's: a run trained again bit for bit samples the same
+# images, so at most the last digits may move; another run of the same recipe differs by a seed std
+# (about 1e-2 relative), four orders of magnitude more
+REBUILD_RTOL = 1e-6
+
+
+def rebuild_run(rec: dict, profile: Profile, data: str, out: Path, features, train_set, *,
+                log: Callable[[str], None] = click.echo, tiny: bool = False) -> tuple[torch.Tensor, dict]:
+    """Train a finished cell's run folder again (zoo bench --inception --rebuild, when the folder is
+    gone; a folder trained again already is only loaded) and check that it is the cell's: its first
+    ``profile.n`` samples must give the FID the cell records, which holds only when training repeats
+    bit for bit (the same code path, CPU kind and thread count). Returns those samples, the first of the Inception FID's, and the check as recorded.
+    A run that fails the check is set aside as '<run>.unverified-<time>' and a ZooError says so."""
+    from ..metrics.evaluate import evaluate
+    family, seed = rec["family"], rec["seed"]
+    run_dir = train_cell(family, seed, profile, data, out, features, train_set, log=log, tiny=tiny)
+    model = load(run_dir).to(profile.device)
+    log(f"  check the rebuilt run against the cell: {profile.n} samples")
+    images = model.sample(profile.n, seed=SAMPLE_SEED, progress=True, **_sampler_of(rec))
+    fid = evaluate(images, data=data, features=features, metrics=("fid",), split="test", n=profile.n)["fid"]
+    if not math.isclose(fid, rec["fid"], rel_tol=REBUILD_RTOL):
+        aside = set_aside(run_dir, "unverified")
+        raise ZooError(f"the rebuilt run gives FID {fid:.6f} where the cell records {rec['fid']:.6f}, so it is not "
+                       f"the cell's run (set aside as {aside.name}); the cell is unchanged")
+    summary = _read_summary(run_dir)
+    log(f"  the rebuilt run reproduces the cell: FID {fid:.6f}")
+    return images, {"fid": fid, "train_wall_s": summary["wall_s"],
+                    "train_provenance": {"git_commit": summary.get("git_commit"), **summary.get("machine", {})}}
+
+
+def _sampler_of(rec: dict) -> dict:
+    """The sampler options a cell recorded (the family's current ones for a cell made before they were)."""
+    return dict(rec["settings"].get("sampler", cell_sampler(rec["family"])))
 
 
 def train_cell(family: str, seed: int, profile: Profile, data: str, out: Path, features, train_set, *,

@@ -68,7 +68,7 @@ def check_families(families: list[str], depth: float = 1.0, fitted: bool = False
 
 def run_isoflop(profile: Profile, families: list[str], data: str, out: Path, features, command: str, *,
                 tiny: bool = False, force: bool = False, shard: tuple[int, int] | None = None,
-                merge: bool = False, log: Callable[[str], None] = click.echo) -> Path:
+                merge: bool = False, rebuild: bool = False, log: Callable[[str], None] = click.echo) -> Path:
     """Run (or resume) every (budget, size) folder, cheapest budget and smallest size first, then write
     the IsoFLOP tables and figures (also after each folder, so that an interrupted sweep has them).
     A folder whose cells fail does not stop the others; RunFailed at the end."""
@@ -84,7 +84,7 @@ def run_isoflop(profile: Profile, families: list[str], data: str, out: Path, fea
             try:
                 if not merge or (where / "cells").is_dir():
                     run_bench(sub_profile(profile, b, s, d), families, data, where, features, command, tiny=tiny,
-                              force=force, shard=shard, merge=merge, log=log)
+                              force=force, shard=shard, merge=merge, rebuild=rebuild, log=log)
             except RunFailed as e:
                 failed.append(f"{b:g} TFLOP at {_size_label(s, d)}: {e}")
             if not merge:

