@@ -256,6 +256,19 @@ def test_rebuild_refuses_another_thread_count_before_training(finished, extracto
         run_bench(with_inception(), ["vae"], "synthetic", out, extractor, "cmd", log=lambda *_: None, tiny=True)
 
 
+def test_rebuild_refuses_another_cpu_generation_of_the_same_name(finished, extractor, tmp_path):
+    """Two hosts of one generic model name ('AMD EPYC') may be different CPU generations: a cell that
+    records its CPU's family and model is rebuilt only on that family and model."""
+    def other_cpu(c):
+        return {**c, "train_provenance": {**c["train_provenance"], "cpu_id": "family 1, model 1, stepping 1"}}
+    out = _gone(finished, tmp_path / "quick", other_cpu)
+    with pytest.raises(ZooError, match=r"^--rebuild: cell vae-s0 was trained with cpu_id 'family 1, model 1, "
+                                       r"stepping 1', this process has .*; its run repeats bit for bit only there$"):
+        run_bench(with_inception(), ["vae"], "synthetic", out, extractor, "cmd", log=lambda *_: None, tiny=True,
+                  rebuild=True)
+    assert not (out / "runs" / "vae-s0").exists()
+
+
 def test_rebuild_without_inception_exits_2(tmp_path):
     r = subprocess.run([str(Path(sys.executable).parent / "zoo"), "bench", "--tiny", "--data", "synthetic",
                         "--families", "vae", "--rebuild", "--out", str(tmp_path / "b")],

@@ -266,3 +266,16 @@ def test_describe_machine_names_the_cpu_gpu_and_threads():
     from zoo.provenance import describe_machine
     assert describe_machine({"cpu": "AMD EPYC", "gpu": None, "threads": 1}) == "AMD EPYC, 1 thread"
     assert describe_machine({"cpu": "Xeon", "gpu": "H100", "threads": 2}) == "Xeon + H100, 2 threads"
+    assert describe_machine({"cpu": "AMD EPYC", "cpu_id": "family 26, model 2, stepping 1", "gpu": None,
+                             "threads": 1}) == "AMD EPYC (family 26, model 2, stepping 1), 1 thread"
+
+
+def test_cpu_id_reads_family_model_and_stepping_of_the_first_processor(tmp_path):
+    from zoo.provenance import cpu_id
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 26\nmodel\t\t: 2\n"
+                    "model name\t: AMD EPYC\nstepping\t: 1\n\nprocessor\t: 1\ncpu family\t: 25\nmodel\t\t: 17\n")
+    assert cpu_id(info) == "family 26, model 2, stepping 1"
+    info.write_text("processor\t: 0\nCPU implementer\t: 0x41\n")   # an ARM board: no family or model
+    assert cpu_id(info) is None
+    assert cpu_id(tmp_path / "missing") is None

@@ -47,15 +47,39 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_id(cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
+    """The x86 CPU's family, model and stepping from /proc/cpuinfo ('family 26, model 2, stepping 0'),
+    None where there are none (written by hand: neither platform nor torch reports them). Under a
+    hypervisor the model name is often generic ('AMD EPYC') for hosts of different generations, and
+    a fixed-seed run repeats bit for bit on one generation, not across them."""
+    fields: dict[str, str] = {}
+    try:
+        for line in cpuinfo.read_text().splitlines():
+            key, _, value = line.partition(":")
+            key = key.strip()
+            if key in ("cpu family", "model", "stepping") and key not in fields:
+                fields[key] = value.strip()
+            if not line.strip() and fields:   # the first processor's block is enough
+                break
+    except OSError:
+        return None
+    if "cpu family" not in fields or "model" not in fields:
+        return None
+    return f"family {fields['cpu family']}, model {fields['model']}" + (
+        f", stepping {fields['stepping']}" if "stepping" in fields else "")
+
+
 def machine() -> dict:
-    """The machine and software behind a measurement: CPU, GPU (or None), threads, torch, python."""
+    """The machine and software behind a measurement: CPU (its model name and, on x86 Linux, its
+    family, model and stepping), GPU (or None), threads, torch, python."""
     import torch
-    return {"cpu": cpu_model(), "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    return {"cpu": cpu_model(), "cpu_id": cpu_id(), "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
             "threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version()}
 
 
 def describe_machine(m: dict) -> str:
     """One phrase for a machine record: 'CPU + GPU, N threads'."""
     gpu = f" + {m['gpu']}" if m.get("gpu") else ""
+    cpu = m.get("cpu", "?") + (f" ({m['cpu_id']})" if m.get("cpu_id") else "")
     n = m.get("threads", "?")
-    return f"{m.get('cpu', '?')}{gpu}, {n} thread{'' if n == 1 else 's'}"
+    return f"{cpu}{gpu}, {n} thread{'' if n == 1 else 's'}"

@@ -60,7 +60,7 @@ def trained_as_recorded(path: Path, cell: dict) -> bool:
         return False
     here = {"git_commit": summary.get("git_commit"), **summary.get("machine", {})}
     recorded = cell.get("train_provenance", {})
-    return all(here.get(k) == recorded.get(k) for k in ("git_commit", "cpu", "gpu", "threads", "torch"))
+    return all(here.get(k) == recorded.get(k) for k in ("git_commit", "cpu", "cpu_id", "gpu", "threads", "torch"))
 
 
 def recorded_settings(path: Path) -> dict | None:

@@ -297,7 +297,9 @@ def _guarded(fam: str, seed: int, out: Path, log: Callable[[str], None], work: C
 def check_rebuild(out: Path, plan: Plan, profile: Profile) -> None:
     """One-line ZooError unless every cell whose run folder --rebuild would train again was trained on
     this machine's CPU kind, thread count and torch: elsewhere training does not repeat bit for bit,
-    so the rebuilt run could not pass its check against the cell (cell.rebuild_run)."""
+    so the rebuilt run could not pass its check against the cell (cell.rebuild_run). A cell made
+    before cells recorded the CPU's family and model (``cpu_id``) is checked on its model name only;
+    its check against the cell's FID then tells."""
     if not plan.rebuild:
         return
     if profile.conditional:
@@ -305,8 +307,8 @@ def check_rebuild(out: Path, plan: Plan, profile: Profile) -> None:
     here = machine()
     for name in sorted(plan.rebuild):
         trained = read_record(out / CELLS_DIR / f"{name}.json").get("train_provenance", {})
-        for key in ("cpu", "gpu", "threads", "torch"):
-            if trained.get(key) != here[key]:
+        for key in ("cpu", "cpu_id", "gpu", "threads", "torch"):
+            if (key != "cpu_id" or key in trained) and trained.get(key) != here[key]:
                 raise ZooError(f"--rebuild: cell {name} was trained with {key} {trained.get(key)!r}, this process has "
                                f"{here[key]!r}; its run repeats bit for bit only there"
                                + (" (set OMP_NUM_THREADS)" if key == "threads" else ""))
