@@ -189,13 +189,15 @@ def test_symlinked_run_folder_is_refused(made, calls, tmp_path):
 def test_results_md_names_every_machine(made, calls):
     p = made / "cells" / "gan-s0.json"
     rec = json.loads(p.read_text())
-    cpu = rec["provenance"]["cpu"]
+    from zoo.provenance import describe_machine
+    here = describe_machine(rec["provenance"])
     rec["provenance"]["cpu"] = "Other CPU 9000"
     p.write_text(json.dumps(rec))
     bench(made)
     assert calls == []
     md = (made / "RESULTS.md").read_text()
-    assert "on several machines: cell gan-s0 on Other CPU 9000, " in md and f"; cell vae-s0 on {cpu}, " in md
+    assert f"on several machines: cell gan-s0 on {describe_machine(rec['provenance'])} " in md
+    assert f"; cell vae-s0 on {here} " in md and "Other CPU 9000" in describe_machine(rec["provenance"])
 
 
 def test_failed_cell_exits_1_naming_it(made, monkeypatch):
