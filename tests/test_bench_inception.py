@@ -239,33 +239,31 @@ def test_a_rebuilt_run_that_misses_the_cell_is_set_aside(finished, extractor, tm
     assert [p.name.split("-2")[0] for p in (out / "runs").glob("vae-s0.unverified-*")] == ["vae-s0.unverified"]
 
 
-def test_rebuild_refuses_another_thread_count_before_training(finished, extractor, tmp_path):
-    """Training repeats bit for bit only on the CPU kind and thread count a cell records: elsewhere
-    --rebuild stops with one line before anything is trained, and without --rebuild a lost run
-    folder is reported with both ways out."""
-    def other_threads(c):
-        return {**c, "train_provenance": {**c["train_provenance"], "threads": c["train_provenance"]["threads"] + 7}}
-    out = _gone(finished, tmp_path / "quick", other_threads)
-    with pytest.raises(ZooError, match=r"^--rebuild: cell vae-s0 was trained with threads \d+, this process has "
-                                       r"\d+; its run repeats bit for bit only there \(set OMP_NUM_THREADS\)$"):
+@pytest.mark.parametrize("key, other, shown", [
+    ("threads", lambda v: v + 7, r"threads \d+, this process has \d+; its run repeats bit for bit only there "
+                                 r"\(set OMP_NUM_THREADS\)"),
+    ("cpu_id", lambda v: "family 1, model 1, stepping 1", r"cpu_id 'family 1, model 1, stepping 1', this process "
+                                                          r"has .*; its run repeats bit for bit only there"),
+])
+def test_rebuild_refuses_another_machine_before_training(finished, extractor, tmp_path, key, other, shown):
+    """Training repeats bit for bit only on the thread count and the CPU generation a cell records (its
+    family and model: two hosts of one generic name such as 'AMD EPYC' may differ): elsewhere
+    --rebuild stops with one line before anything is trained."""
+    def edit(c):
+        prov = c["train_provenance"]
+        return {**c, "train_provenance": {**prov, key: other(prov.get(key))}}
+    out = _gone(finished, tmp_path / "quick", edit)
+    with pytest.raises(ZooError, match=rf"^--rebuild: cell vae-s0 was trained with {shown}$"):
         run_bench(with_inception(), ["vae"], "synthetic", out, extractor, "cmd", log=lambda *_: None, tiny=True,
                   rebuild=True)
     assert not (out / "runs" / "vae-s0").exists()
+
+
+def test_a_lost_run_folder_is_reported_with_both_ways_out(finished, extractor, tmp_path):
+    out = _gone(finished, tmp_path / "quick")
     with pytest.raises(ZooError, match="lacks the Inception FID and has no finished run folder: --rebuild trains "
-                                       "it again"):
+                                       "it again .*, --force redoes it$"):
         run_bench(with_inception(), ["vae"], "synthetic", out, extractor, "cmd", log=lambda *_: None, tiny=True)
-
-
-def test_rebuild_refuses_another_cpu_generation_of_the_same_name(finished, extractor, tmp_path):
-    """Two hosts of one generic model name ('AMD EPYC') may be different CPU generations: a cell that
-    records its CPU's family and model is rebuilt only on that family and model."""
-    def other_cpu(c):
-        return {**c, "train_provenance": {**c["train_provenance"], "cpu_id": "family 1, model 1, stepping 1"}}
-    out = _gone(finished, tmp_path / "quick", other_cpu)
-    with pytest.raises(ZooError, match=r"^--rebuild: cell vae-s0 was trained with cpu_id 'family 1, model 1, "
-                                       r"stepping 1', this process has .*; its run repeats bit for bit only there$"):
-        run_bench(with_inception(), ["vae"], "synthetic", out, extractor, "cmd", log=lambda *_: None, tiny=True,
-                  rebuild=True)
     assert not (out / "runs" / "vae-s0").exists()
 
 
