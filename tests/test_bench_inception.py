@@ -99,6 +99,7 @@ def test_inception_added_to_a_finished_cell(inception_folder, finished, extracto
     assert after["settings"] == {**before["settings"], "inception_n": INCEPTION_N}
     where = after["inception_provenance"]["added_to_finished_cell"]
     assert where["threads"] == torch.get_num_threads() and where["git_commit"] and where["date"]
+    assert where["cpu_id"] == before["train_provenance"]["cpu_id"]   # made here: the same CPU generation
     # the cell made again with --inception from the start scores the same images: the same Inception FID
     again = tmp_path / "quick"
     shutil.copytree(finished, again)

@@ -69,6 +69,10 @@ def cpu_id(cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
         f", stepping {fields['stepping']}" if "stepping" in fields else "")
 
 
+# the fields of machine() a fixed-seed training run must share to repeat bit for bit
+REPEAT_KEYS = ("cpu", "cpu_id", "gpu", "threads", "torch")
+
+
 def machine() -> dict:
     """The machine and software behind a measurement: CPU (its model name and, on x86 Linux, its
     family, model and stepping), GPU (or None), threads, torch, python."""

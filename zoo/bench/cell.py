@@ -15,9 +15,10 @@ import torch
 
 from ..api import load
 from ..errors import ZooError
+from ..provenance import REPEAT_KEYS
 from .inception import inception_record
 from .profiles import SAMPLE_SEED, Profile
-from .rundir import run_dir as run_folder, start_run
+from .rundir import run_dir as run_folder, start_run, train_provenance
 from .settings import cell_param_scale, cell_sampler, cell_settings, train_settings
 from .store import cell_name, set_aside
 
@@ -51,7 +52,7 @@ def run_cell(family: str, seed: int, profile: Profile, data: str, out: Path, fea
     rec: dict = {"family": family, "seed": seed, "likelihood": model.likelihood, "params": model.num_params(),
                  "train_tflops": summary["train_tflops"], "steps": summary["steps"], "epochs": summary["epochs"],
                  "train_wall_s": summary["wall_s"], "sample_wall_s": round(sample_wall, 2),
-                 "train_provenance": {"git_commit": summary.get("git_commit"), **summary.get("machine", {})}}
+                 "train_provenance": train_provenance(summary)}
     scale = cell_param_scale(profile, family)
     if scale != 1 or profile.depth != 1:   # a cell of the size axes: its scale and multipliers
         from ..sizing import size_for_params
@@ -86,7 +87,7 @@ def add_inception(rec: dict, run_dir: Path, profile: Profile, data: str, *, imag
     model = load(run_dir).to(profile.device)
     added = inception_record(model, images, profile, data, sampler=_sampler_of(rec), log=log)
     where = {k: v for k, v in provenance(profile, data).items()
-             if k in ("zoo_version", "git_commit", "cpu", "gpu", "threads", "torch", "date")}
+             if k in ("zoo_version", "git_commit", *REPEAT_KEYS, "date")}
     if rebuilt:
         where["rebuilt_run"] = rebuilt
     added["inception_provenance"] = {**added["inception_provenance"], "added_to_finished_cell": where}
@@ -104,8 +105,9 @@ def rebuild_run(rec: dict, profile: Profile, data: str, out: Path, features, tra
     """Train a finished cell's run folder again (zoo bench --inception --rebuild, when the folder is
     gone; a folder trained again already is only loaded) and check that it is the cell's: its first
     ``profile.n`` samples must give the FID the cell records, which holds only when training repeats
-    bit for bit (the same code path, CPU kind and thread count). Returns those samples, the first of the Inception FID's, and the check as recorded.
-    A run that fails the check is set aside as '<run>.unverified-<time>' and a ZooError says so."""
+    bit for bit (the same code path, CPU kind and thread count). Returns those samples, the first of
+    the Inception FID's, and the check as recorded. A run that fails the check is set aside as
+    '<run>.unverified-<time>' and a ZooError says so."""
     from ..metrics.evaluate import evaluate
     family, seed = rec["family"], rec["seed"]
     run_dir = train_cell(family, seed, profile, data, out, features, train_set, log=log, tiny=tiny)
@@ -120,7 +122,7 @@ def rebuild_run(rec: dict, profile: Profile, data: str, out: Path, features, tra
     summary = _read_summary(run_dir)
     log(f"  the rebuilt run reproduces the cell: FID {fid:.6f}")
     return images, {"fid": fid, "train_wall_s": summary["wall_s"],
-                    "train_provenance": {"git_commit": summary.get("git_commit"), **summary.get("machine", {})}}
+                    "train_provenance": train_provenance(summary)}
 
 
 def _sampler_of(rec: dict) -> dict:

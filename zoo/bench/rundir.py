@@ -13,6 +13,7 @@ from pathlib import Path
 from ..files import (CHECKPOINT_FILE, CONFIG_FILE, LOCK_FILE, LOG_FILE, SETTINGS_FILE, SUMMARY_FILE, TRAIN_FILE,
                      WEIGHTS_FILE, atomic_write_text)
 from ..errors import ZooError
+from ..provenance import REPEAT_KEYS
 
 RUNS_DIR = "runs"
 _WRITTEN = (CONFIG_FILE, TRAIN_FILE, LOG_FILE, CHECKPOINT_FILE, WEIGHTS_FILE, SUMMARY_FILE, SETTINGS_FILE,
@@ -50,17 +51,21 @@ def is_trained(path: Path) -> bool:
     return (path / SUMMARY_FILE).exists() and (path / WEIGHTS_FILE).exists()
 
 
+def train_provenance(summary: dict) -> dict:
+    """A cell's ``train_provenance`` from its run folder's summary: the commit and machine of training."""
+    return {"git_commit": summary.get("git_commit"), **summary.get("machine", {})}
+
+
 def trained_as_recorded(path: Path, cell: dict) -> bool:
     """Whether the finished run in ``path`` is the one ``cell`` records: the commit, CPU, GPU, thread
     count and torch of its training are those of the cell's ``train_provenance`` (a run folder trained
     again, by ``zoo bench --rebuild``, differs at least in its commit or is checked as if it did)."""
     try:
-        summary = json.loads((path / SUMMARY_FILE).read_text())
+        here = train_provenance(json.loads((path / SUMMARY_FILE).read_text()))
     except (OSError, json.JSONDecodeError, UnicodeDecodeError):
         return False
-    here = {"git_commit": summary.get("git_commit"), **summary.get("machine", {})}
     recorded = cell.get("train_provenance", {})
-    return all(here.get(k) == recorded.get(k) for k in ("git_commit", "cpu", "cpu_id", "gpu", "threads", "torch"))
+    return all(here.get(k) == recorded.get(k) for k in ("git_commit", *REPEAT_KEYS))
 
 
 def recorded_settings(path: Path) -> dict | None:

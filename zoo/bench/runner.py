@@ -34,7 +34,7 @@ from . import cell as cell_module
 from .outputs import write_outputs
 from .inception import check_inception, inception_floor
 from .profiles import Profile, check_profile, profile_record
-from ..provenance import machine
+from ..provenance import REPEAT_KEYS, machine
 from .rundir import (RUNS_DIR, has_training, is_trained, recorded_settings, refuse_symlink, run_dir,
                      trained_as_recorded)
 from .settings import (cell_settings, difference, inception_reference_settings, provenance, reference_settings,
@@ -307,7 +307,7 @@ def check_rebuild(out: Path, plan: Plan, profile: Profile) -> None:
     here = machine()
     for name in sorted(plan.rebuild):
         trained = read_record(out / CELLS_DIR / f"{name}.json").get("train_provenance", {})
-        for key in ("cpu", "cpu_id", "gpu", "threads", "torch"):
+        for key in REPEAT_KEYS:
             if (key != "cpu_id" or key in trained) and trained.get(key) != here[key]:
                 raise ZooError(f"--rebuild: cell {name} was trained with {key} {trained.get(key)!r}, this process has "
                                f"{here[key]!r}; its run repeats bit for bit only there"
