@@ -246,7 +246,8 @@ def test_a_rebuilt_run_that_misses_the_cell_is_set_aside(finished, extractor, tm
     ("cpu_id", lambda v: "family 1, model 1, stepping 1", r"cpu_id 'family 1, model 1, stepping 1', this process "
                                                           r"has .*; its run repeats bit for bit only there"),
 ])
-def test_rebuild_refuses_another_machine_before_training(finished, extractor, tmp_path, key, other, shown):
+def test_rebuild_refuses_another_machine_before_training(finished, extractor, tmp_path, monkeypatch, key, other,
+                                                         shown):
     """Training repeats bit for bit only on the thread count and the CPU generation a cell records (its
     family and model: two hosts of one generic name such as 'AMD EPYC' may differ): elsewhere
     --rebuild stops with one line before anything is trained."""
@@ -254,14 +255,16 @@ def test_rebuild_refuses_another_machine_before_training(finished, extractor, tm
         prov = c["train_provenance"]
         return {**c, "train_provenance": {**prov, key: other(prov.get(key))}}
     out = _gone(finished, tmp_path / "quick", edit)
+    monkeypatch.setattr(inception, "inception_extractor", lambda device="cpu": StandIn())
     with pytest.raises(ZooError, match=rf"^--rebuild: cell vae-s0 was trained with {shown}$"):
         run_bench(with_inception(), ["vae"], "synthetic", out, extractor, "cmd", log=lambda *_: None, tiny=True,
                   rebuild=True)
     assert not (out / "runs" / "vae-s0").exists()
 
 
-def test_a_lost_run_folder_is_reported_with_both_ways_out(finished, extractor, tmp_path):
+def test_a_lost_run_folder_is_reported_with_both_ways_out(finished, extractor, tmp_path, monkeypatch):
     out = _gone(finished, tmp_path / "quick")
+    monkeypatch.setattr(inception, "inception_extractor", lambda device="cpu": StandIn())
     with pytest.raises(ZooError, match="lacks the Inception FID and has no finished run folder: --rebuild trains "
                                        "it again .*, --force redoes it$"):
         run_bench(with_inception(), ["vae"], "synthetic", out, extractor, "cmd", log=lambda *_: None, tiny=True)
