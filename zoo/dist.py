@@ -55,10 +55,23 @@ def init(device: str = "cpu") -> str:
     return str(dev)
 
 
-def shutdown() -> None:
-    """Leave the process group, if joined."""
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+def shutdown(clean: bool = True) -> None:
+    """Leave the process group, if joined. ``clean`` (the command succeeded on this rank): first wait
+    until every rank is here, so that no rank tears gloo down while another still talks to it (a
+    rank that exits first can make the other abort with "terminate called without an active
+    exception" on a loaded machine). The wait is bounded on gloo and skipped after a failure, where
+    the other ranks may never arrive."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if clean and active():
+        try:
+            if dist.get_backend() == "gloo":
+                dist.monitored_barrier(timeout=timedelta(seconds=120))
+            else:
+                dist.barrier()
+        except RuntimeError:   # a rank that failed or left: tear down all the same
+            pass
+    dist.destroy_process_group()
 
 
 def active() -> bool:

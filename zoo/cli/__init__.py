@@ -90,9 +90,11 @@ def run(args: list[str] | None = None) -> int:
         os.environ["TQDM_DISABLE"] = "1"
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    rc = 1
     try:
         rv = cli.main(args=args, prog_name="zoo", standalone_mode=False)
-        return rv if isinstance(rv, int) and not isinstance(rv, bool) else 0
+        rc = rv if isinstance(rv, int) and not isinstance(rv, bool) else 0
+        return rc
     except click.exceptions.Exit as e:          # --help, --version
         return e.exit_code
     except ZooError as e:
@@ -124,7 +126,7 @@ def run(args: list[str] | None = None) -> int:
     finally:
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, previous)
-        dist.shutdown()
+        dist.shutdown(clean=rc == 0)
 
 
 def main() -> None:
