@@ -13,6 +13,7 @@ import pytest
 
 from zoo import bench
 from zoo.bench import run_bench
+from zoo.errors import ZooError
 
 from helpers import BENCH_FAMILIES as FAMILIES, tiny_quick
 
@@ -75,6 +76,28 @@ def test_a_merge_without_the_run_folders_keeps_the_figures(finished, extractor, 
         assert (figs / f).read_bytes() == data, f                       # kept, not redrawn empty
         assert f"![figures/{f}](figures/{f})" in md, f                  # and still linked
     assert "samples-gan.png" in md and (figs / "pareto.png").exists()
+
+
+def test_a_merge_keeps_a_cell_an_older_recipe_made_and_names_it(finished, extractor, tmp_path):
+    """--merge trains nothing: a cell whose recorded settings differ from what the code would use now
+    stays in the tables as made, with a warning, where a run that trains stops (test_resume)."""
+    import shutil
+    out = tmp_path / "clone"
+    shutil.copytree(finished, out, ignore=shutil.ignore_patterns("runs"))
+    path = out / "cells" / "gan-s0.json"
+    rec = json.loads(path.read_text())
+    rec["settings"]["recipe"] = {**rec["settings"]["recipe"], "train.batch_size": 3}
+    path.write_text(json.dumps(rec))
+    warned: list[str] = []
+    run_bench(tiny_quick(), FAMILIES, "synthetic", out, extractor, "test-command", log=lambda *_: None,
+              tiny=True, merge=True, warn=warned.append)
+    assert json.loads(path.read_text()) == rec and sorted(p.name for p in (out / "cells").iterdir()) == \
+        sorted(p.name for p in (finished / "cells").iterdir())
+    assert len(warned) == 1 and warned[0].startswith(f"--merge: cell gan-s0 in {out} was made with recipe=")
+    assert "kept as made (--force would redo it)" in warned[0]
+    assert f"{rec['fid']:.2f}" in (out / "RESULTS.md").read_text()
+    with pytest.raises(ZooError, match="cell gan-s0 .* was made with recipe=.*--force to redo it$"):
+        run_bench(tiny_quick(), FAMILIES, "synthetic", out, extractor, "test-command", log=lambda *_: None, tiny=True)
 
 
 def test_the_figures_are_redrawn_from_what_they_kept(finished, extractor, tmp_path):

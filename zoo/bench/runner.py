@@ -155,6 +155,19 @@ def refuse_stale(out: Path, plan: Plan) -> None:
                        f"or --force to retrain {'them' if many else 'it'}")
 
 
+def keep_stale_cells(out: Path, plan: Plan, warn: Callable[[str], None]) -> None:
+    """--merge runs no cell: a finished cell made with other settings than today's code would use
+    (an older recipe) stays in the tables as it was made, since each cell records its own settings
+    and commit; a warning names it. Reference rows made otherwise still stop the merge."""
+    cells = [(p, d) for p, d in plan.stale if not p.name.startswith("_")]
+    if cells:
+        many = len(cells) > 1
+        warn(f"--merge: cell{'s' if many else ''} {_names(cells)} in {out} {'were' if many else 'was'} made with "
+             f"{cells[0][1]}; kept as made (--force would redo {'them' if many else 'it'})")
+    plan.stale = [(p, d) for p, d in plan.stale if p.name.startswith("_")]
+    plan.no_run = [p for p in plan.no_run if p.name.startswith("_")]
+
+
 def apply_plan(plan: Plan, log: Callable[[str], None], warn: Callable[[str], None]) -> None:
     """Rename aside the corrupt files (with a warning) and, under --force, the stale cells and run folders."""
     for p, why in plan.corrupt:
@@ -230,6 +243,8 @@ def run_bench(profile: Profile, families: list[str], data: str, out: Path, featu
     train_set, test_set = check_request(profile, families, data)
     todo = [] if merge else shard_cells([(f, s) for f in families for s in profile.seeds], shard)
     plan = plan_run(out, profile, todo, data, features, tiny, rebuild=rebuild)
+    if merge and not force:
+        keep_stale_cells(out, plan, warn)
     if not force:
         refuse_stale(out, plan)
     check_rebuild(out, plan, profile)
