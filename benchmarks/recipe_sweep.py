@@ -36,10 +36,11 @@ def parse_variant(text: str) -> tuple[str, list[str]]:
 
 
 def one(family: str, tflops: float, seed: int, name: str, sets: list[str], args) -> dict:
-    rd = Path(args.out) / f"{family}-{name}-{tflops:g}tf-s{seed}"
+    sized = args.size != "1"
+    rd = Path(args.out) / (f"{family}-{name}-{tflops:g}tf" + (f"-size{args.size}" if sized else "") + f"-s{seed}")
     if not (rd / "summary.json").exists():
         cmd = [ZOO, "train", family, "--tflops", str(tflops), "--seed", str(seed), "--out", str(rd), "--quiet",
-               "--no-recipe", "--eval-bpd", str(args.bpd)]
+               "--no-recipe", "--eval-bpd", str(args.bpd)] + (["--size", args.size] if sized else [])
         for s in sets:
             cmd += ["--set", s]
         if (rd / "config.json").exists():
@@ -54,6 +55,7 @@ def one(family: str, tflops: float, seed: int, name: str, sets: list[str], args)
     bpd = json.loads(bpd_file.read_text()) if bpd_file.exists() else {}
     made_on = summary.get("machine", {})   # runs finished before summaries named their machine: {}
     return {"family": family, "variant": name, "sets": sets, "tflops": tflops, "seed": seed, "run": str(rd),
+            "size": args.size, "params": summary.get("params"),
             "steps": summary.get("steps"), "train_wall_s": summary.get("wall_s"),
             "fid": metrics.get("fid"), "precision": metrics.get("precision"), "recall": metrics.get("recall"),
             "coverage": metrics.get("coverage"), "bpd": bpd.get("bpd"), "n": args.n,
@@ -69,6 +71,8 @@ def main() -> None:
                     help="NAME:KEY=V,KEY=V (model fields, or train.KEY for the trainer); repeatable")
     ap.add_argument("--n", type=int, default=2000, help="samples scored against the first n test images")
     ap.add_argument("--bpd", type=int, default=1000, help="test images for bits/dim (0: skip)")
+    ap.add_argument("--size", default="1", help="zoo train --size: a width multiplier, or 'fitted' (the size "
+                                                "the family's size rule gives for each budget)")
     ap.add_argument("--out", default="runs/sweep")
     ap.add_argument("--json", help="write the rows here (merged with the rows already in it)")
     args = ap.parse_args()
@@ -80,14 +84,16 @@ def main() -> None:
     if args.json:
         path = Path(args.json)
         old = json.loads(path.read_text())["rows"] if path.exists() else []
-        keep = {(r["variant"], r["tflops"], r["seed"]) for r in rows}
-        rows = [r for r in old if (r["variant"], r["tflops"], r["seed"]) not in keep] + rows
+        key = lambda r: (r["variant"], r["tflops"], r["seed"], r.get("size", "1"))  # noqa: E731
+        keep = {key(r) for r in rows}
+        rows = [r for r in old if key(r) not in keep] + rows
         path.write_text(json.dumps({"command": " ".join(sys.argv), "rows": rows}, indent=2))
-    print("| variant | settings | TFLOP | seed | steps | FID | precision | recall | coverage | bits/dim |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| variant | settings | size | params | TFLOP | seed | steps | FID | precision | recall | coverage | bits/dim |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     fmt = lambda v, f: "—" if v is None else format(v, f)  # noqa: E731
     for r in sorted(rows, key=lambda r: (r["tflops"], r["variant"], r["seed"])):
-        print(f"| {r['variant']} | {' '.join(r['sets']) or 'defaults'} | {r['tflops']:g} | {r['seed']} | {r['steps']} | "
+        print(f"| {r['variant']} | {' '.join(r['sets']) or 'defaults'} | {r.get('size', '1')} | {fmt(r.get('params'), ',')} | "
+              f"{r['tflops']:g} | {r['seed']} | {r['steps']} | "
               f"{fmt(r['fid'], '.2f')} | {fmt(r['precision'], '.3f')} | {fmt(r['recall'], '.3f')} | "
               f"{fmt(r['coverage'], '.3f')} | {fmt(r['bpd'], '.3f')} |")
 
