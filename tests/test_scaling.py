@@ -13,7 +13,7 @@ import pytest
 
 from zoo.bench import PROFILES, run_bench
 from zoo.bench.scaling import budget_profile, crossings, fit_power_law, run_scaling, within_noise, write_scaling
-from zoo.bench.tables import winners
+from zoo.bench.tables import winners, winners_table
 from zoo.errors import ZooError
 
 from helpers import faked
@@ -61,9 +61,13 @@ def test_bench_winner_column_applies_the_same_rule():
     fid = lambda rows: next(w for w in winners(rows) if w["key"] == "fid")
     assert fid([row("vae_gan", 10.55, 2.45), row("latent", 12.85, 0.47)])["within_seed_spread"] is True
     assert fid([row("a", 10.0, 0.5), row("b", 12.0, 0.5)])["within_seed_spread"] is False
-    # where scaling.within_noise says "unknown", the bench table counts the missing std as 0
+    # a row without a std beside one with a std counts as 0
+    assert fid([row("a", 10.0, None), row("b", 10.4, 0.3)])["within_seed_spread"] is False
+    assert fid([row("a", 10.0, None), row("b", 10.4, 0.5)])["within_seed_spread"] is True
+    # one seed each: no spread to judge the margin by, and the table says so rather than "no"
     w = fid([row("a", 10.0, None), row("b", 10.4, None)])
-    assert w["winner"] == "a" and w["within_seed_spread"] is False and w["margin"] == pytest.approx(0.4)
+    assert w["winner"] == "a" and w["within_seed_spread"] is None and w["margin"] == pytest.approx(0.4)
+    assert "| a | 10 | b | 10.4 | 0.4 (4%) | — (one seed) |" in winners_table([w])
 
 
 @pytest.fixture()

@@ -119,10 +119,13 @@ def winners(rows: list[dict]) -> list[dict]:
         if rest:
             b = rest[0]
             gap = abs(a[key] - b[key])
-            stds = [r.get(key + "_std") or 0.0 for r in best + [b]]   # a row without a std counts as 0
+            stds = [r.get(key + "_std") for r in best + [b]]
             rec.update(runner_up=b["family"], runner_up_value=b[key], margin=gap,
                        margin_rel=gap / abs(b[key]) if b[key] else None,
-                       within_seed_spread=inside_seed_std(gap, *stds))
+                       # a row without a std counts as 0; with none at all (one seed each) there is no spread
+                       # to judge the margin by
+                       within_seed_spread=(inside_seed_std(gap, *(v or 0.0 for v in stds))
+                                           if any(v is not None for v in stds) else None))
         out.append(rec)
     return out
 
@@ -198,6 +201,10 @@ def conditional_table(rows: list[dict], encoder: str, guidance: float) -> str | 
     return "\n".join(lines)
 
 
+def _spread_word(inside: bool | None) -> str:
+    return "— (one seed)" if inside is None else ("yes" if inside else "no")
+
+
 def winners_table(ws: list[dict]) -> str:
     """Markdown table of :func:`winners`."""
     lines = ["| column | winner | value | runner-up | value | margin | margin inside seed std? |",
@@ -209,7 +216,7 @@ def winners_table(ws: list[dict]) -> str:
             continue
         rel = f" ({100 * w['margin_rel']:.0f}%)" if w["margin_rel"] is not None else ""
         lines.append(f"| {w['column']} | {win} | {w['value']:.4g} | {w['runner_up']} | "
-                     f"{w['runner_up_value']:.4g} | {w['margin']:.3g}{rel} | {'yes' if w['within_seed_spread'] else 'no'} |")
+                     f"{w['runner_up_value']:.4g} | {w['margin']:.3g}{rel} | {_spread_word(w['within_seed_spread'])} |")
     return "\n".join(lines)
 
 
