@@ -68,7 +68,7 @@ def shutdown(clean: bool = True) -> None:
             if dist.get_backend() == "gloo":
                 dist.monitored_barrier(timeout=timedelta(seconds=120))
             else:
-                dist.barrier()
+                barrier()
         except RuntimeError:   # a rank that failed or left: tear down all the same
             pass
     dist.destroy_process_group()
