@@ -56,8 +56,8 @@ class VAE(GaussianVAEMixin, Generator):
     # the size axis (Generator.size_fields): encoder and decoder
     size_fields = {"widths": 4}
     # the fitted size rule (Generator.size_rule): (a, c) of log10 N_opt = c + a*log10(C / 1 TFLOP), from
-    # results/isoflop/ISOFLOP.md
-    size_rule = (0.414, 5.150)
+    # results/isoflop/ISOFLOP.md, through the minima at 1, 3, 10 and 30 TFLOP
+    size_rule = (0.394, 5.156)
 
     @classmethod
     def tiny_config(cls, **fields):

@@ -118,8 +118,8 @@ class VAEGAN(GaussianVAEMixin, Generator):
     # the size axis (Generator.size_fields): encoder, decoder and discriminator
     size_fields = {"widths": 4, "d_widths": 4}
     # the fitted size rule (Generator.size_rule): (a, c) of log10 N_opt = c + a*log10(C / 1 TFLOP), from
-    # results/isoflop/ISOFLOP.md
-    size_rule = (0.527, 5.151)
+    # results/isoflop/ISOFLOP.md, through the minima at 1, 3, 10 and 30 TFLOP
+    size_rule = (0.418, 5.186)
 
     @classmethod
     def tiny_config(cls, **fields):
